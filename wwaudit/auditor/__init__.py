@@ -1,0 +1,1 @@
+"""The analysis engine: load → matrices → spectra → metrics → findings (see core.audit)."""

@@ -1,0 +1,270 @@
+"""Walk an ONNX model and find every weight tensor and every op input slot it reaches.
+
+Weights live in graph initializers, sparse initializers, Constant nodes, tensor attributes,
+If/Loop/Scan subgraphs (which also read outer-scope names) and model-local functions (whose
+formal inputs are bound to the caller's tensors). A weight often reaches its op through
+Identity/Cast/Transpose/Reshape/(De)QuantizeLinear: those are followed, and the chain of
+transforms is kept so the matrix can be rebuilt exactly as the op sees it.
+This module only finds; `layers` decides what a use means.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import AttributeProto, TensorProto
+
+from wwaudit.auditor.tensors import TensorRef
+from wwaudit.errors import InputError
+
+MAX_SUBGRAPH_DEPTH = 64
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+# Ops a weight passes through unchanged in substance: followed back to their source tensor.
+PASS_THROUGH = {"Identity", "Cast", "CastLike", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
+# Ops that turn stored integers into the real weights (or fake-quantize float weights).
+QUANT_OPS = {"DequantizeLinear", "QuantizeLinear"}
+
+
+@dataclass(frozen=True)
+class Transform:
+    """One step between a stored tensor and the op input: ('transpose', perm), ('reshape', shape)..."""
+
+    op: str
+    params: tuple = ()
+    # For (de)quantize steps: the scale and zero-point sources (Source or None), kept by object.
+    extra: tuple = field(default=(), compare=False)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A stored tensor plus the transforms that lead from it to where it is used."""
+
+    tensor: TensorRef
+    transforms: tuple[Transform, ...] = ()
+
+    def then(self, step: Transform) -> "Source":
+        return Source(self.tensor, self.transforms + (step,))
+
+    @property
+    def quantized(self) -> bool:
+        return any(t.op in ("dequantize", "quantize") for t in self.transforms)
+
+
+@dataclass
+class Use:
+    """A source reaching input `slot` of `node` (in traversal order `position`)."""
+
+    source: Source
+    node: onnx.NodeProto
+    slot: int
+    scope: str
+    position: int
+    opset: int
+
+
+@dataclass
+class WalkResult:
+    """Every tensor seen (in file order) and every use of one by an op."""
+
+    tensors: dict[str, TensorRef]
+    uses: list[Use]
+    first_seen: dict[str, int]
+    problems: list[str]
+    node_count: int
+
+
+class _Walker:
+    def __init__(self, model: onnx.ModelProto, base_dir: str) -> None:
+        self.model = model
+        self.base_dir = base_dir
+        self.tensors: dict[str, TensorRef] = {}
+        self.uses: list[Use] = []
+        self.first_seen: dict[str, int] = {}
+        self.problems: list[str] = []
+        self.position = 0
+        self.node_count = 0
+        self.functions = {(f.domain, f.name): f for f in model.functions}
+        self.opset = {imp.domain: imp.version for imp in model.opset_import}
+
+    # -- registration -------------------------------------------------------------------------
+    def register(self, proto, name: str, dims, data_type: int, origin: str, scope: str) -> Source:
+        ref = TensorRef(
+            name=name,
+            dims=tuple(int(d) for d in dims),
+            data_type=int(data_type),
+            origin=origin,
+            scope=scope,
+            proto=proto,
+            base_dir=self.base_dir,
+        )
+        key = ref.key
+        if key in self.tensors:
+            self.problems.append(f"duplicate tensor name '{name}'" + (f" in {scope}" if scope else ""))
+            suffix = 2
+            while f"{key}#{suffix}" in self.tensors:
+                suffix += 1
+            ref = TensorRef(f"{name}#{suffix}", ref.dims, ref.data_type, origin, scope, proto, self.base_dir)
+            key = ref.key
+        self.tensors[key] = ref
+        self.first_seen.setdefault(key, self.position)
+        return Source(ref)
+
+    def register_tensor(self, t: TensorProto, origin: str, scope: str, name: str | None = None) -> Source:
+        return self.register(t, name or t.name, t.dims, t.data_type, origin, scope)
+
+    def register_sparse(self, sp: onnx.SparseTensorProto, origin: str, scope: str, name: str | None = None) -> Source:
+        return self.register(sp, name or sp.values.name, sp.dims, sp.values.data_type, origin, scope)
+
+    # -- traversal ----------------------------------------------------------------------------
+    def walk_graph(self, graph: onnx.GraphProto, env: dict[str, Source], scope: str, depth: int) -> None:
+        if depth > MAX_SUBGRAPH_DEPTH:
+            raise InputError(f"subgraphs nested deeper than {MAX_SUBGRAPH_DEPTH} levels: refusing")
+        env = dict(env)
+        for init in graph.initializer:
+            env[init.name] = self.register_tensor(init, "initializer", scope)
+        for sp in graph.sparse_initializer:
+            env[sp.values.name] = self.register_sparse(sp, "sparse_initializer", scope)
+        self.walk_nodes(graph.node, env, scope, depth)
+
+    def walk_nodes(self, nodes, env: dict[str, Source], scope: str, depth: int) -> None:
+        for index, node in enumerate(nodes):
+            self.node_count += 1
+            self.position += 1
+            if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
+                self.constant(node, env, scope, index)
+                continue
+            inputs = [env.get(name) if name else None for name in node.input]
+            subgraphs = [a for a in node.attribute if a.type in (AttributeProto.GRAPH, AttributeProto.GRAPHS)]
+            self.attribute_tensors(node, scope)
+            fn = self.functions.get((node.domain, node.op_type))
+            if node.domain in DEFAULT_DOMAINS and node.op_type in PASS_THROUGH and inputs and inputs[0] is not None:
+                self.pass_through(node, inputs, env, scope)
+            elif node.op_type in QUANT_OPS and node.domain in DEFAULT_DOMAINS + ("com.microsoft",) and inputs and inputs[0] is not None:
+                self.quantize_step(node, inputs, env, scope)
+            elif subgraphs:
+                self.record_inputs(node, inputs, scope)
+                for attr in subgraphs:
+                    graphs = [attr.g] if attr.type == AttributeProto.GRAPH else list(attr.graphs)
+                    for k, sub in enumerate(graphs):
+                        label = node.name or f"{node.op_type}_{index}"
+                        sub_scope = f"{scope}/{label}.{attr.name}" + (f"[{k}]" if len(graphs) > 1 else "")
+                        self.walk_graph(sub, env, sub_scope.lstrip("/"), depth + 1)
+            elif fn is not None:
+                self.call_function(node, fn, inputs, scope, depth)
+            else:
+                self.record_inputs(node, inputs, scope)
+
+    def record_inputs(self, node: onnx.NodeProto, inputs: list[Source | None], scope: str) -> None:
+        opset = self.opset.get(node.domain or "", self.opset.get("ai.onnx", 0))
+        for slot, src in enumerate(inputs):
+            if src is not None:
+                self.uses.append(Use(src, node, slot, scope, self.position, opset))
+
+    def constant(self, node: onnx.NodeProto, env: dict[str, Source], scope: str, index: int) -> None:
+        if not node.output:
+            return
+        out = node.output[0]
+        for attr in node.attribute:
+            if attr.name == "value" and attr.type == AttributeProto.TENSOR:
+                env[out] = self.register_tensor(attr.t, "constant", scope, name=out)
+            elif attr.name == "sparse_value" and attr.type == AttributeProto.SPARSE_TENSOR:
+                env[out] = self.register_sparse(attr.sparse_tensor, "constant", scope, name=out)
+            elif attr.name in ("value_float", "value_floats", "value_int", "value_ints"):
+                values = onnx.helper.get_attribute_value(attr)
+                dtype = np.float32 if "float" in attr.name else np.int64
+                arr = np.asarray(values, dtype=dtype)
+                env[out] = self.register_tensor(onnx.numpy_helper.from_array(arr, out), "constant", scope, name=out)
+
+    def attribute_tensors(self, node: onnx.NodeProto, scope: str) -> None:
+        """Tensor-valued attributes of ordinary nodes (e.g. ConstantOfShape.value, ai.onnx.ml coefficients)."""
+        for attr in node.attribute:
+            label = f"{node.name or node.op_type}.{attr.name}"
+            if attr.type == AttributeProto.TENSOR:
+                self.register_tensor(attr.t, f"attribute of {node.op_type}", scope, name=label)
+            elif attr.type == AttributeProto.SPARSE_TENSOR:
+                self.register_sparse(attr.sparse_tensor, f"attribute of {node.op_type}", scope, name=label)
+
+    def pass_through(self, node: onnx.NodeProto, inputs: list[Source | None], env: dict[str, Source], scope: str) -> None:
+        src = inputs[0]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        op = node.op_type
+        step: Transform | None
+        if op in ("Identity", "Cast", "CastLike"):
+            step = None
+        elif op == "Transpose":
+            perm = attrs.get("perm")
+            step = Transform("transpose", tuple(int(p) for p in perm) if perm else ())
+        elif op == "Reshape":
+            shape = self.small_constant(inputs[1] if len(inputs) > 1 else None)
+            step = Transform("reshape", (tuple(shape), int(attrs.get("allowzero", 0)))) if shape is not None else None
+            if shape is None:
+                self.record_inputs(node, inputs, scope)
+                return
+        elif op in ("Squeeze", "Unsqueeze"):
+            axes = attrs.get("axes")
+            if axes is None and len(inputs) > 1:
+                axes = self.small_constant(inputs[1])
+            if axes is None and op == "Unsqueeze":
+                self.record_inputs(node, inputs, scope)
+                return
+            step = Transform(op.lower(), tuple(int(a) for a in axes) if axes is not None else ())
+        elif op == "Flatten":
+            step = Transform("flatten", (int(attrs.get("axis", 1)),))
+        else:  # pragma: no cover - PASS_THROUGH and this switch list the same ops
+            step = None
+        # Parameter inputs of the pass-through op (shape vectors, axes) are consumed there.
+        for slot, extra in enumerate(inputs[1:], start=1):
+            if extra is not None:
+                self.uses.append(Use(extra, node, slot, scope, self.position, 0))
+        if node.output:
+            env[node.output[0]] = src.then(step) if step is not None else src
+
+    def quantize_step(self, node: onnx.NodeProto, inputs: list[Source | None], env: dict[str, Source], scope: str) -> None:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        scale = inputs[1] if len(inputs) > 1 else None
+        zero_point = inputs[2] if len(inputs) > 2 else None
+        kind = "dequantize" if node.op_type == "DequantizeLinear" else "quantize"
+        params = (int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)))
+        if node.op_type == "QuantizeLinear" and "output_dtype" in attrs:
+            params += (int(attrs["output_dtype"]),)
+        for slot, extra in enumerate(inputs[1:], start=1):
+            if extra is not None:
+                self.uses.append(Use(extra, node, slot, scope, self.position, 0))
+        if node.output:
+            env[node.output[0]] = inputs[0].then(Transform(kind, params, extra=(scale, zero_point)))
+
+    def call_function(self, node: onnx.NodeProto, fn: onnx.FunctionProto, inputs, scope: str, depth: int) -> None:
+        if depth > MAX_SUBGRAPH_DEPTH:
+            raise InputError(f"functions nested deeper than {MAX_SUBGRAPH_DEPTH} levels: refusing")
+        fenv: dict[str, Source] = {}
+        for formal, actual in zip(fn.input, inputs):
+            if actual is not None:
+                fenv[formal] = actual
+        label = node.name or node.op_type
+        self.walk_nodes(fn.node, fenv, f"{scope}/{label}[{fn.name}]".lstrip("/"), depth + 1)
+
+    def small_constant(self, src: Source | None) -> list[int] | None:
+        """Values of a small integer constant (a Reshape shape, Squeeze axes), None if not constant."""
+        if src is None or src.transforms or not src.tensor.is_integer or src.tensor.size > 64:
+            return None
+        try:
+            return [int(v) for v in np.asarray(src.tensor.load()).reshape(-1)]
+        except InputError:
+            return None
+
+
+def walk(model: onnx.ModelProto, base_dir: str) -> WalkResult:
+    """Find every tensor and every use of one in `model` (main graph, subgraphs, functions)."""
+    walker = _Walker(model, base_dir)
+    walker.walk_graph(model.graph, {}, "", 0)
+    for fn in model.functions:
+        # Constants inside functions that are never called still belong to the inventory.
+        for node in fn.node:
+            if node.op_type == "Constant":
+                key_scope = f"function {fn.domain}.{fn.name}"
+                if not any(t.scope.endswith(f"[{fn.name}]") and t.name == node.output[0] for t in walker.tensors.values()):
+                    walker.constant(node, {}, key_scope, 0)
+    return WalkResult(walker.tensors, walker.uses, walker.first_seen, walker.problems, walker.node_count)

@@ -1,0 +1,462 @@
+"""From weight uses to layers: which op input is a weight slot, and how it becomes matrices.
+
+A layer is the op that consumes a weight in the slot that holds weights. Each layer's matrices
+have rows = output features (N x M with N >= M is then only a matter of which side is longer):
+
+- Gemm respects transA/transB; MatMul takes the weight on either side ([in, out] on the right);
+  FusedMatMul its trans flags; Einsum when it is a plain matrix product.
+- Conv: one (out x in) matrix per kernel position and per group, pooled into one ESD
+  (weightwatcher's convention). Depthwise convs have 1x1 matrices per position: skipped.
+  ConvTranspose stores (in, out/group, k...): each slice is transposed to (out x in).
+- LSTM/GRU/RNN: W [D, G*H, I] and R [D, G*H, H] split per direction and gate.
+- Gather on a 2-D float table: an embedding (vocab x hidden).
+- com.microsoft Attention: packed [in, 3H] QKV weights split into Q, K and V.
+Everything else a weight tensor reaches is recorded with the reason it is not a layer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from wwaudit.auditor.graph import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
+from wwaudit.auditor.tensors import TensorRef, as_float64, dtype_name
+from wwaudit.errors import InputError
+
+MIN_EVALS = 8
+
+RNN_GATES = {
+    "LSTM": ("i", "o", "f", "c"),  # ONNX order (torch's i,f,g,o is reordered by the exporter)
+    "GRU": ("z", "r", "h"),
+    "RNN": ("h",),
+}
+
+QUANTIZED_OPS = {
+    "QLinearConv": 3,
+    "QLinearMatMul": 3,
+    "MatMulInteger": 1,
+    "ConvInteger": 1,
+    "QGemm": 3,
+    "MatMulNBits": 1,
+    "MatMulBnb4": 1,
+    "GatherBlockQuantized": 0,
+    "DynamicQuantizeLSTM": 1,
+    "DynamicQuantizeMatMul": 1,
+    "QAttention": 1,
+}
+
+
+@dataclass(frozen=True)
+class View:
+    """How a stored tensor becomes (out x in) matrices: a recipe name and its parameters."""
+
+    kind: str  # dense | conv | embedding | recurrent | attention
+    recipe: str  # matrix | matrix_t | batched | batched_t | conv | conv_t | gate | columns_t
+    params: tuple = ()
+    suffix: str = ""
+
+    @property
+    def share_key(self) -> tuple:
+        """Views that give the same singular values of the same tensor are analysed once."""
+        if self.recipe in ("matrix", "matrix_t"):
+            return ("matrix",)
+        if self.recipe in ("batched", "batched_t"):
+            return ("batched",)
+        return (self.recipe, self.params)
+
+
+@dataclass
+class LayerSpec:
+    """A layer to analyse (view set) or a tensor to list as skipped (reason set)."""
+
+    name: str
+    op: str
+    source: Source
+    view: View | None
+    position: int
+    reason: str | None = None
+    used_by: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tensor(self) -> TensorRef:
+        return self.source.tensor
+
+    @property
+    def skipped(self) -> bool:
+        return self.view is None
+
+    def shape_info(self) -> tuple[int, int, int]:
+        """(N, M, number of slices) without reading any data; N >= M."""
+        dims = transformed_dims(self.tensor.dims, self.source.transforms)
+        rows, cols, count = view_shape(dims, self.view)
+        return max(rows, cols), min(rows, cols), count
+
+    def matrices(self) -> list[np.ndarray]:
+        """The layer's (out x in) float64 matrices, read now (the tensor is not kept)."""
+        arr = materialise(self.source)
+        return [as_float64(m) for m in extract(arr, self.view)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Transforms between the stored tensor and the op input
+# ---------------------------------------------------------------------------------------------
+def _reshape_dims(dims: tuple[int, ...], shape: tuple[int, ...], allowzero: int) -> tuple[int, ...]:
+    out = [dims[i] if (s == 0 and not allowzero and i < len(dims)) else s for i, s in enumerate(shape)]
+    total = math.prod(dims)
+    if out.count(-1) == 1:
+        known = math.prod(d for d in out if d != -1)
+        out[out.index(-1)] = total // known if known else 0
+    if math.prod(out) != total or any(d < 0 for d in out):
+        raise InputError(f"cannot reshape a tensor of shape {list(dims)} to {list(shape)}")
+    return tuple(out)
+
+
+def _norm_axes(axes: tuple[int, ...], rank: int) -> list[int]:
+    return sorted(a + rank if a < 0 else a for a in axes)
+
+
+def transformed_dims(dims: tuple[int, ...], transforms: tuple[Transform, ...]) -> tuple[int, ...]:
+    """The shape the op sees, from the stored shape and the pass-through steps."""
+    for t in transforms:
+        if t.op == "transpose":
+            perm = t.params or tuple(reversed(range(len(dims))))
+            if sorted(perm) != list(range(len(dims))):
+                raise InputError(f"Transpose perm {list(perm)} does not fit shape {list(dims)}")
+            dims = tuple(dims[p] for p in perm)
+        elif t.op == "reshape":
+            dims = _reshape_dims(dims, t.params[0], t.params[1])
+        elif t.op == "squeeze":
+            axes = _norm_axes(t.params, len(dims)) if t.params else [i for i, d in enumerate(dims) if d == 1]
+            dims = tuple(d for i, d in enumerate(dims) if i not in axes)
+        elif t.op == "unsqueeze":
+            out = list(dims)
+            for a in _norm_axes(t.params, len(dims) + len(t.params)):
+                out.insert(a, 1)
+            dims = tuple(out)
+        elif t.op == "flatten":
+            axis = t.params[0] if t.params[0] >= 0 else t.params[0] + len(dims)
+            dims = (math.prod(dims[:axis]), math.prod(dims[axis:]))
+    return dims
+
+
+def materialise(source: Source) -> np.ndarray:
+    """Read the stored tensor and apply the pass-through steps (quantization is handled by `quant`)."""
+    arr = source.tensor.load()
+    dims = tuple(arr.shape)
+    for t in source.transforms:
+        new_dims = transformed_dims(dims, (t,))
+        if t.op == "transpose":
+            arr = np.transpose(arr, t.params or None)
+        elif t.op in ("reshape", "squeeze", "unsqueeze", "flatten"):
+            arr = arr.reshape(new_dims)
+        dims = new_dims
+    return arr
+
+
+# ---------------------------------------------------------------------------------------------
+# Views: shapes (without data) and extraction
+# ---------------------------------------------------------------------------------------------
+def view_shape(dims: tuple[int, ...], view: View) -> tuple[int, int, int]:
+    """(rows, cols, slices) of the matrices `extract` will give for a tensor of shape `dims`."""
+    r = view.recipe
+    if r == "matrix":
+        return dims[0], dims[1], 1
+    if r == "matrix_t":
+        return dims[1], dims[0], 1
+    if r in ("batched", "batched_t"):
+        count = math.prod(dims[:-2])
+        a, b = dims[-2], dims[-1]
+        return (a, b, count) if r == "batched" else (b, a, count)
+    if r == "conv":
+        groups = view.params[0]
+        return dims[0] // groups, dims[1], groups * math.prod(dims[2:])
+    if r == "conv_t":
+        groups = view.params[0]
+        return dims[1], dims[0] // groups, groups * math.prod(dims[2:])
+    if r == "gate":
+        _direction, _gate, hidden = view.params
+        return hidden, dims[2], 1
+    if r == "columns_t":
+        start, stop = view.params
+        return stop - start, dims[0], 1
+    raise ValueError(f"unknown view recipe {r}")
+
+
+def extract(arr: np.ndarray, view: View) -> list[np.ndarray]:
+    """The (out x in) matrices of a view, as views into `arr` where numpy allows."""
+    r = view.recipe
+    if r == "matrix":
+        return [arr]
+    if r == "matrix_t":
+        return [arr.T]
+    if r in ("batched", "batched_t"):
+        stack = arr.reshape((-1,) + arr.shape[-2:])
+        return [m if r == "batched" else m.T for m in stack]
+    if r in ("conv", "conv_t"):
+        groups = view.params[0]
+        per = arr.shape[0] // groups
+        kernel = arr.reshape(arr.shape[0], arr.shape[1], -1)
+        out = []
+        for g in range(groups):
+            block = kernel[g * per : (g + 1) * per]
+            for pos in range(block.shape[2]):
+                m = block[:, :, pos]
+                out.append(m if r == "conv" else m.T)
+        return out
+    if r == "gate":
+        direction, gate, hidden = view.params
+        return [arr[direction, gate * hidden : (gate + 1) * hidden, :]]
+    if r == "columns_t":
+        start, stop = view.params
+        return [arr[:, start:stop].T]
+    raise ValueError(f"unknown view recipe {r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Op handlers: given a use, the views it defines or the reason it is not a weight slot
+# ---------------------------------------------------------------------------------------------
+Handler = Callable[[Use, tuple[int, ...], dict], "list[View] | str"]
+
+
+def _attrs(node: onnx.NodeProto) -> dict:
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _not_slot(use: Use, what: str = "") -> str:
+    label = f"{use.node.domain + ':' if use.node.domain not in DEFAULT_DOMAINS else ''}{use.node.op_type}"
+    return f"not a weight slot: {what or 'input ' + str(use.slot)} of {label}"
+
+
+def _gemm(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    if use.slot == 2:
+        return _not_slot(use, "bias C")
+    if len(dims) != 2:
+        return f"{len(dims)}-D input of Gemm"
+    if use.slot == 1:  # B: [K, N] or [N, K] with transB
+        return [View("dense", "matrix" if attrs.get("transB", 0) else "matrix_t")]
+    return [View("dense", "matrix_t" if attrs.get("transA", 0) else "matrix")]
+
+
+def _matmul(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    if use.slot > 1:
+        return _not_slot(use)
+    if len(dims) < 2:
+        return "1-D operand of MatMul (a vector, not a matrix)"
+    trans = attrs.get("transB" if use.slot == 1 else "transA", 0)
+    # Right operand [in, out] -> transpose to (out x in); left operand is already (out x in).
+    flip = (use.slot == 1) != bool(trans)
+    if len(dims) == 2:
+        return [View("dense", "matrix_t" if flip else "matrix")]
+    return [View("dense", "batched_t" if flip else "batched")]
+
+
+def _einsum(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    eq = attrs.get("equation", b"")
+    eq = eq.decode() if isinstance(eq, bytes) else str(eq)
+    eq = eq.replace(" ", "")
+    if "->" not in eq or "..." in eq:
+        return "Einsum operand is not a plain 2-D matrix product"
+    lhs, out = eq.split("->")
+    operands = lhs.split(",")
+    if len(operands) != 2 or len(dims) != 2 or len(operands[use.slot]) != 2:
+        return "Einsum operand is not a plain 2-D matrix product"
+    mine, other = operands[use.slot], operands[1 - use.slot]
+    contracted = [c for c in mine if c in other.replace("...", "") and c not in out]
+    kept = [c for c in mine if c in out and c not in other]
+    if len(contracted) != 1 or len(kept) != 1:
+        return "Einsum operand is not a plain 2-D matrix product"
+    # rows must be the kept (output) index
+    return [View("dense", "matrix" if mine.index(kept[0]) == 0 else "matrix_t")]
+
+
+def _conv(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    if use.slot == 2:
+        return _not_slot(use, "bias")
+    if use.slot != 1:
+        return _not_slot(use)
+    if len(dims) < 3:
+        return f"Conv weight of rank {len(dims)}"
+    groups = int(attrs.get("group", 1))
+    if groups < 1 or dims[0] % groups:
+        return f"Conv group={groups} does not divide {dims[0]} output channels"
+    if dims[1] == 1 and groups > 1:
+        return "depthwise conv: 1 input channel per group, its per-position matrices are 1x1"
+    return [View("conv", "conv", (groups,))]
+
+
+def _conv_transpose(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    if use.slot == 2:
+        return _not_slot(use, "bias")
+    if use.slot != 1:
+        return _not_slot(use)
+    if len(dims) < 3:
+        return f"ConvTranspose weight of rank {len(dims)}"
+    groups = int(attrs.get("group", 1))
+    if groups < 1 or dims[0] % groups:
+        return f"ConvTranspose group={groups} does not divide {dims[0]} input channels"
+    if dims[1] == 1 and groups > 1 and dims[0] == groups:
+        return "depthwise transposed conv: 1 channel per group, its per-position matrices are 1x1"
+    return [View("conv", "conv_t", (groups,))]
+
+
+def _recurrent(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    if use.slot not in (1, 2):
+        names = {3: "bias B", 4: "sequence_lens", 5: "initial_h", 6: "initial_c", 7: "peepholes P"}
+        return _not_slot(use, names.get(use.slot, f"input {use.slot}"))
+    gates = RNN_GATES[use.node.op_type]
+    if len(dims) != 3 or dims[1] % len(gates):
+        return f"{use.node.op_type} weight of shape {list(dims)} is not [directions, gates*hidden, in]"
+    hidden = dims[1] // len(gates)
+    which = "W" if use.slot == 1 else "R"
+    views = []
+    for d in range(dims[0]):
+        for g, gate in enumerate(gates):
+            direction = "" if dims[0] == 1 else (".fwd" if d == 0 else ".bwd")
+            views.append(View("recurrent", "gate", (d, g, hidden), suffix=f"{which}{direction}.{gate}"))
+    return views
+
+
+def _gather(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    if use.slot != 0:
+        return _not_slot(use, "indices")
+    if len(dims) != 2 or int(attrs.get("axis", 0)) != 0:
+        return "Gather on a table that is not a 2-D embedding (axis 0)"
+    return [View("embedding", "matrix")]
+
+
+def _attention(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    if use.slot != 1:
+        return _not_slot(use)
+    if len(dims) != 2:
+        return "Attention weights that are not a 2-D [in, 3*hidden] matrix"
+    sizes = attrs.get("qkv_hidden_sizes") or [dims[1] // 3] * 3
+    if sum(sizes) != dims[1]:
+        return f"Attention qkv_hidden_sizes {list(sizes)} do not add up to {dims[1]}"
+    views, start = [], 0
+    for part, size in zip("qkv", sizes):
+        views.append(View("attention", "columns_t", (start, start + int(size)), suffix=part))
+        start += int(size)
+    return views
+
+
+HANDLERS: dict[tuple[str, str], Handler] = {
+    ("", "Gemm"): _gemm,
+    ("", "MatMul"): _matmul,
+    ("com.microsoft", "FusedMatMul"): _matmul,
+    ("", "Einsum"): _einsum,
+    ("", "Conv"): _conv,
+    ("com.microsoft", "FusedConv"): _conv,
+    ("", "ConvTranspose"): _conv_transpose,
+    ("", "LSTM"): _recurrent,
+    ("", "GRU"): _recurrent,
+    ("", "RNN"): _recurrent,
+    ("", "Gather"): _gather,
+    ("com.microsoft", "Attention"): _attention,
+}
+
+
+def readable_name(node: onnx.NodeProto, tensor: TensorRef) -> str:
+    """Node name if the exporter gave one, else the tensor name."""
+    return node.name or tensor.name
+
+
+def _skip_reason(tensor: TensorRef) -> str | None:
+    """Reasons that hold whatever op consumes the tensor."""
+    if tensor.data_type == onnx.TensorProto.STRING:
+        return "string tensor"
+    if not tensor.dims:
+        return "scalar"
+    if len(tensor.dims) == 1:
+        return "1-D (bias, norm scale or shape vector)"
+    return None
+
+
+def plan_layers(walk: WalkResult) -> list[LayerSpec]:
+    """Turn the walk into layers and skipped entries, ordered by first use; tied weights merged."""
+    specs: list[LayerSpec] = []
+    by_share: dict[tuple, LayerSpec] = {}
+    skipped_reason: dict[str, tuple[int, str, str]] = {}
+    layered: set[str] = set()
+    for use in walk.uses:
+        tensor = use.source.tensor
+        key = tensor.key
+        domain = use.node.domain if use.node.domain not in DEFAULT_DOMAINS else ""
+        consumer = readable_name(use.node, tensor)
+        reason = _skip_reason(tensor)
+        views: list[View] | str
+        if reason is None:
+            reason = _quantized_reason(use, tensor, domain)
+        if reason is None:
+            handler = HANDLERS.get((domain, use.node.op_type))
+            if handler is None:
+                op_label = f"{domain + ':' if domain else ''}{use.node.op_type}"
+                reason = f"not a weight slot: {op_label} is not a weight-consuming op"
+            else:
+                try:
+                    dims = transformed_dims(tensor.dims, use.source.transforms)
+                    views = handler(use, dims, _attrs(use.node))
+                except InputError as exc:
+                    views = str(exc)
+                if isinstance(views, str):
+                    reason = views
+                else:
+                    for view in views:
+                        share = (key, view.share_key, view.suffix)
+                        if share in by_share:
+                            if consumer not in by_share[share].used_by:
+                                by_share[share].used_by.append(consumer)
+                            continue
+                        name = consumer + (f".{view.suffix}" if view.suffix else "")
+                        spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer])
+                        rows_cols = spec.shape_info()
+                        if rows_cols[1] * rows_cols[2] < MIN_EVALS:
+                            spec.view, spec.reason = None, f"too small: {rows_cols[1] * rows_cols[2]} eigenvalues < {MIN_EVALS}"
+                            spec.notes.append(f"shape {rows_cols[0]}x{rows_cols[1]} x {rows_cols[2]} slices")
+                        by_share[share] = spec
+                        specs.append(spec)
+                    layered.add(key)
+                    continue
+        if key not in skipped_reason:
+            skipped_reason[key] = (use.position, reason, use.node.op_type)
+    for key, tensor in walk.tensors.items():
+        if key in layered:
+            continue
+        if key in skipped_reason:
+            position, reason, op = skipped_reason[key]
+        else:
+            position, reason, op = walk.first_seen.get(key, 0), _skip_reason(tensor) or _unused_reason(tensor), ""
+        specs.append(LayerSpec(tensor.name, op, Source(tensor), None, position, reason=reason))
+    specs.sort(key=lambda s: s.position)
+    return specs
+
+
+def _quantized_reason(use: Use, tensor: TensorRef, domain: str) -> str | None:
+    """Integer weights of quantized ops and dequantized weights (their own issue), integer data."""
+    op_slot = QUANTIZED_OPS.get(use.node.op_type) if domain in ("", "com.microsoft") else None
+    if use.source.quantized or (op_slot is not None and op_slot == use.slot):
+        return f"quantized ({tensor.dtype}): not yet supported"
+    if not tensor.is_float:
+        return f"integer tensor ({tensor.dtype}): indices, shapes or quantization parameters"
+    return None
+
+
+def _unused_reason(tensor: TensorRef) -> str:
+    if tensor.origin.startswith("attribute"):
+        return f"tensor {tensor.origin}"
+    return "not consumed by any op"
+
+
+def storage_dtype(tensor: TensorRef) -> str:
+    """dtype as stored in the file (what the report shows next to each layer)."""
+    return dtype_name(tensor.data_type)
+
+
+def safe_name(name: str) -> str:
+    """Collapse whitespace/control characters of vendor-supplied names for one-line display."""
+    return re.sub(r"[\x00-\x1f\x7f]+", " ", name)

@@ -1,0 +1,110 @@
+"""Output formats, each one small module behind the same interface: render(result, context) -> bytes.
+
+Writers never compute metrics; they format an AuditResult. Every file is written atomically
+(temp file in the target folder, then rename), so a failure never leaves a half-written report.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from wwaudit.auditor.results import AuditResult
+from wwaudit.errors import OutputError, UsageError
+
+
+@dataclass
+class RenderContext:
+    """Facts about the run that belong in reports but not in the metrics (command line, date...)."""
+
+    command: str = ""
+    generated: str = ""
+    page_size: str = "A4"
+    plots: str = "findings"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Renderer = Callable[[AuditResult, RenderContext], bytes]
+
+
+def _json(result: AuditResult, ctx: RenderContext) -> bytes:
+    from wwaudit.formats import json_format
+
+    return json_format.render(result, ctx)
+
+
+def _csv(result: AuditResult, ctx: RenderContext) -> bytes:
+    from wwaudit.formats import csv_format
+
+    return csv_format.render(result, ctx)
+
+
+def _html(result: AuditResult, ctx: RenderContext) -> bytes:
+    from wwaudit.formats import html_format
+
+    return html_format.render(result, ctx)
+
+
+def _pdf(result: AuditResult, ctx: RenderContext) -> bytes:
+    from wwaudit.formats import pdf_format
+
+    return pdf_format.render(result, ctx)
+
+
+REPORT_FORMATS: dict[str, Renderer] = {".html": _html, ".htm": _html, ".pdf": _pdf}
+FORMATS: dict[str, Renderer] = {"json": _json, "csv": _csv, "html": _html, "pdf": _pdf}
+
+
+def report_renderer(path: str) -> Renderer:
+    """The report renderer for a path's extension (.html or .pdf)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in REPORT_FORMATS:
+        raise UsageError(f"--report {path}: unknown report extension '{ext}' (use .html or .pdf)")
+    return REPORT_FORMATS[ext]
+
+
+def check_writable(path: str) -> None:
+    """Fail before the analysis (not after minutes of it) when an output cannot be written."""
+    if path == "-":
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"{path}: folder {folder} does not exist")
+    if os.path.isdir(path):
+        raise OutputError(f"{path}: is a directory")
+    if not os.access(folder, os.W_OK):
+        raise OutputError(f"{path}: folder {folder} is not writable")
+
+
+def write_atomic(path: str, data: bytes) -> None:
+    """Write `data` to `path` via a temp file and rename; '-' means stdout."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".wwaudit-", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove(tmp)
+        raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,29 @@
+"""Self-contained HTML report (jinja2, CSS inline, no network, no JavaScript needed to read it)."""
+
+from __future__ import annotations
+
+from wwaudit.auditor.results import AuditResult
+from wwaudit.formats import RenderContext
+from wwaudit.formats.document import build_document
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("wwaudit", "templates"),
+        autoescape=True,  # node names and doc strings come from an untrusted vendor file
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render_html(result: AuditResult, ctx: RenderContext, for_pdf: bool = False) -> str:
+    """The report as an HTML string (the PDF renderer prints this same document)."""
+    doc = build_document(result, ctx, for_pdf=for_pdf)
+    return _environment().get_template("report.html.j2").render(doc=doc, for_pdf=for_pdf)
+
+
+def render(result: AuditResult, ctx: RenderContext) -> bytes:
+    return render_html(result, ctx).encode("utf-8")
