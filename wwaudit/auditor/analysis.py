@@ -23,8 +23,12 @@ class LayerAnalysis:
     spectrum: Spectrum | None = None
 
 
-def analyse_matrices(mats: list[np.ndarray], eps: float, options: AuditOptions) -> LayerAnalysis:
-    """Eigenvalues of the pooled slices and the metrics computed from them."""
+def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: AuditOptions) -> LayerAnalysis:
+    """Eigenvalues of the pooled slices and the metrics computed from them.
+
+    `kind` is the layer kind (dense, conv, embedding, recurrent, attention): conv layers follow the
+    reference's conv normalisation.
+    """
     for W in mats:
         if not np.all(np.isfinite(W)):
             bad = int(np.count_nonzero(~np.isfinite(W)))

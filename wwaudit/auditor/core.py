@@ -136,12 +136,14 @@ def audit(path: str, options: AuditOptions | None = None, progress: Progress | N
             layer.status, layer.reason = "error", str(exc)
             progress.advance(layer.name)
             continue
-        analysis = analyse_matrices(mats, dtype_eps(spec.tensor.data_type), options)
+        analysis = analyse_matrices(mats, layer.kind, dtype_eps(spec.tensor.data_type), options)
         del mats
         layer.status = analysis.status
         layer.reason = analysis.reason
         layer.metrics.update(analysis.metrics)
         layer.notes.extend(analysis.notes)
+        if analysis.spectrum is not None:
+            layer.evals = analysis.spectrum.evals
         progress.advance(layer.name)
     progress.finish()
     t_analyse = time.perf_counter() - t0 - t_load

@@ -96,6 +96,9 @@ class LayerResult:
     used_by: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
+    # Eigenvalues kept for plots (ESD, shuffled ESD); never serialised into the JSON contract.
+    evals: Any = field(default=None, repr=False, compare=False)
+    random_evals: Any = field(default=None, repr=False, compare=False)
 
     @property
     def analysed(self) -> bool:
