@@ -16,7 +16,7 @@ from typing import Sequence
 from wwaudit import __version__
 from wwaudit.errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, UsageError, WwauditError
 
-SUBCOMMANDS = ("audit", "rules")
+SUBCOMMANDS = ("audit", "rules", "compare")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,11 +41,29 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", metavar="PATH", help="write one row per layer as CSV")
     out.add_argument("--report", metavar="PATH", help="write the audit report, .html or .pdf")
     out.add_argument("--page-size", choices=("A4", "Letter"), default="A4", help="PDF page size (default A4)")
+    out.add_argument("--sarif", metavar="PATH", help="write findings as SARIF 2.1.0 (GitHub code scanning); '-' for stdout")
+    out.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per analysed layer; '-' for stdout")
+    out.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (pull-request comments); '-' for stdout")
+    gate = parser.add_argument_group("gating")
+    gate.add_argument("--policy", metavar="PATH", help="policy file (default: nearest wwaudit.toml or "
+                      "pyproject.toml [tool.wwaudit] from the working directory up)")
+    gate.add_argument("--fail-on", choices=("info", "warning", "error", "never"),
+                      help="lowest severity that fails the run (exit 1); overrides the policy (default error)")
+    gate.add_argument("--baseline", metavar="JSON", help="an earlier wwaudit JSON: only findings not in it count")
     ana = parser.add_argument_group("analysis")
     ana.add_argument("--layers", metavar="REGEX", help="analyse only layers whose name or tensor matches")
     ana.add_argument("--fast", action="store_true", help="reference metric set only (no traps, no distribution comparison)")
     ana.add_argument("--seed", type=int, default=0, help="seed of the shuffled copies for correlation traps (default 0)")
     ana.add_argument("--max-evals", type=int, metavar="N", help="skip layers with more than N eigenvalues (default: no limit)")
+    ana.add_argument("--reference", metavar="FLOAT.onnx", help="float original of a quantized model: add per-layer "
+                     "quantization damage (delta alpha, spectral norm, top singular values) to each layer")
+    perf = parser.add_argument_group("speed")
+    perf.add_argument("--workers", type=int, metavar="N", help="layers analysed in parallel (default: usable CPU cores)")
+    perf.add_argument("--precision", choices=("float64", "float32"), default="float64",
+                      help="Gram matrix precision (default float64; float32 is faster, same alpha to ~1e-7)")
+    # torch-cpu (torch's code path on the CPU) is accepted but not advertised: it exists to test it.
+    perf.add_argument("--device", default="cpu", metavar="{cpu,cuda}",
+                      help="where Gram matrices and eigensolves run (default cpu; cuda needs torch)")
     ui = parser.add_argument_group("display")
     ui.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
     return parser
@@ -53,13 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_rules(argv: Sequence[str]) -> int:
     parser = _Parser(prog="wwaudit rules", description="List the audit rules with their rationale.")
-    parser.parse_args(list(argv))
+    parser.add_argument("--format", choices=("text", "json"), default="text",
+                        help="text (default) or json: id, title, severity, scope, rationale, remedy, thresholds")
+    args = parser.parse_args(list(argv))
     from wwaudit.auditor.findings import RULES
 
+    if args.format == "json":
+        import json
+
+        print(json.dumps([rule.describe() for rule in RULES], indent=2, ensure_ascii=False))
+        return EXIT_OK
     for rule in RULES:
-        print(f"{rule.id}  [{rule.severity}]  {rule.title}")
+        print(f"{rule.id}  [{rule.severity}]  {rule.title}  ({rule.scope})")
         print(f"    why:  {rule.rationale}")
         print(f"    do:   {rule.remedy}")
+        for key, value in sorted(rule.params.items()):
+            print(f"    {key} = {value:g}: {rule.param_help.get(key, '')}")
     return EXIT_OK
 
 
@@ -79,6 +106,9 @@ def _run_audit(argv: Sequence[str]) -> int:
         outputs.append((args.csv, formats.FORMATS["csv"]))
     if args.report:
         outputs.append((args.report, formats.report_renderer(args.report)))
+    for fmt in ("sarif", "junit", "markdown"):
+        if getattr(args, fmt):
+            outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
     if sum(1 for path, _ in outputs if path == "-") > 1:
         raise UsageError("only one output can go to stdout ('-')")
     for path, _ in outputs:
@@ -86,14 +116,29 @@ def _run_audit(argv: Sequence[str]) -> int:
     if args.max_evals is not None and args.max_evals < 1:
         raise UsageError("--max-evals must be a positive number")
 
-    options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals)
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be a positive number")
+    from wwaudit.auditor.scheduler import default_workers
+
+    options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
+                           workers=args.workers or default_workers(), precision=args.precision, device=args.device)
     progress = make_progress(enabled=not args.quiet)
-    result = audit(args.model, options, progress)
+    from wwaudit.auditor.baseline import load_baseline
+    from wwaudit.auditor.policy import load_policy
+
+    policy = load_policy(args.policy, fail_on=args.fail_on)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    result = audit(args.model, options, progress, policy=policy, baseline=baseline)
+    if args.reference:
+        from wwaudit.compare.engine import attach_reference
+
+        attach_reference(result, args.model, args.reference, options, progress)
 
     ctx = formats.RenderContext(
         command="wwaudit " + " ".join(shlex.quote(a) for a in argv),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         page_size=args.page_size,
+        extra={"model_uri": formats.artifact_uri(args.model)},
     )
     for path, renderer in outputs:
         formats.write_atomic(path, renderer(result, ctx))
@@ -102,12 +147,38 @@ def _run_audit(argv: Sequence[str]) -> int:
     return EXIT_FINDINGS if result.verdict == "fail" else EXIT_OK
 
 
+def _compare_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wwaudit compare", description="Compare two ONNX models layer by layer (base -> candidate): "
+                     "metric deltas, relative distance, kept singular subspaces, and the layers that got worse.")
+    parser.add_argument("base", help="the reference model (previous release, base of a fine-tune, float original)")
+    parser.add_argument("candidate", help="the model under review")
+    parser.add_argument("--json", metavar="PATH", help="write the comparison as JSON (schema wwaudit-compare/1); '-' for stdout")
+    parser.add_argument("--report", metavar="PATH", help="write the comparison report, .html or .pdf")
+    parser.add_argument("--page-size", choices=("A4", "Letter"), default="A4", help="PDF page size (default A4)")
+    parser.add_argument("--layers", metavar="REGEX", help="compare only layers whose name or tensor matches")
+    parser.add_argument("--fast", action="store_true", help="reference metric set only")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled copies (default 0)")
+    parser.add_argument("--max-evals", type=int, metavar="N", help="skip layers with more than N eigenvalues")
+    parser.add_argument("--workers", type=int, metavar="N", help="layers analysed in parallel (default: usable CPU cores)")
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
+    return parser
+
+
+def _run_compare(argv: Sequence[str]) -> int:
+    args = _compare_parser().parse_args(list(argv))
+    from wwaudit.compare.command import run
+
+    return run(args, ["compare", *argv])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `wwaudit` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         if argv and argv[0] == "rules":
             return _run_rules(argv[1:])
+        if argv and argv[0] == "compare":
+            return _run_compare(argv[1:])
         if argv and argv[0] == "audit":
             argv = argv[1:]
         return _run_audit(argv)

@@ -7,47 +7,63 @@ when stderr is a terminal (no escape codes in CI logs); stdout carries machine o
 from __future__ import annotations
 
 import sys
+import time
 
 from wwaudit.auditor.results import AuditResult
 
 
 class RichProgress:
-    """Progress bar with layers/s and ETA."""
+    """Progress bar with layers done, layers/s and an ETA.
+
+    The bar and the ETA follow estimated work (flops of the eigen work), not layer counts: layers
+    differ in size by orders of magnitude and the scheduler starts the largest first, so a count
+    based ETA would be wrong in both directions. The count and layers/s are shown beside it.
+    """
 
     def __init__(self) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
         self._progress = Progress(
             TextColumn("[bold]auditing"),
             BarColumn(),
-            MofNCompleteColumn(),
+            TextColumn("{task.fields[count]}"),
             TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
             TimeRemainingColumn(),
             TextColumn("{task.fields[current]}", style="dim"),
             console=Console(stderr=True),
             transient=True,
         )
         self._task = None
+        self._done = 0
+        self._total = 0
+        self._t0 = 0.0
 
-    def start(self, total: int) -> None:
+    def start(self, total: int, work: float | None = None) -> None:
+        self._total, self._done, self._t0 = total, 0, time.perf_counter()
         self._progress.start()
-        self._task = self._progress.add_task("audit", total=total, current="", rate="")
+        self._task = self._progress.add_task(
+            "audit", total=work if work else max(total, 1), current="", rate="", count=f"0/{total} layers"
+        )
 
-    def advance(self, name: str) -> None:
-        task = self._progress.tasks[0]
-        speed = task.speed
-        self._progress.update(self._task, advance=1, current=name[:40], rate=f"{speed:.1f} layers/s" if speed else "")
+    def advance(self, name: str, work: float = 1.0) -> None:
+        self._done += 1
+        elapsed = time.perf_counter() - self._t0
+        rate = f"{self._done / elapsed:.1f} layers/s" if elapsed > 0 else ""
+        self._progress.update(self._task, advance=work, current=name[:40], rate=rate,
+                              count=f"{self._done}/{self._total} layers")
 
     def finish(self) -> None:
         self._progress.stop()
 
 
 class SilentProgress:
-    def start(self, total: int) -> None:
+    def start(self, total: int, work: float | None = None) -> None:
         pass
 
-    def advance(self, name: str) -> None:
+    def advance(self, name: str, work: float = 1.0) -> None:
         pass
 
     def finish(self) -> None:

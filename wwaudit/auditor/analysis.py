@@ -1,33 +1,55 @@
-"""Analyse one layer's matrices: spectrum, then metrics. No ONNX here; matrices in, numbers out."""
+"""Analyse one layer's matrices: spectrum, then metrics. No ONNX here; matrices in, numbers out.
+
+Per layer, in order: the pooled ESD (``spectra``), the conv normalisation and scale metrics
+(``metrics``), the power-law tail fit (``powerlaw_fit``; a failed fit gives status ``fit_failed``
+and alpha None), the Marchenko-Pastur bulk fit (``mp_fit``), and unless ``options.fast``: the
+correlation traps of an element-shuffled copy (``traps``) and the comparison of the tail with a
+truncated power law, lognormal and exponential (``distributions``). Everything is a pure function
+of the matrices and the options, so it runs the same in worker processes.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from wwaudit.auditor.metrics import scale_metrics
+from wwaudit.auditor.distributions import compare_distributions
+from wwaudit.auditor.metrics import CONV_NORM_FACTOR, alpha_metrics, matrix_entropy, scale_metrics
+from wwaudit.auditor.mp_fit import fit_mp
 from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.spectra import Spectrum, layer_spectrum
+from wwaudit.auditor.powerlaw_fit import fit_power_law
+from wwaudit.auditor.spectra import Backend, Spectrum, layer_spectrum
+from wwaudit.auditor.traps import correlation_traps
+
+_MP_KEYS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_min", "bulk_max")
+_COMPARE_KEYS = ("best_fit", "tpl_alpha", "tpl_lambda") + tuple(
+    f"{k}_{s}" for s in ("tpl", "lognormal", "exponential") for k in ("R", "p")
+)
 
 
 @dataclass
 class LayerAnalysis:
-    """What the analysis of one layer produced; status 'error' carries the reason."""
+    """What the analysis of one layer produced; status 'error' carries the reason.
+
+    ``spectrum.evals`` is the ESD the metrics were computed on (conv layers already scaled by
+    CONV_NORM_FACTOR); ``random_evals`` the ESD of one element-shuffled copy (None with --fast).
+    """
 
     status: str
     metrics: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
     notes: list[str] = field(default_factory=list)
     spectrum: Spectrum | None = None
+    random_evals: np.ndarray | None = None
 
 
 def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: AuditOptions) -> LayerAnalysis:
     """Eigenvalues of the pooled slices and the metrics computed from them.
 
     `kind` is the layer kind (dense, conv, embedding, recurrent, attention): conv layers follow the
-    reference's conv normalisation.
+    reference's conv normalisation (see metrics.CONV_NORM_FACTOR).
     """
     for W in mats:
         if not np.all(np.isfinite(W)):
@@ -35,6 +57,39 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
             return LayerAnalysis("error", reason=f"weights contain {bad} NaN/Inf values")
     if all(not np.any(W) for W in mats):
         return LayerAnalysis("error", reason="all weights are zero (dead layer)")
-    spectrum = layer_spectrum(mats, eps)
+    spectrum = layer_spectrum(mats, eps, options)
+    scale = CONV_NORM_FACTOR if kind == "conv" else 1.0
+    if scale != 1.0:
+        spectrum = replace(spectrum, evals=spectrum.evals * scale, sv_max=spectrum.sv_max * float(np.sqrt(scale)))
+    evals = spectrum.evals
     metrics = scale_metrics(spectrum)
-    return LayerAnalysis("ok", metrics=metrics, spectrum=spectrum)
+    metrics["entropy"] = matrix_entropy(evals, spectrum.N)
+    notes: list[str] = []
+
+    fit = fit_power_law(evals)
+    metrics.update(fit.metrics())
+    metrics.update(alpha_metrics(evals, fit.alpha))
+    status = "ok" if fit.status == "ok" else "fit_failed"
+    if fit.reason:
+        notes.append(f"power-law fit failed: {fit.reason}")
+
+    try:
+        metrics.update(fit_mp(evals, spectrum.N, spectrum.M).metrics())
+    except ValueError as exc:
+        metrics.update(dict.fromkeys(_MP_KEYS))
+        notes.append(f"MP fit failed: {exc}")
+
+    random_evals = None
+    if options.fast:
+        metrics.update(dict.fromkeys(("num_traps", "rand_distance") + _COMPARE_KEYS))
+    else:
+        traps = correlation_traps(mats, evals, spectrum.N, spectrum.M, eps, options.seed, scale, Backend.of(options))
+        random_evals = traps.random_evals
+        metrics["num_traps"] = traps.num_traps
+        metrics["rand_distance"] = traps.rand_distance
+        metrics["rand_bulk_max"] = traps.rand_bulk_max
+        if fit.status == "ok":
+            metrics.update(compare_distributions(evals, fit.xmin, fit.alpha))
+        else:
+            metrics.update(dict.fromkeys(_COMPARE_KEYS))
+    return LayerAnalysis(status, metrics=metrics, notes=notes, spectrum=spectrum, random_evals=random_evals)

@@ -9,19 +9,22 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Protocol
 
 import numpy as np
 import onnx
 
 from wwaudit.auditor import findings as findings_mod
-from wwaudit.auditor.analysis import analyse_matrices
+from wwaudit.auditor.baseline import Baseline
+from wwaudit.auditor.phases import assign_phases
+from wwaudit.auditor.policy import Policy
 from wwaudit.auditor.graph import walk
 from wwaudit.auditor.layers import LayerSpec, plan_layers, safe_name, storage_dtype
 from wwaudit.auditor.loader import LoadedModel, load_model
 from wwaudit.auditor.options import AuditOptions
 from wwaudit.auditor.results import AuditResult, LayerResult, ModelInfo
-from wwaudit.errors import InputError, UsageError
+from wwaudit.auditor.scheduler import LayerExecutor, LayerOutcome, LayerTask, Progress, estimate_cost, run_layers
+from wwaudit.auditor.spectra import Backend, check_backend
+from wwaudit.errors import UsageError
 
 # Machine epsilon of the stored dtype, for the rank threshold σ_max·N·eps.
 _EPS = {
@@ -41,21 +44,11 @@ def dtype_eps(data_type: int) -> float:
     return _EPS.get(data_type, float(np.finfo(np.float32).eps))
 
 
-class Progress(Protocol):
-    """What the orchestrator tells a progress display."""
-
-    def start(self, total: int) -> None: ...
-
-    def advance(self, name: str) -> None: ...
-
-    def finish(self) -> None: ...
-
-
 class _NoProgress:
-    def start(self, total: int) -> None:
+    def start(self, total: int, work: float | None = None) -> None:
         pass
 
-    def advance(self, name: str) -> None:
+    def advance(self, name: str, work: float = 1.0) -> None:
         pass
 
     def finish(self) -> None:
@@ -106,10 +99,37 @@ def _selected(spec: LayerSpec, pattern: re.Pattern[str] | None) -> bool:
     return pattern is None or bool(pattern.search(spec.name) or pattern.search(spec.tensor.name))
 
 
-def audit(path: str, options: AuditOptions | None = None, progress: Progress | None = None) -> AuditResult:
-    """Audit the ONNX model at `path`; raises InputError/UsageError for unusable input."""
+def _apply(layer: LayerResult, outcome: LayerOutcome) -> None:
+    """Copy one layer's analysis (or read error) onto its result entry."""
+    if outcome.analysis is None:
+        layer.status, layer.reason = "error", outcome.error
+        return
+    analysis = outcome.analysis
+    layer.status = analysis.status
+    layer.reason = analysis.reason
+    layer.metrics.update(analysis.metrics)
+    layer.notes.extend(analysis.notes)
+    if analysis.spectrum is not None:
+        layer.evals = analysis.spectrum.evals
+    layer.random_evals = analysis.random_evals
+
+
+def audit(
+    path: str,
+    options: AuditOptions | None = None,
+    progress: Progress | None = None,
+    executor: LayerExecutor | None = None,
+    policy: Policy | None = None,
+    baseline: Baseline | None = None,
+) -> AuditResult:
+    """Audit the ONNX model at `path`; raises InputError/UsageError for unusable input.
+
+    Layers run on `options.workers` worker processes, or on `executor` when given (any
+    concurrent.futures-style executor, e.g. Dask's `Client.get_executor()`; the caller owns it).
+    """
     options = options or AuditOptions()
     progress = progress or _NoProgress()
+    check_backend(Backend.of(options))
     try:
         pattern = re.compile(options.layers) if options.layers else None
     except re.error as exc:
@@ -123,44 +143,33 @@ def audit(path: str, options: AuditOptions | None = None, progress: Progress | N
     external = any(t.is_external for t in walked.tensors.values())
 
     layers = [_layer_result(i, spec) for i, spec in enumerate(specs)]
-    todo = [(layer, spec) for layer, spec in zip(layers, specs) if not spec.skipped]
-    progress.start(len(todo))
-    for layer, spec in todo:
+    tasks = []
+    for layer, spec in zip(layers, specs):
+        if spec.skipped:
+            continue
         if options.max_evals is not None and (layer.M or 0) * (layer.slices or 1) > options.max_evals:
             layer.status, layer.reason = "skipped", f"more than --max-evals {options.max_evals} eigenvalues"
-            progress.advance(layer.name)
             continue
-        try:
-            mats = spec.matrices()
-        except InputError as exc:
-            layer.status, layer.reason = "error", str(exc)
-            progress.advance(layer.name)
-            continue
-        analysis = analyse_matrices(mats, layer.kind, dtype_eps(spec.tensor.data_type), options)
-        del mats
-        layer.status = analysis.status
-        layer.reason = analysis.reason
-        layer.metrics.update(analysis.metrics)
-        layer.notes.extend(analysis.notes)
-        if analysis.spectrum is not None:
-            layer.evals = analysis.spectrum.evals
-        progress.advance(layer.name)
-    progress.finish()
+        eps = dtype_eps(spec.tensor.data_type)
+        cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
+        tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, eps, options, cost))
+    for outcome in run_layers(tasks, progress, options.workers, executor):
+        _apply(layers[outcome.index], outcome)
     t_analyse = time.perf_counter() - t0 - t_load
 
-    found = findings_mod.evaluate(layers)
-    for problem in walked.problems:
-        found.append(findings_mod.Finding("WW000", "warning", f"graph: {problem}"))
-    verdict, reasons = findings_mod.verdict(found)
+    assign_phases(layers)
+    policy = policy or Policy()
+    judged = findings_mod.judge(layers, walked.problems, policy, baseline)
     return AuditResult(
         model=model_info(loaded, parameters, external),
         layers=layers,
-        findings=found,
-        verdict=verdict,
-        verdict_reasons=reasons,
-        options=options.to_dict(),
-        summary=summarise(layers, verdict),
+        findings=judged.findings,
+        verdict=judged.verdict,
+        verdict_reasons=judged.reasons,
+        options={**options.to_dict(), "policy": policy.to_dict(), "baseline": baseline.name if baseline else None},
+        summary={**summarise(layers, judged.verdict), **judged.counts()},
         timings={"load_s": t_load, "analyse_s": t_analyse},
+        suppressed=judged.suppressed,
     )
 
 

@@ -1,120 +1,350 @@
 """Rules: each with an id, a default severity, why it matters and what to do; and the verdict.
 
 The registry is the single list every output shows (`wwaudit rules`, SARIF rules, the report's
-findings section). A rule's `check` reads finished layer results only; it never computes metrics.
+findings section). A rule's `check` reads finished layer results only; it never computes spectra.
+Thresholds are parameters with defaults here, so a team's policy file (auditor/policy.py) can move
+them without touching code; the verdict follows the policy's `fail-on` level.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Iterable
+import math
+import re
+from dataclasses import dataclass, field
+from statistics import median
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 from wwaudit.auditor.results import Finding, LayerResult
 
+if TYPE_CHECKING:  # policy imports this module; only the annotation is needed here
+    from wwaudit.auditor.baseline import Baseline
+    from wwaudit.auditor.policy import Policy
+
 SEVERITIES = ("info", "warning", "error")
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
+FAIL_ON_LEVELS = SEVERITIES + ("never",)
 ALPHA_LOW = 2.0
 ALPHA_HIGH = 6.0
+# Iglewicz & Hoaglin's modified z-score: 0.6745·(x − median)/MAD; |z| > 3.5 is their outlier cut.
+_MAD_TO_SIGMA = 0.6745
+
+Hit = tuple[LayerResult | None, str]
+
+
+@dataclass(frozen=True)
+class RuleContext:
+    """What the rules read: the finished layer results and the graph walker's problems."""
+
+    layers: Sequence[LayerResult]
+    graph_problems: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
 class Rule:
-    """A registered check on one layer."""
+    """A registered check. `scope` is 'layer' (one finding per layer) or 'model' (layer is None)."""
 
     id: str
     title: str
     severity: str
+    scope: str
     rationale: str
     remedy: str
-    check: Callable[[LayerResult], str | None]
+    check: Callable[[RuleContext, Mapping[str, float]], Iterable[Hit]] = field(repr=False, compare=False)
+    params: Mapping[str, float] = field(default_factory=dict)
+    param_help: Mapping[str, str] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """The rule as plain data (for `wwaudit rules --format json`, SARIF and the report)."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "severity": self.severity,
+            "scope": self.scope,
+            "rationale": self.rationale,
+            "remedy": self.remedy,
+            "params": {k: self.params[k] for k in sorted(self.params)},
+            "param_help": {k: self.param_help[k] for k in sorted(self.param_help)},
+        }
 
 
-def _nan_inf(layer: LayerResult) -> str | None:
-    if layer.status == "error" and layer.reason and "NaN" in layer.reason:
-        return f"{layer.name}: {layer.reason}; the layer cannot be analysed"
+def _per_layer(fn: Callable[[LayerResult, Mapping[str, float]], str | None]) -> Callable[[RuleContext, Mapping[str, float]], Iterable[Hit]]:
+    """Lift a one-layer check into a rule check over all layers, in layer order."""
+
+    def check(ctx: RuleContext, params: Mapping[str, float]) -> Iterable[Hit]:
+        for layer in ctx.layers:
+            message = fn(layer, params)
+            if message:
+                yield layer, message
+
+    return check
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _over_trained(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    alpha = _finite(layer.metric("alpha"))
+    if layer.status == "ok" and alpha is not None and alpha < p["alpha_min"]:
+        return f"{layer.name}: alpha = {alpha:.2f} < {p['alpha_min']:g} (very heavy-tailed ESD: possibly over-trained)"
     return None
 
 
-def _dead(layer: LayerResult) -> str | None:
-    if layer.status == "error" and layer.reason and "zero" in layer.reason:
-        return f"{layer.name}: {layer.reason}"
+def _under_trained(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    alpha = _finite(layer.metric("alpha"))
+    if layer.status == "ok" and alpha is not None and alpha > p["alpha_max"]:
+        return f"{layer.name}: alpha = {alpha:.2f} > {p['alpha_max']:g} (ESD close to random: possibly under-trained)"
     return None
 
 
-def _rank_collapse(layer: LayerResult) -> str | None:
+def _is_degenerate(layer: LayerResult) -> bool:
+    """Rank ≤ 1 in every slice: a constant (or rank-one) matrix carries a single direction."""
+    rank = layer.metric("matrix_rank")
+    n = layer.metric("num_evals")
+    slices = layer.slices or 1
+    return layer.analysed and rank is not None and bool(n) and n > slices and rank <= slices
+
+
+def _rank_collapse(layer: LayerResult, p: Mapping[str, float]) -> str | None:
     loss = layer.metric("rank_loss")
     n = layer.metric("num_evals")
-    if layer.analysed and loss and n and loss > 0:
+    if not layer.analysed or not loss or not n or _is_degenerate(layer):
+        return None  # a degenerate layer is reported once, as WW007
+    if loss / n > p["max_rank_loss_fraction"]:
         return f"{layer.name}: {loss} of {n} singular values are numerically zero (rank collapse)"
     return None
 
 
-def _over_trained(layer: LayerResult) -> str | None:
-    alpha = layer.metric("alpha")
-    if layer.status == "ok" and alpha is not None and alpha < ALPHA_LOW:
-        return f"{layer.name}: alpha = {alpha:.2f} < {ALPHA_LOW:g} (very heavy-tailed ESD: possibly over-trained)"
+def _traps(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    traps = layer.metric("num_traps")
+    if _is_degenerate(layer):
+        return None  # shuffling a constant matrix leaves it constant: reported once, as WW007
+    if layer.analysed and traps is not None and traps > p["max_traps"]:
+        return (f"{layer.name}: {int(traps)} correlation trap{'s' if traps != 1 else ''} "
+                "(eigenvalues of the element-shuffled matrix far above the Marchenko-Pastur edge)")
     return None
 
 
-def _under_trained(layer: LayerResult) -> str | None:
-    alpha = layer.metric("alpha")
-    if layer.status == "ok" and alpha is not None and alpha > ALPHA_HIGH:
-        return f"{layer.name}: alpha = {alpha:.2f} > {ALPHA_HIGH:g} (ESD close to random: possibly under-trained)"
+def _poor_fit(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    if _is_degenerate(layer):
+        return None  # one non-zero eigenvalue has no tail to fit: reported once, as WW007
+    if layer.status == "fit_failed":
+        why = f" ({layer.reason})" if layer.reason else ""
+        return f"{layer.name}: the power-law fit of the ESD tail failed{why}; alpha-based rules do not apply"
+    d = _finite(layer.metric("D"))
+    if layer.status == "ok" and d is not None and d > p["max_D"]:
+        return f"{layer.name}: poor power-law fit, KS distance D = {d:.3f} > {p['max_D']:g}; treat alpha with caution"
     return None
+
+
+def _reason(layer: LayerResult) -> str:
+    return (layer.reason or "").lower()
+
+
+def _nan_inf(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    reason = _reason(layer)
+    if layer.status == "error" and ("nan" in reason or "inf" in reason):
+        return f"{layer.name}: {layer.reason}; the layer cannot be analysed"
+    return None
+
+
+def _dead(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    if layer.status == "error" and "zero" in _reason(layer):
+        return f"{layer.name}: {layer.reason}"
+    lam_max = layer.metric("lambda_max")
+    if layer.analysed and lam_max is not None and lam_max == 0:
+        return f"{layer.name}: all weights are zero (dead layer)"
+    if _is_degenerate(layer):
+        return (f"{layer.name}: rank {layer.metric('matrix_rank')} over {layer.slices or 1} slice(s) of "
+                f"{layer.metric('num_evals')} eigenvalues: constant (or rank-one) weights, the layer passes one direction only")
+    return None
+
+
+def _spectral_outliers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
+    values = [(layer, _finite(layer.metric("log_spectral_norm"))) for layer in ctx.layers if layer.analysed]
+    values = [(layer, v) for layer, v in values if v is not None]
+    if len(values) < p["min_layers"]:
+        return
+    med = median(v for _, v in values)
+    mad = median(abs(v - med) for _, v in values)
+    if mad <= 0:
+        return
+    for layer, v in values:
+        z = _MAD_TO_SIGMA * (v - med) / mad
+        if abs(z) > p["max_robust_z"]:
+            side = "above" if z > 0 else "below"
+            yield layer, (f"{layer.name}: log10 spectral norm {v:.2f} is far {side} the model's median {med:.2f} "
+                          f"(robust z = {z:+.1f}, limit {p['max_robust_z']:g})")
+
+
+def _alpha_hat(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
+    vals = [_finite(layer.metric("alpha_weighted")) for layer in ctx.layers if layer.status == "ok"]
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return
+    hat = sum(vals) / len(vals)
+    if not p["alpha_hat_min"] <= hat <= p["alpha_hat_max"]:
+        yield None, (f"model: alpha-hat (mean alpha·log10 lambda_max over {len(vals)} layers) = {hat:.2f}, "
+                     f"outside the usual range [{p['alpha_hat_min']:g}, {p['alpha_hat_max']:g}]")
+
+
+def _graph(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
+    for problem in ctx.graph_problems:
+        yield None, f"graph: {problem}"
 
 
 RULES: tuple[Rule, ...] = (
-    Rule("WW001", "Over-trained layer (alpha < 2)", "warning",
+    Rule("WW000", "Graph problem", "warning", "model",
+         "The graph walker met something it could not follow (dangling references, unsupported constructs): "
+         "weights behind it may be missing from the audit.",
+         "Check the export; run `onnx.checker` on the model; report the construct if the model is valid.",
+         _graph),
+    Rule("WW001", "Over-trained layer (alpha too small)", "warning", "layer",
          "An ESD tail exponent below 2 means a very heavy-tailed spectrum: a few directions dominate, "
          "typical of over-fitting or of correlation traps.",
          "Check training length, learning rate and regularisation of this layer; compare with earlier checkpoints.",
-         _over_trained),
-    Rule("WW002", "Under-trained layer (alpha > 6)", "warning",
+         _per_layer(_over_trained), {"alpha_min": ALPHA_LOW}, {"alpha_min": "fires when alpha < alpha_min"}),
+    Rule("WW002", "Under-trained layer (alpha too large)", "warning", "layer",
          "An ESD tail exponent above 6 means the spectrum is close to that of a random matrix: the layer "
          "has learned little structure.",
          "Train longer, or check that this layer receives gradient (frozen, dead or mis-initialised layers look like this).",
-         _under_trained),
-    Rule("WW003", "Rank collapse", "warning",
+         _per_layer(_under_trained), {"alpha_max": ALPHA_HIGH}, {"alpha_max": "fires when alpha > alpha_max"}),
+    Rule("WW003", "Rank collapse", "warning", "layer",
          "Singular values that are numerically zero mean the layer maps onto a lower-dimensional space; "
          "Martin & Mahoney observe this in over-regularised models, never in well-trained ones.",
          "Reduce weight decay or norm constraints; check for pruning or dead units.",
-         _rank_collapse),
-    Rule("WW006", "NaN or Inf weights", "error",
+         _per_layer(_rank_collapse), {"max_rank_loss_fraction": 0.0},
+         {"max_rank_loss_fraction": "fires when rank_loss / num_evals exceeds this share"}),
+    Rule("WW004", "Correlation traps", "warning", "layer",
+         "Eigenvalues of the element-shuffled weights far beyond the Marchenko-Pastur bulk show large, "
+         "localised weights that randomisation does not remove: often a learning rate that was too large.",
+         "Look at the largest weights of this layer; lower the learning rate or clip gradients; compare checkpoints.",
+         _per_layer(_traps), {"max_traps": 0}, {"max_traps": "fires when num_traps > max_traps"}),
+    Rule("WW005", "Power-law fit failed or poor", "info", "layer",
+         "When the ESD tail does not follow a power law (fit failed, or KS distance D large), alpha and the "
+         "rules built on it say little about this layer.",
+         "Read this layer's ESD plot; compare the distribution fits (truncated power law, log-normal) in the report.",
+         _per_layer(_poor_fit), {"max_D": 0.15}, {"max_D": "fires when the fit's KS distance D > max_D"}),
+    Rule("WW006", "NaN or Inf weights", "error", "layer",
          "Weights with NaN or Inf make every output of the model undefined.",
          "Re-export the model from a checkpoint taken before the divergence; check the exporter's dtype casts.",
-         _nan_inf),
-    Rule("WW007", "Dead layer (all-zero weights)", "error",
-         "A weight matrix that is all zero passes no signal: the layer is dead.",
-         "Check the export (weights not copied) and the training (collapsed layer).",
-         _dead),
+         _per_layer(_nan_inf)),
+    Rule("WW007", "Dead layer (all-zero or constant weights)", "error", "layer",
+         "A weight matrix that is all zero passes no signal; a constant (rank-one) one passes a single direction: "
+         "the layer is dead or was never trained.",
+         "Check the export (weights not copied, initialiser left in place) and the training (collapsed layer).",
+         _per_layer(_dead)),
+    Rule("WW008", "Spectral-norm outlier", "warning", "layer",
+         "A layer whose largest eigenvalue is orders of magnitude away from the model's other layers "
+         "(robust z-score of log10 lambda_max) dominates or starves the signal path.",
+         "Check this layer's initialisation, normalisation and weight decay; compare with the same layer in earlier checkpoints.",
+         _spectral_outliers, {"max_robust_z": 3.5, "min_layers": 5},
+         {"max_robust_z": "fires when |0.6745·(x − median)/MAD| of log_spectral_norm exceeds this",
+          "min_layers": "needs at least this many analysed layers"}),
+    Rule("WW009", "Model alpha-hat out of the usual range", "info", "model",
+         "alpha-hat, the mean of alpha·log10 lambda_max over layers, tracks model quality within a model family; "
+         "values outside [0, 8] mean tiny-scaled weights (negative) or large random-like layers (large).",
+         "Compare alpha-hat with other checkpoints or models of the same architecture before drawing conclusions.",
+         _alpha_hat, {"alpha_hat_min": 0.0, "alpha_hat_max": 8.0},
+         {"alpha_hat_min": "fires when alpha-hat < alpha_hat_min", "alpha_hat_max": "fires when alpha-hat > alpha_hat_max"}),
 )
 
 RULES_BY_ID = {rule.id: rule for rule in RULES}
 
 
-def evaluate(layers: Iterable[LayerResult]) -> list[Finding]:
-    """All findings, in layer order then rule order."""
-    findings = []
-    for layer in layers:
-        for rule in RULES:
-            message = rule.check(layer)
-            if message:
-                findings.append(Finding(rule.id, rule.severity, message, layer.name, layer.id))
-    return findings
+@dataclass
+class Judgement:
+    """Findings after policy and baseline, and the verdict they give."""
+
+    findings: list[Finding]
+    suppressed: list[Finding]
+    verdict: str
+    reasons: list[str]
+
+    def counts(self) -> dict[str, int]:
+        """Counts for the summary block: active findings, and those waived by policy or baseline."""
+        return {
+            "findings": len(self.findings),
+            "suppressed_policy": sum(1 for f in self.suppressed if f.suppressed_by == "policy"),
+            "suppressed_baseline": sum(1 for f in self.suppressed if f.suppressed_by == "baseline"),
+        }
 
 
-def verdict(findings: list[Finding]) -> tuple[str, list[str]]:
-    """fail on any error, review on any warning, else pass; with the reasons that drove it."""
-    errors = [f for f in findings if f.severity == "error"]
-    warnings = [f for f in findings if f.severity == "warning"]
-    if errors:
-        return "fail", _reasons(errors)
-    if warnings:
-        return "review", _reasons(warnings)
-    return "pass", ["no finding at warning or error level"]
+def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None) -> list[Finding]:
+    """All findings of the enabled rules, rule by rule in registry order, each in layer order."""
+    ctx = RuleContext(list(layers), tuple(graph_problems))
+    found: list[Finding] = []
+    for rule in RULES:
+        if policy is not None and not policy.enabled(rule.id):
+            continue
+        params = policy.params(rule.id) if policy is not None else dict(rule.params)
+        severity = policy.severity(rule.id) if policy is not None else rule.severity
+        for layer, message in rule.check(ctx, params):
+            found.append(Finding(rule.id, severity, message,
+                                 layer.name if layer else None, layer.id if layer else None,
+                                 tensor=layer.tensor if layer else None))
+    found.sort(key=lambda f: (f.layer_id is not None, f.layer_id if f.layer_id is not None else -1))
+    return found
+
+
+def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
+          baseline: Baseline | None = None) -> Judgement:
+    """Evaluate the rules, then apply the policy (report level, ignored layers) and the baseline.
+
+    Order matters: a finding on an ignored layer is waived by the policy before the baseline is
+    consulted, so the baseline counts only findings the policy would have reported.
+    """
+    report_level = policy.report_level if policy is not None else "info"
+    fail_on = policy.fail_on if policy is not None else "error"
+    ignore = [re.compile(p) for p in policy.ignore_layers] if policy is not None else []
+    by_id = {layer.id: layer for layer in layers}
+    active: list[Finding] = []
+    suppressed: list[Finding] = []
+    for f in evaluate(layers, graph_problems, policy):
+        if SEVERITY_RANK[f.severity] < SEVERITY_RANK[report_level]:
+            continue
+        layer = by_id.get(f.layer_id) if f.layer_id is not None else None
+        pattern = next((p for p in ignore if layer is not None and (p.search(layer.name) or p.search(layer.tensor))), None)
+        if pattern is not None:
+            f.suppressed_by, f.justification = "policy", f"layer ignored by policy pattern {pattern.pattern!r}"
+            suppressed.append(f)
+        elif baseline is not None and baseline.contains(f):
+            f.suppressed_by, f.justification = "baseline", f"present in baseline {baseline.name}"
+            suppressed.append(f)
+        else:
+            active.append(f)
+    verdict_name, reasons = verdict(active, fail_on)
+    n_base = sum(1 for f in suppressed if f.suppressed_by == "baseline")
+    if n_base:
+        reasons.append(f"{n_base} finding{'s' if n_base != 1 else ''} already in the baseline, not counted")
+    return Judgement(active, suppressed, verdict_name, reasons)
+
+
+def verdict(findings: list[Finding], fail_on: str = "error") -> tuple[str, list[str]]:
+    """fail on any finding at or above `fail_on`, review on any warning or error left, else pass."""
+    if fail_on != "never":
+        failing = [f for f in findings if SEVERITY_RANK[f.severity] >= SEVERITY_RANK[fail_on]]
+        if failing:
+            return "fail", _reasons(failing)
+    notable = [f for f in findings if SEVERITY_RANK[f.severity] >= SEVERITY_RANK["warning"]]
+    if notable:
+        return "review", _reasons(notable)
+    return "pass", ["no finding at warning or error level" + (" (fail-on never)" if fail_on == "never" else "")]
 
 
 def _reasons(findings: list[Finding]) -> list[str]:
     counts: dict[str, int] = {}
     for f in findings:
         counts[f.rule] = counts.get(f.rule, 0) + 1
-    return [f"{rule} {RULES_BY_ID[rule].title}: {n} layer{'s' if n != 1 else ''}" for rule, n in counts.items()]
+    out = []
+    for rule, n in counts.items():
+        title = RULES_BY_ID[rule].title if rule in RULES_BY_ID else rule
+        unit = "layer" if RULES_BY_ID.get(rule) and RULES_BY_ID[rule].scope == "layer" else "finding"
+        out.append(f"{rule} {title}: {n} {unit}{'s' if n != 1 else ''}")
+    return out

@@ -5,6 +5,9 @@ If/Loop/Scan subgraphs (which also read outer-scope names) and model-local funct
 formal inputs are bound to the caller's tensors). A weight often reaches its op through
 Identity/Cast/Transpose/Reshape/(De)QuantizeLinear: those are followed, and the chain of
 transforms is kept so the matrix can be rebuilt exactly as the op sees it.
+Slice and Concat are followed too when they only cut and reorder parts of one stored tensor
+(TorchScript exports without constant folding reorder LSTM gates that way), so the op that
+finally consumes the weight still sees where it came from.
 This module only finds; `layers` decides what a use means.
 """
 
@@ -26,6 +29,8 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 PASS_THROUGH = {"Identity", "Cast", "CastLike", "Transpose", "Reshape", "Squeeze", "Unsqueeze", "Flatten"}
 # Ops that turn stored integers into the real weights (or fake-quantize float weights).
 QUANT_OPS = {"DequantizeLinear", "QuantizeLinear"}
+# Transforms that select part of a tensor: two uses that differ in them are different weights.
+SELECTING = {"slice", "concat"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,11 @@ class Source:
     @property
     def quantized(self) -> bool:
         return any(t.op in ("dequantize", "quantize") for t in self.transforms)
+
+    @property
+    def selection(self) -> tuple[Transform, ...]:
+        """The steps that pick parts of the tensor (empty when the op sees all of it)."""
+        return tuple(t for t in self.transforms if t.op in SELECTING)
 
 
 @dataclass
@@ -87,6 +97,8 @@ class _Walker:
         self.position = 0
         self.node_count = 0
         self.functions = {(f.domain, f.name): f for f in model.functions}
+        # Constants of a function body are one tensor however often the function is called.
+        self.function_constants: dict[tuple[str, str, str], Source] = {}
         self.opset = {imp.domain: imp.version for imp in model.opset_import}
 
     # -- registration -------------------------------------------------------------------------
@@ -123,17 +135,30 @@ class _Walker:
         if depth > MAX_SUBGRAPH_DEPTH:
             raise InputError(f"subgraphs nested deeper than {MAX_SUBGRAPH_DEPTH} levels: refusing")
         env = dict(env)
+        if depth:
+            # A subgraph's formal inputs (loop counters, scan slices) hide outer names.
+            for formal in graph.input:
+                env.pop(formal.name, None)
         for init in graph.initializer:
             env[init.name] = self.register_tensor(init, "initializer", scope)
         for sp in graph.sparse_initializer:
             env[sp.values.name] = self.register_sparse(sp, "sparse_initializer", scope)
         self.walk_nodes(graph.node, env, scope, depth)
 
-    def walk_nodes(self, nodes, env: dict[str, Source], scope: str, depth: int) -> None:
+    def walk_nodes(self, nodes, env: dict[str, Source], scope: str, depth: int, function: tuple | None = None) -> None:
         for index, node in enumerate(nodes):
             self.node_count += 1
             self.position += 1
             if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
+                if function is not None and node.output:
+                    key = function + (node.output[0],)
+                    if key not in self.function_constants:
+                        self.constant(node, env, scope, index)
+                        if node.output[0] in env:
+                            self.function_constants[key] = env[node.output[0]]
+                    elif node.output[0]:
+                        env[node.output[0]] = self.function_constants[key]
+                    continue
                 self.constant(node, env, scope, index)
                 continue
             inputs = [env.get(name) if name else None for name in node.input]
@@ -144,6 +169,10 @@ class _Walker:
                 self.pass_through(node, inputs, env, scope)
             elif node.op_type in QUANT_OPS and node.domain in DEFAULT_DOMAINS + ("com.microsoft",) and inputs and inputs[0] is not None:
                 self.quantize_step(node, inputs, env, scope)
+            elif node.domain in DEFAULT_DOMAINS and node.op_type == "Slice" and inputs and inputs[0] is not None:
+                self.slice_step(node, inputs, env, scope)
+            elif node.domain in DEFAULT_DOMAINS and node.op_type == "Concat" and self.same_tensor(inputs):
+                self.concat_step(node, inputs, env)
             elif subgraphs:
                 self.record_inputs(node, inputs, scope)
                 for attr in subgraphs:
@@ -222,6 +251,39 @@ class _Walker:
         if node.output:
             env[node.output[0]] = src.then(step) if step is not None else src
 
+    def slice_step(self, node: onnx.NodeProto, inputs: list[Source | None], env: dict[str, Source], scope: str) -> None:
+        """Slice with constant bounds: the op downstream sees a known part of the tensor."""
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if len(inputs) > 1:  # opset >= 10: starts, ends, axes, steps are inputs
+            params = [self.small_constant(inputs[k]) if len(inputs) > k and inputs[k] is not None else None for k in (1, 2, 3, 4)]
+            given = [len(inputs) > k and bool(node.input[k]) for k in (1, 2, 3, 4)]
+        else:
+            params = [attrs.get("starts"), attrs.get("ends"), attrs.get("axes"), None]
+            given = [True, True, "axes" in attrs, False]
+        if inputs[0].quantized or any(g and p is None for g, p in zip(given, params)) or params[0] is None or params[1] is None:
+            self.record_inputs(node, inputs, scope)
+            return
+        starts, ends, axes, steps = (tuple(int(v) for v in p) if p is not None else () for p in params)
+        for slot, extra in enumerate(inputs[1:], start=1):
+            if extra is not None:
+                self.uses.append(Use(extra, node, slot, scope, self.position, 0))
+        if node.output:
+            env[node.output[0]] = inputs[0].then(Transform("slice", (starts, ends, axes, steps)))
+
+    @staticmethod
+    def same_tensor(inputs: list[Source | None]) -> bool:
+        """Concat inputs that are all (parts of) one float tensor, none of them dequantized."""
+        if len(inputs) < 2 or any(src is None or src.quantized for src in inputs):
+            return False
+        return len({src.tensor.key for src in inputs}) == 1
+
+    def concat_step(self, node: onnx.NodeProto, inputs: list[Source | None], env: dict[str, Source]) -> None:
+        """Concat of parts of one tensor (reordered gates): one source whose first step joins the parts."""
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        parts = tuple(src.transforms for src in inputs)
+        if node.output:
+            env[node.output[0]] = Source(inputs[0].tensor, (Transform("concat", (int(attrs.get("axis", 0)), parts)),))
+
     def quantize_step(self, node: onnx.NodeProto, inputs: list[Source | None], env: dict[str, Source], scope: str) -> None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         scale = inputs[1] if len(inputs) > 1 else None
@@ -244,7 +306,7 @@ class _Walker:
             if actual is not None:
                 fenv[formal] = actual
         label = node.name or node.op_type
-        self.walk_nodes(fn.node, fenv, f"{scope}/{label}[{fn.name}]".lstrip("/"), depth + 1)
+        self.walk_nodes(fn.node, fenv, f"{scope}/{label}[{fn.name}]".lstrip("/"), depth + 1, function=(fn.domain, fn.name))
 
     def small_constant(self, src: Source | None) -> list[int] | None:
         """Values of a small integer constant (a Reshape shape, Squeeze axes), None if not constant."""
@@ -263,8 +325,6 @@ def walk(model: onnx.ModelProto, base_dir: str) -> WalkResult:
     for fn in model.functions:
         # Constants inside functions that are never called still belong to the inventory.
         for node in fn.node:
-            if node.op_type == "Constant":
-                key_scope = f"function {fn.domain}.{fn.name}"
-                if not any(t.scope.endswith(f"[{fn.name}]") and t.name == node.output[0] for t in walker.tensors.values()):
-                    walker.constant(node, {}, key_scope, 0)
+            if node.op_type == "Constant" and node.output and (fn.domain, fn.name, node.output[0]) not in walker.function_constants:
+                walker.constant(node, {}, f"function {fn.domain}.{fn.name}", 0)
     return WalkResult(walker.tensors, walker.uses, walker.first_seen, walker.problems, walker.node_count)

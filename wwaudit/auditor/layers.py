@@ -97,10 +97,15 @@ class LayerSpec:
         rows, cols, count = view_shape(dims, self.view)
         return max(rows, cols), min(rows, cols), count
 
-    def matrices(self) -> list[np.ndarray]:
-        """The layer's (out x in) float64 matrices, read now (the tensor is not kept)."""
+    def matrices(self, widen: bool = True) -> list[np.ndarray]:
+        """The layer's (out x in) float64 matrices, read now (the tensor is not kept).
+
+        `widen=False` keeps the stored dtype (views into a memory map for external data), so the
+        scheduler's streaming Gram widens chunk by chunk instead of copying a whole table.
+        """
         arr = materialise(self.source)
-        return [as_float64(m) for m in extract(arr, self.view)]
+        mats = extract(arr, self.view)
+        return [as_float64(m) for m in mats] if widen else mats
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,10 +126,40 @@ def _norm_axes(axes: tuple[int, ...], rank: int) -> list[int]:
     return sorted(a + rank if a < 0 else a for a in axes)
 
 
+def _slices(dims: tuple[int, ...], params: tuple) -> tuple[slice, ...]:
+    """Python slices for an ONNX Slice (starts, ends, axes, steps); numpy clamps as ONNX does."""
+    starts, ends, axes, steps = params
+    axes = axes or tuple(range(len(starts)))
+    steps = steps or (1,) * len(starts)
+    if not (len(starts) == len(ends) == len(axes) == len(steps)) or any(s == 0 for s in steps):
+        raise InputError(f"Slice parameters {list(starts)}, {list(ends)}, {list(axes)}, {list(steps)} do not fit")
+    out = [slice(None)] * len(dims)
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        axis = axis + len(dims) if axis < 0 else axis
+        if not 0 <= axis < len(dims):
+            raise InputError(f"Slice axis {axis} outside a tensor of rank {len(dims)}")
+        out[axis] = slice(start, end, step)  # Python clamps out-of-range bounds as ONNX does
+    return tuple(out)
+
+
+def _concat_dims(dims: tuple[int, ...], params: tuple) -> tuple[int, ...]:
+    axis, parts = params
+    shapes = [transformed_dims(dims, part) for part in parts]
+    rank = len(shapes[0])
+    axis = axis + rank if axis < 0 else axis
+    if not 0 <= axis < rank or any(len(s) != rank or s[:axis] + s[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :] for s in shapes):
+        raise InputError(f"Concat of parts {[list(s) for s in shapes]} along axis {params[0]} does not fit")
+    return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1 :]
+
+
 def transformed_dims(dims: tuple[int, ...], transforms: tuple[Transform, ...]) -> tuple[int, ...]:
     """The shape the op sees, from the stored shape and the pass-through steps."""
     for t in transforms:
-        if t.op == "transpose":
+        if t.op == "slice":
+            dims = tuple(len(range(*sl.indices(d))) for sl, d in zip(_slices(dims, t.params), dims))
+        elif t.op == "concat":
+            dims = _concat_dims(dims, t.params)
+        elif t.op == "transpose":
             perm = t.params or tuple(reversed(range(len(dims))))
             if sorted(perm) != list(range(len(dims))):
                 raise InputError(f"Transpose perm {list(perm)} does not fit shape {list(dims)}")
@@ -147,11 +182,19 @@ def transformed_dims(dims: tuple[int, ...], transforms: tuple[Transform, ...]) -
 
 def materialise(source: Source) -> np.ndarray:
     """Read the stored tensor and apply the pass-through steps (quantization is handled by `quant`)."""
-    arr = source.tensor.load()
+    return _apply(source.tensor.load(), source.transforms)
+
+
+def _apply(arr: np.ndarray, transforms: tuple[Transform, ...]) -> np.ndarray:
     dims = tuple(arr.shape)
-    for t in source.transforms:
+    for t in transforms:
         new_dims = transformed_dims(dims, (t,))
-        if t.op == "transpose":
+        if t.op == "slice":
+            arr = arr[_slices(dims, t.params)]
+        elif t.op == "concat":
+            axis = t.params[0] + len(new_dims) if t.params[0] < 0 else t.params[0]
+            arr = np.concatenate([_apply(arr, part) for part in t.params[1]], axis=axis)
+        elif t.op == "transpose":
             arr = np.transpose(arr, t.params or None)
         elif t.op in ("reshape", "squeeze", "unsqueeze", "flatten"):
             arr = arr.reshape(new_dims)
@@ -366,13 +409,14 @@ def readable_name(node: onnx.NodeProto, tensor: TensorRef) -> str:
     return node.name or tensor.name
 
 
-def _skip_reason(tensor: TensorRef) -> str | None:
-    """Reasons that hold whatever op consumes the tensor."""
+def _skip_reason(tensor: TensorRef, dims: tuple[int, ...] | None = None) -> str | None:
+    """Reasons that hold whatever op consumes the tensor (`dims`: the shape the op sees)."""
+    dims = tensor.dims if dims is None else dims
     if tensor.data_type == onnx.TensorProto.STRING:
         return "string tensor"
-    if not tensor.dims:
+    if not dims:
         return "scalar"
-    if len(tensor.dims) == 1:
+    if len(dims) == 1:
         return "1-D (bias, norm scale or shape vector)"
     return None
 
@@ -388,7 +432,11 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
         key = tensor.key
         domain = use.node.domain if use.node.domain not in DEFAULT_DOMAINS else ""
         consumer = readable_name(use.node, tensor)
-        reason = _skip_reason(tensor)
+        try:
+            use_dims = transformed_dims(tensor.dims, use.source.transforms)
+        except InputError:
+            use_dims = tensor.dims
+        reason = _skip_reason(tensor, use_dims)
         views: list[View] | str
         if reason is None:
             reason = _quantized_reason(use, tensor, domain)
@@ -407,13 +455,15 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
                     reason = views
                 else:
                     for view in views:
-                        share = (key, view.share_key, view.suffix)
+                        share = (key, use.source.selection, view.share_key, view.suffix)
                         if share in by_share:
                             if consumer not in by_share[share].used_by:
                                 by_share[share].used_by.append(consumer)
                             continue
                         name = consumer + (f".{view.suffix}" if view.suffix else "")
                         spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer])
+                        if _batchnorm_folded(use.node):
+                            spec.notes.append(BN_FOLDED_NOTE)
                         rows_cols = spec.shape_info()
                         if rows_cols[1] * rows_cols[2] < MIN_EVALS:
                             spec.view, spec.reason = None, f"too small: {rows_cols[1] * rows_cols[2]} eigenvalues < {MIN_EVALS}"
@@ -433,7 +483,50 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
             position, reason, op = walk.first_seen.get(key, 0), _skip_reason(tensor) or _unused_reason(tensor), ""
         specs.append(LayerSpec(tensor.name, op, Source(tensor), None, position, reason=reason))
     specs.sort(key=lambda s: s.position)
+    _merge_tied_copies(specs)
     return specs
+
+
+BN_FOLDED_NOTE = "BatchNorm folded into these weights by the exporter: the spectrum includes the BatchNorm scale"
+
+
+def _batchnorm_folded(node: onnx.NodeProto) -> bool:
+    """The dynamo exporter's optimiser records FuseBatchNormIntoConv in the fused node's metadata."""
+    return any("FuseBatchNormIntoConv" in prop.value for prop in node.metadata_props)
+
+
+def _merge_tied_copies(specs: list[LayerSpec]) -> None:
+    """Tied embedding / LM head weights that the exporter stored twice are one weight.
+
+    Constant folding gives the head its own transposed copy of the embedding table (torch's
+    exporters name it `val_N` or `onnx::MatMul_N`), so the graph no longer shows the tie. An
+    analysed 2-D layer whose (out x in) matrix equals an embedding's exactly is that weight: it is
+    listed as skipped ("tied copy of ...") and its op is added to the embedding's `used_by`.
+    Only layers whose shapes match an embedding's are read, so the check costs nothing elsewhere.
+    """
+    embeddings = [s for s in specs if s.view is not None and s.view.kind == "embedding" and s.view.recipe == "matrix"]
+    if not embeddings:
+        return
+    for spec in specs:
+        if spec.view is None or spec.view.kind == "embedding" or spec.view.recipe not in ("matrix", "matrix_t"):
+            continue
+        for emb in embeddings:
+            if emb.tensor.key == spec.tensor.key or emb.tensor.data_type != spec.tensor.data_type:
+                continue
+            try:
+                same_shape = view_shape(transformed_dims(spec.tensor.dims, spec.source.transforms), spec.view) == view_shape(
+                    transformed_dims(emb.tensor.dims, emb.source.transforms), emb.view
+                )
+                if not same_shape or not np.array_equal(spec.matrices(widen=False)[0], emb.matrices(widen=False)[0]):
+                    continue
+            except InputError:
+                continue
+            for user in spec.used_by:
+                if user not in emb.used_by:
+                    emb.used_by.append(user)
+            emb.notes.append(f"tied: '{spec.tensor.name}' is an exporter copy of this weight")
+            spec.view, spec.reason = None, f"tied copy of '{emb.tensor.name}' (same values, analysed there)"
+            break
 
 
 def _quantized_reason(use: Use, tensor: TensorRef, domain: str) -> str | None:

@@ -15,7 +15,13 @@ class AuditOptions:
     seed: int = 0  # for the element-shuffled copies (correlation traps)
     min_evals: int = 8
     max_evals: int | None = None  # None: no size gate
-    workers: int = 1
+    workers: int = 1  # layers analysed side by side (the CLI defaults to the usable cores)
+    precision: str = "float64"  # Gram accumulation: float64, or float32 (spectra.py: error bound)
+    device: str = "cpu"  # cpu, or cuda (torch) for Gram + eigensolver
+
+    # Settings that change how fast, never what: left out of the echoed options so the JSON is
+    # byte-identical whatever the worker count.
+    _EXECUTION_ONLY = ("workers",)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in self._EXECUTION_ONLY}

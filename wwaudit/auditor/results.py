@@ -65,15 +65,23 @@ class Finding:
     message: str
     layer: str | None = None
     layer_id: int | None = None
+    tensor: str | None = None  # the source tensor: with rule and layer, what a baseline matches on
+    suppressed_by: str | None = None  # "policy" | "baseline" when waived, else None
+    justification: str | None = None  # why it was waived
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "rule": self.rule,
             "severity": self.severity,
             "layer": self.layer,
             "layer_id": self.layer_id,
+            "tensor": self.tensor,
             "message": self.message,
         }
+        if self.suppressed_by:
+            out["suppressed_by"] = self.suppressed_by
+            out["justification"] = self.justification
+        return out
 
 
 @dataclass
@@ -99,6 +107,9 @@ class LayerResult:
     # Eigenvalues kept for plots (ESD, shuffled ESD); never serialised into the JSON contract.
     evals: Any = field(default=None, repr=False, compare=False)
     random_evals: Any = field(default=None, repr=False, compare=False)
+    # Quantization damage against a float reference layer (`--reference`, compare/engine.py);
+    # serialised only when set, so audits without a reference keep their bytes.
+    reference: dict[str, Any] | None = None
 
     @property
     def analysed(self) -> bool:
@@ -129,6 +140,8 @@ class LayerResult:
             out[key] = clean_number(self.metrics.get(key))
         for key in sorted(k for k in self.metrics if k not in METRIC_COLUMNS):
             out[key] = clean_number(self.metrics[key])
+        if self.reference is not None:
+            out["reference"] = {k: clean_number(v) for k, v in self.reference.items()}
         return out
 
 
@@ -175,13 +188,18 @@ class AuditResult:
     options: dict[str, Any]
     summary: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    # Findings waived by the policy (ignored layers) or already in the baseline: kept for SARIF
+    # suppressions and for chaining baselines, never counted in the verdict.
+    suppressed: list[Finding] = field(default_factory=list)
+    # The float reference model of `--reference` (identity, unmatched layers); None without it.
+    reference: dict[str, Any] | None = None
 
     def analysed_layers(self) -> list[LayerResult]:
         return [layer for layer in self.layers if layer.analysed]
 
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON contract. No timestamps or timings: same input, same bytes."""
-        return {
+        out = {
             "schema": SCHEMA,
             "model": self.model.to_dict(),
             "options": self.options,
@@ -189,7 +207,11 @@ class AuditResult:
             "verdict": {"verdict": self.verdict, "reasons": list(self.verdict_reasons)},
             "layers": [layer.to_dict() for layer in self.layers],
             "findings": [f.to_dict() for f in self.findings],
+            "suppressed": [f.to_dict() for f in self.suppressed],
         }
+        if self.reference is not None:
+            out["reference"] = self.reference
+        return out
 
 
 def clean_number(value: Any) -> Any:

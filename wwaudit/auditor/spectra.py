@@ -2,21 +2,80 @@
 
 weightwatcher's convention: λ = σ², the squared singular values, NOT divided by N, all slices of
 a layer (conv kernel positions, groups) pooled into one sorted array. We form the small-side
-Gram matrix in float64 and call a symmetric eigensolver, 3-5x faster than an SVD. Its absolute
-eigenvalue error is about eps64·λ_max, i.e. σ errors of about 1.5e-8·σ_max: far below the rank
-threshold σ_max·N·eps for float32/float16 weights. For float64 weights that threshold is smaller
-than the Gram error, so slices with singular values near it are recomputed with an SVD.
+Gram matrix and call a symmetric eigensolver, 3-5x faster than an SVD.
+
+Precision. By default the Gram matrix is accumulated in float64: its absolute eigenvalue error
+is about eps64·λ_max, i.e. σ errors of about 1.5e-8·σ_max, far below the rank threshold
+σ_max·N·eps for float32/float16 weights. For float64 weights that threshold is smaller than the
+Gram error, so slices with singular values near it are recomputed with an SVD.
+`precision="float32"` accumulates the Gram matrix in float32 (half the memory traffic, twice the
+BLAS speed) and solves it in float64: eigenvalue errors are then about eps32·λ_max, harmless for
+the power-law tail (α agrees to ~1e-7 on the benchmark matrices) but not for counting tiny
+singular values, so any slice with an eigenvalue within that error of zero or of a rank threshold
+is recomputed in float64 and rank metrics are identical in both precisions.
+
+Device. "cpu" uses numpy/LAPACK; "cuda" (and "torch-cpu", torch's own CPU kernels, used to test
+that code path without a GPU) form the Gram matrix and solve it with torch. Only eigenvalues come
+back to the host.
+
+Tall matrices (vocab x hidden embeddings) are reduced in row chunks, so a table is never copied
+whole into float64: peak memory is the stored tensor plus one chunk plus the M x M Gram matrix.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-# Tall matrices are reduced to their Gram matrix in row chunks of at most this many elements,
-# so a vocab x hidden embedding table is never copied whole into float64.
-GRAM_CHUNK_ELEMENTS = 1 << 24
+from wwaudit.errors import UsageError
+
+# Tall matrices are reduced to their Gram matrix in row chunks of at most this many elements.
+GRAM_CHUNK_ELEMENTS = 1 << 22
+
+PRECISIONS = ("float64", "float32")
+DEVICES = ("cpu", "cuda", "torch-cpu")  # torch-cpu: the torch code path on the CPU (tests, no GPU)
+
+# eigenvalues below this count as weak rank loss (reference default); spectra must decide it exactly
+WEAK_RANK_TOLERANCE = 1e-6
+_EPS32 = float(np.finfo(np.float32).eps)
+_EPS64 = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """Where and in which precision Gram matrices are formed and solved."""
+
+    precision: str = "float64"
+    device: str = "cpu"
+
+    @classmethod
+    def of(cls, options: Any) -> "Backend":
+        """The backend an AuditOptions asks for (defaults when `options` is None or lacks the fields)."""
+        if options is None:
+            return cls()
+        return cls(getattr(options, "precision", "float64"), getattr(options, "device", "cpu"))
+
+    @property
+    def uses_torch(self) -> bool:
+        return self.device != "cpu"
+
+
+def check_backend(backend: Backend) -> None:
+    """Raise UsageError when the requested precision/device cannot run here (exit code 2)."""
+    if backend.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    if backend.device not in DEVICES:
+        raise UsageError(f"--device must be one of cpu, cuda (got '{backend.device}')")
+    if not backend.uses_torch:
+        return
+    try:
+        import torch
+    except ImportError:
+        raise UsageError(f"--device {backend.device} needs torch, which is not installed") from None
+    if backend.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: torch finds no usable CUDA device")
 
 
 @dataclass
@@ -31,44 +90,104 @@ class Spectrum:
     rank_loss: int
 
 
-def gram(W: np.ndarray) -> np.ndarray:
-    """The small-side Gram matrix (M x M) of W in float64, accumulated in row chunks."""
+def _tall(W: np.ndarray) -> np.ndarray:
+    return W.T if W.shape[0] < W.shape[1] else W
+
+
+def _chunks(W: np.ndarray, dtype: type) -> Any:
+    """Row chunks of a tall matrix converted to `dtype` one at a time (memory maps stay on disk)."""
     rows, cols = W.shape
-    if rows < cols:
-        W = W.T
-        rows, cols = cols, rows
     step = max(1, GRAM_CHUNK_ELEMENTS // max(cols, 1))
-    G = np.zeros((cols, cols), dtype=np.float64)
     for start in range(0, rows, step):
-        block = np.asarray(W[start : start + step], dtype=np.float64)
+        yield np.asarray(W[start : start + step], dtype=dtype)
+
+
+def gram(W: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """The small-side Gram matrix (M x M) of W, accumulated in row chunks in `dtype`."""
+    W = _tall(W)
+    G = np.zeros((W.shape[1], W.shape[1]), dtype=dtype)
+    for block in _chunks(W, dtype):
         G += block.T @ block
     return G
 
 
-def singular_values_squared(W: np.ndarray, eps: float) -> np.ndarray:
-    """σ² of W (ascending), via the Gram matrix, falling back to SVD where rank needs precision."""
-    G = gram(W)
-    evals = np.linalg.eigvalsh(G)
-    evals = np.clip(evals, 0.0, None)
-    N = max(W.shape)
+def _torch_eigvals(W: np.ndarray, precision: str, device: str) -> np.ndarray:
+    import torch
+
+    dev = torch.device("cpu" if device == "torch-cpu" else device)
+    np_dtype = np.float32 if precision == "float32" else np.float64
+    W = _tall(W)
+    G = torch.zeros((W.shape[1], W.shape[1]), dtype=torch.float64 if precision == "float64" else torch.float32, device=dev)
+    for block in _chunks(W, np_dtype):
+        t = torch.from_numpy(block).to(dev)
+        G += t.T @ t
+    return torch.linalg.eigvalsh(G.to(torch.float64)).cpu().numpy()
+
+
+def _gram_eigvals(W: np.ndarray, precision: str, device: str) -> np.ndarray:
+    """Ascending eigenvalues of the Gram matrix, clipped at 0."""
+    if device != "cpu":
+        evals = _torch_eigvals(W, precision, device)
+    else:
+        G = gram(W, np.float32 if precision == "float32" else np.float64)
+        evals = np.linalg.eigvalsh(G.astype(np.float64, copy=False))
+    return np.clip(evals, 0.0, None)
+
+
+def _svd_eigvals(W: np.ndarray, device: str) -> np.ndarray:
+    if device != "cpu":
+        import torch
+
+        dev = torch.device("cpu" if device == "torch-cpu" else device)
+        sv = torch.linalg.svdvals(torch.from_numpy(np.asarray(W, dtype=np.float64)).to(dev)).cpu().numpy()
+    else:
+        sv = np.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False)
+    return np.sort(sv * sv)
+
+
+def _float32_ambiguous(evals: np.ndarray, M: int, thresholds: tuple[float, ...]) -> bool:
+    """Whether float32 Gram errors could change a rank count: an eigenvalue near 0 or a threshold."""
+    if not evals.size:
+        return False
+    noise = evals[-1] * _EPS32 * np.sqrt(M) * 2
+    if evals[0] <= noise:
+        return True
+    return any(bool(np.any(np.abs(evals - t) <= noise)) for t in thresholds)
+
+
+def singular_values_squared(W: np.ndarray, eps: float, backend: Backend | None = None) -> np.ndarray:
+    """σ² of W (ascending), via the Gram matrix, falling back to float64 or SVD where rank needs it.
+
+    W may be any float dtype, including a read-only memory map: it is widened chunk by chunk.
+    """
+    backend = backend or Backend()
+    N, M = max(W.shape), min(W.shape)
+    evals = _gram_eigvals(W, backend.precision, backend.device)
+    if backend.precision == "float32" and evals.size:
+        rank_tol = evals[-1] * (N * eps) ** 2
+        if _float32_ambiguous(evals, M, (rank_tol, WEAK_RANK_TOLERANCE)):
+            evals = _gram_eigvals(W, "float64", backend.device)
     sv_max = float(np.sqrt(evals[-1])) if evals.size else 0.0
     threshold = sv_max * N * eps
     # Gram eigenvalues carry an absolute error of ~ M·eps64·λ_max: σ below this is noise.
-    gram_noise = sv_max * np.sqrt(G.shape[0] * np.finfo(np.float64).eps) * 10
+    gram_noise = sv_max * np.sqrt(M * _EPS64) * 10
     if threshold < gram_noise and np.any(np.sqrt(evals) < gram_noise):
-        sv = np.linalg.svd(np.asarray(W, dtype=np.float64), compute_uv=False)
-        evals = np.sort(sv * sv)
+        evals = _svd_eigvals(W, backend.device)
     return evals
 
 
-def layer_spectrum(mats: list[np.ndarray], eps: float) -> Spectrum:
-    """Pool the eigenvalues of all slices of a layer; count rank loss per slice (σ ≤ σ_max·N·eps)."""
+def layer_spectrum(mats: list[np.ndarray], eps: float, options: Any = None) -> Spectrum:
+    """Pool the eigenvalues of all slices of a layer; count rank loss per slice (σ ≤ σ_max·N·eps).
+
+    `options` (an AuditOptions or None) selects precision and device (see Backend.of).
+    """
+    backend = Backend.of(options)
     all_evals = []
     rank_loss = 0
     N = max(max(m.shape) for m in mats)
     M = min(min(m.shape) for m in mats)
     for W in mats:
-        ev = singular_values_squared(W, eps)
+        ev = singular_values_squared(W, eps, backend)
         sv = np.sqrt(ev)
         n = max(W.shape)
         tol = sv.max() * n * eps if sv.size else 0.0

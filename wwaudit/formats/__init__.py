@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from pathlib import Path
+from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -54,8 +56,37 @@ def _pdf(result: AuditResult, ctx: RenderContext) -> bytes:
     return pdf_format.render(result, ctx)
 
 
+def _sarif(result: AuditResult, ctx: RenderContext) -> bytes:
+    from wwaudit.formats import sarif_format
+
+    return sarif_format.render(result, ctx)
+
+
+def _junit(result: AuditResult, ctx: RenderContext) -> bytes:
+    from wwaudit.formats import junit_format
+
+    return junit_format.render(result, ctx)
+
+
+def _markdown(result: AuditResult, ctx: RenderContext) -> bytes:
+    from wwaudit.formats import markdown_format
+
+    return markdown_format.render(result, ctx)
+
+
 REPORT_FORMATS: dict[str, Renderer] = {".html": _html, ".htm": _html, ".pdf": _pdf}
-FORMATS: dict[str, Renderer] = {"json": _json, "csv": _csv, "html": _html, "pdf": _pdf}
+FORMATS: dict[str, Renderer] = {"json": _json, "csv": _csv, "html": _html, "pdf": _pdf,
+                                "sarif": _sarif, "junit": _junit, "markdown": _markdown}
+
+
+def artifact_uri(model_path: str, root: str | None = None) -> str:
+    """The model as CI tools locate it: a path relative to `root` (default: the working directory,
+    the repository root in CI), with '/' separators; a file:// URI when it lies outside `root`."""
+    absolute = os.path.abspath(model_path)
+    rel = os.path.relpath(absolute, os.path.abspath(root or os.getcwd()))
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return Path(absolute).as_uri()
+    return quote(Path(rel).as_posix(), safe="/")
 
 
 def report_renderer(path: str) -> Renderer:

@@ -1,34 +1,48 @@
 """The report's document model: what every report format shows, already formatted as text.
 
 Built from an AuditResult (no metric is computed here); HTML and PDF render this same model so
-they cannot drift apart.
+they cannot drift apart. Tests check this model as well as the rendered files.
 """
 
 from __future__ import annotations
 
+import base64
+import platform
+from importlib import metadata, resources
 from typing import Any
 
 import numpy as np
 
 import wwaudit
 from wwaudit.auditor.findings import RULES_BY_ID
-from wwaudit.auditor.results import AuditResult
+from wwaudit.auditor.results import AuditResult, Finding, LayerResult
 from wwaudit.formats import RenderContext
 
-TABLE_COLUMNS = (
-    ("id", "#"),
-    ("name", "layer"),
-    ("op", "op"),
-    ("shape", "N×M×slices"),
-    ("status", "status"),
-    ("alpha", "α"),
-    ("alpha_weighted", "α̂"),
-    ("D", "D"),
-    ("log_norm", "log‖W‖²"),
-    ("log_spectral_norm", "log λmax"),
-    ("stable_rank", "stable rank"),
-    ("rank_loss", "rank loss"),
+PLOT_MODES = ("findings", "all", "none")
+
+# (metric key, column label, tooltip); the layer table shows these after the identity columns.
+METRIC_TABLE = (
+    ("alpha", "α", "power-law exponent of the ESD tail; [2, 6] is typical of well-trained layers"),
+    ("alpha_weighted", "α̂", "α · log10 λmax"),
+    ("D", "D", "Kolmogorov-Smirnov distance of the power-law fit (lower fits better)"),
+    ("log_norm", "log‖W‖²", "log10 of the squared Frobenius norm"),
+    ("log_spectral_norm", "log λmax", "log10 of the largest eigenvalue of WᵀW"),
+    ("stable_rank", "stable rank", "Σλ / λmax"),
+    ("rank_loss", "rank loss", "singular values that are numerically zero"),
+    ("num_spikes", "spikes", "eigenvalues above the Marchenko-Pastur bulk"),
+    ("num_traps", "traps", "correlation traps: spikes the element-shuffled copy also shows"),
 )
+
+# Per-layer metrics shown next to each layer's plots.
+DETAIL_METRICS = (
+    ("alpha", "α"), ("alpha_ci_low", "α CI low"), ("alpha_ci_high", "α CI high"), ("D", "KS distance D"),
+    ("xmin", "xmin"), ("num_pl_spikes", "eigenvalues in the tail"), ("best_fit", "best tail model"),
+    ("lambda_max", "λmax"), ("stable_rank", "stable rank"), ("rank_loss", "rank loss"),
+    ("sigma_mp", "σ (MP)"), ("bulk_max", "MP bulk edge"), ("num_spikes", "spikes"), ("num_traps", "traps"),
+    ("rand_distance", "distance to shuffled"), ("phase", "phase"),
+)
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -47,6 +61,15 @@ def fmt(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 100 else f"{value:.{digits}f}".rstrip("0").rstrip(".") or "0"
 
 
+def sort_key(value: Any) -> str:
+    """A machine-readable cell value for the HTML table's sort script ('' sorts last)."""
+    if value is None or isinstance(value, bool):
+        return ""
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return repr(float(value)) if np.isfinite(float(value)) else ""
+    return str(value)
+
+
 def human_bytes(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -56,59 +79,214 @@ def human_bytes(n: int) -> str:
     return f"{n} B"
 
 
+def layer_class(layer: LayerResult, findings: list[Finding]) -> str:
+    """The colour class of a layer: its worst finding, else its status."""
+    if layer.status == "error" or any(f.severity == "error" for f in findings):
+        return "error"
+    if any(f.severity == "warning" for f in findings):
+        return "warning"
+    if layer.status in ("skipped", "fit_failed"):
+        return layer.status
+    if findings:
+        return "info"
+    return "ok"
+
+
+def _shape(layer: LayerResult) -> str:
+    if layer.N:
+        return f"{layer.N}×{layer.M}" + (f"×{layer.slices}" if layer.slices and layer.slices > 1 else "")
+    return "×".join(map(str, layer.shape or [])) or "scalar"
+
+
 def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = False) -> dict[str, Any]:
-    """Everything the templates show, as strings and small lists."""
+    """Everything the templates show, as strings and small lists (plots as data: URIs)."""
+    from wwaudit.formats import plots
+
+    if ctx.plots not in PLOT_MODES:
+        raise ValueError(f"plots mode {ctx.plots!r} is not one of {PLOT_MODES}")
     model = result.model
-    s = result.summary
-    counts = {sev: sum(1 for f in result.findings if f.severity == sev) for sev in ("error", "warning", "info")}
-    layers = []
+    by_layer: dict[int, list[Finding]] = {}
+    for f in result.findings:
+        if f.layer_id is not None:
+            by_layer.setdefault(f.layer_id, []).append(f)
+
+    has_quant = any(layer.quantization for layer in result.layers)
+    has_phase = any(layer.metric("phase") is not None for layer in result.layers)
+    columns = [("id", "#", True), ("name", "layer", False), ("op", "op", False), ("shape", "N×M×slices", False)]
+    if has_quant:
+        columns.append(("quantization", "quantization", False))
+    columns.append(("status", "status", False))
+    columns += [(key, label, True) for key, label, _tip in METRIC_TABLE]
+    if has_phase:
+        columns.append(("phase", "phase", False))
+    columns.append(("findings", "findings", False))
+
+    rows, points, jobs = [], [], []
     for layer in result.layers:
-        row = {"id": str(layer.id), "name": layer.name, "op": layer.op or "–", "status": layer.status,
-               "reason": layer.reason or "", "tensor": layer.tensor, "dtype": layer.dtype or "",
-               "shape": f"{layer.N}×{layer.M}" + (f"×{layer.slices}" if layer.slices and layer.slices > 1 else "") if layer.N else "×".join(map(str, layer.shape or [])) or "scalar"}
-        for key, _label in TABLE_COLUMNS:
-            if key not in row:
-                row[key] = fmt(layer.metric(key))
-        row["findings"] = [f.rule for f in result.findings if f.layer_id == layer.id]
-        layers.append(row)
-    findings = [
-        {"rule": f.rule, "severity": f.severity, "message": f.message, "layer": f.layer or "model",
-         "title": RULES_BY_ID[f.rule].title if f.rule in RULES_BY_ID else f.rule}
-        for f in result.findings
-    ]
+        found = by_layer.get(layer.id, [])
+        cls = layer_class(layer, found)
+        cells = {
+            "id": (str(layer.id), sort_key(layer.id)),
+            "name": (layer.name, layer.name),
+            "op": (layer.op or "–", layer.op or ""),
+            "shape": (_shape(layer), sort_key((layer.N or 0) * (layer.M or 0) * (layer.slices or 1))),
+            "quantization": (layer.quantization or "–", layer.quantization or ""),
+            "status": (layer.status, layer.status),
+            "phase": (fmt(layer.metric("phase")), sort_key(layer.metric("phase"))),
+            "findings": (" ".join(sorted({f.rule for f in found})) or "–", " ".join(sorted({f.rule for f in found}))),
+        }
+        for key, _label, _tip in METRIC_TABLE:
+            cells[key] = (fmt(layer.metric(key)), sort_key(layer.metric(key)))
+        rows.append({"id": layer.id, "anchor": f"layer-{layer.id}", "cls": cls, "status": layer.status,
+                     "reason": layer.reason or "", "name": layer.name,
+                     "cells": [(key, cells[key][0], cells[key][1], numeric) for key, _label, numeric in columns]})
+        if layer.analysed:
+            lo, hi = layer.metric("alpha_ci_low"), layer.metric("alpha_ci_high")
+            points.append(plots.DepthPoint(
+                position=len(points), label=str(layer.id), status=cls,
+                alpha=layer.metric("alpha") if layer.status == "ok" else None,
+                alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
+                log_spectral_norm=layer.metric("log_spectral_norm")))
+            wanted = ctx.plots == "all" or (ctx.plots == "findings" and bool(found))
+            if wanted and layer.evals is not None:
+                jobs.append(plots.LayerPlotJob(
+                    key=str(layer.id), evals=np.asarray(layer.evals),
+                    random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
+                    metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")}))
+
+    model_plots, layer_plots = plots.render_all(points, jobs)
+    details = []
+    for layer in result.layers:
+        found = by_layer.get(layer.id, [])
+        wanted = ctx.plots == "all" or (ctx.plots == "findings" and bool(found))
+        if not wanted:
+            continue
+        uri = layer_plots.get(str(layer.id))
+        details.append({
+            "id": layer.id, "anchor": f"layer-{layer.id}", "name": layer.name, "tensor": layer.tensor,
+            "op": layer.op, "shape": _shape(layer), "dtype": layer.dtype or "", "quantization": layer.quantization,
+            "status": layer.status, "reason": layer.reason or "", "cls": layer_class(layer, found),
+            "metrics": [(label, fmt(layer.metric(key))) for key, label in DETAIL_METRICS if layer.metric(key) is not None],
+            "findings": [{"rule": f.rule, "severity": f.severity, "message": f.message} for f in found],
+            "plot": uri,
+            "no_plot": "" if uri else ("no eigenvalues (layer not analysed)" if not layer.analysed else "no eigenvalues kept for this layer"),
+        })
+
     return {
         "title": f"wwaudit report: {model.path}",
         "model": {
-            "path": model.path, "sha256": model.sha256, "short_hash": model.sha256[:12],
-            "size": human_bytes(model.size_bytes), "producer": f"{model.producer} {model.producer_version}".strip() or "unknown",
-            "opset": ", ".join(f"{d} {v}" for d, v in sorted(model.opset.items())), "parameters": fmt(model.parameters),
-            "ir_version": str(model.ir_version), "external_data": "yes" if model.external_data else "no",
+            "path": model.path, "sha256": model.sha256, "short_hash": model.sha256[:16],
+            "size": human_bytes(model.size_bytes),
+            "producer": f"{model.producer} {model.producer_version}".strip() or "unknown",
+            "opset": ", ".join(f"{d} {v}" for d, v in sorted(model.opset.items())) or "none",
+            "parameters": fmt(model.parameters), "ir_version": str(model.ir_version),
+            "graph_name": model.graph_name, "external_data": "yes" if model.external_data else "no",
         },
         "verdict": result.verdict,
         "verdict_reasons": result.verdict_reasons,
-        "summary": [
-            ("Layers analysed", f"{s['analysed']} of {s['layers']} weight entries ({s['skipped']} skipped, {s['errors']} unreadable)",
-             "Every weight tensor in the file is listed; skipped ones carry their reason."),
-            ("Mean alpha", fmt(s.get("alpha_mean")), "Power-law exponent of the eigenvalue tail; well-trained layers lie in [2, 6]."),
-            ("Alpha-hat", fmt(s.get("alpha_weighted_mean")), "Mean α·log10 λmax: lower is better within one architecture family."),
-            ("Mean log-norm", fmt(s.get("log_norm_mean")), "Mean log10 of the squared Frobenius norm."),
-            ("Share of layers with α in [2, 6]", fmt(s.get("share_alpha_in_band")), "Fraction of fitted layers inside the usual range."),
-        ],
-        "counts": counts,
-        "columns": TABLE_COLUMNS,
-        "layers": layers,
-        "findings": findings,
-        "options": sorted((k, str(v)) for k, v in result.options.items()),
-        "versions": _versions(),
+        "summary": _key_metrics(result),
+        "counts": {sev: sum(1 for f in result.findings if f.severity == sev) for sev in ("error", "warning", "info")},
+        "columns": [(key, label, numeric, _tooltip(key)) for key, label, numeric in columns],
+        "layers": rows,
+        "layer_map": [{"id": r["id"], "anchor": r["anchor"], "cls": r["cls"], "name": r["name"]} for r in rows],
+        "legend": [(cls, text) for cls, text in (
+            ("ok", "no finding"), ("info", "info finding"), ("warning", "warning"), ("error", "error or unreadable"),
+            ("fit_failed", "power-law fit failed"), ("skipped", "skipped"))],
+        "model_plots": model_plots,
+        "details": details,
+        "plots_mode": ctx.plots,
+        "findings": _finding_groups(result.findings),
+        "options": sorted((k, "–" if v is None else str(v)) for k, v in result.options.items()),
+        "versions": _versions(for_pdf),
+        "timings": [(k, f"{v:.2f} s") for k, v in sorted(result.timings.items())],
         "command": ctx.command,
         "generated": ctx.generated,
         "page_size": ctx.page_size,
         "wwaudit_version": wwaudit.__version__,
+        "font_css": _embedded_fonts() if for_pdf else "",
     }
 
 
-def _versions() -> list[tuple[str, str]]:
-    import onnx
-    import scipy
+def _tooltip(key: str) -> str:
+    for k, _label, tip in METRIC_TABLE:
+        if k == key:
+            return tip
+    return ""
 
-    return [("wwaudit", wwaudit.__version__), ("numpy", np.__version__), ("scipy", scipy.__version__), ("onnx", onnx.__version__)]
+
+def _key_metrics(result: AuditResult) -> list[tuple[str, str, str]]:
+    s = result.summary
+    analysed = f"{s.get('analysed', 0)} of {s.get('layers', 0)}"
+    return [
+        ("Layers analysed", f"{analysed} ({s.get('skipped', 0)} skipped, {s.get('errors', 0)} unreadable, "
+                            f"{s.get('fit_failed', 0)} fit failed)",
+         "Every weight tensor in the file is listed; skipped ones carry their reason."),
+        ("Mean alpha", fmt(s.get("alpha_mean")),
+         "Tail exponent of the eigenvalue spectrum. Well-trained layers lie in [2, 6]; below 2 suggests "
+         "over-training, above 6 a layer that learned little."),
+        ("Alpha-hat", fmt(s.get("alpha_weighted_mean")),
+         "Mean α·log10 λmax; it tracks test accuracy across models of one architecture family (lower is better)."),
+        ("Mean log-norm", fmt(s.get("log_norm_mean")),
+         "Mean log10 of the squared Frobenius norm: the scale of the weights."),
+        ("Share of layers with α in [2, 6]", fmt(s.get("share_alpha_in_band")),
+         "Fraction of fitted layers inside the usual range; 1 is best."),
+    ]
+
+
+def _finding_groups(findings: list[Finding]) -> list[dict[str, Any]]:
+    """Findings grouped by rule (worst severity first): the rule's why and what-to-do once, then each case."""
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in findings:
+        key = (f.rule, f.severity)
+        if key not in groups:
+            rule = RULES_BY_ID.get(f.rule)
+            groups[key] = {
+                "rule": f.rule, "severity": f.severity,
+                "title": getattr(rule, "title", "") or f.rule,
+                "rationale": getattr(rule, "rationale", "") or "",
+                "remedy": getattr(rule, "remedy", "") or "",
+                "items": [],
+            }
+        groups[key]["items"].append({
+            "layer": f.layer or "model", "anchor": f"layer-{f.layer_id}" if f.layer_id is not None else "",
+            "message": f.message})
+    return sorted(groups.values(), key=lambda g: (SEVERITY_ORDER.get(g["severity"], 3), g["rule"]))
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _versions(for_pdf: bool) -> list[tuple[str, str]]:
+    """Versions that can change the numbers or the rendering (read from metadata, nothing imported)."""
+    names = ["numpy", "scipy", "onnx", "onnxruntime", "powerlaw", "matplotlib", "jinja2"]
+    if for_pdf:
+        names.append("weasyprint")
+    return ([("wwaudit", wwaudit.__version__)] + [(n, _version(n)) for n in names]
+            + [("python", platform.python_version()), ("platform", f"{platform.system()} {platform.machine()}")])
+
+
+_FONTS = (("DejaVuSans.ttf", "normal"), ("DejaVuSans-Bold.ttf", "bold"))
+_MONO = "DejaVuSansMono.ttf"
+
+
+def _embedded_fonts() -> str:
+    """@font-face rules with matplotlib's bundled DejaVu fonts as data: URLs, so the PDF looks the
+    same on any host and WeasyPrint never reads a font path from the system; '' when unavailable
+    (the CSS then falls back to the host's fonts).
+    """
+    try:
+        folder = resources.files("matplotlib") / "mpl-data" / "fonts" / "ttf"
+        rules = []
+        for name, weight in _FONTS:
+            data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
+            rules.append(f'@font-face {{ font-family: "wwaudit sans"; font-weight: {weight}; '
+                         f'src: url(data:font/ttf;base64,{data}); }}')
+        data = base64.b64encode((folder / _MONO).read_bytes()).decode("ascii")
+        rules.append(f'@font-face {{ font-family: "wwaudit mono"; src: url(data:font/ttf;base64,{data}); }}')
+        return "\n".join(rules)
+    except (OSError, ModuleNotFoundError):
+        return ""

@@ -1,13 +1,15 @@
-"""Self-contained HTML report (jinja2, CSS inline, no network, no JavaScript needed to read it)."""
+"""Self-contained HTML report (jinja2, CSS and plots inline, no network, no JavaScript needed to read it)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from wwaudit.auditor.results import AuditResult
 from wwaudit.formats import RenderContext
 from wwaudit.formats.document import build_document
 
 
-def _environment():
+def _environment() -> Any:
     import jinja2
 
     return jinja2.Environment(
@@ -26,4 +28,5 @@ def render_html(result: AuditResult, ctx: RenderContext, for_pdf: bool = False) 
 
 
 def render(result: AuditResult, ctx: RenderContext) -> bytes:
+    """UTF-8 bytes of the screen version of the report (sortable table, no print fonts)."""
     return render_html(result, ctx).encode("utf-8")

@@ -1,0 +1,104 @@
+"""Correlation traps: eigenvalues of an element-shuffled copy of W that stick out of its MP bulk.
+
+Shuffling the elements of W destroys every correlation between them and keeps their
+distribution, so the shuffled ESD should be a Marchenko-Pastur bulk. Eigenvalues of the shuffled
+copy above that bulk's edge (λ+ plus the Tracy-Widom margin, fitted with ``mp_fit.fit_mp``) come
+from a few unusually large elements rather than learned structure: correlation traps
+(Martin & Mahoney). ``rand_distance`` is the reference's Jensen-Shannon distance between the
+sorted ESD and the sorted shuffled ESD (each normalised to sum 1).
+
+Unlike the reference (``np.random.shuffle`` on the global, unseeded generator, so every run
+differs), the shuffle is seeded: by AuditOptions.seed and a BLAKE2 digest of the layer's own
+matrices, so a layer's result depends neither on the order in which layers are analysed nor on
+which other layers are selected, and is the same in worker processes. For small layers (fewer
+than 100 eigenvalues) the reference pools 5 shuffled copies to stabilise the MP fit; we do the
+same for the fit, but count traps in the first copy only (the reference counts all 5, so its
+num_traps is 5× the number of trapped directions there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from wwaudit.auditor.mp_fit import fit_mp
+from wwaudit.auditor.spectra import Backend, singular_values_squared
+
+SMALL_LAYER_EVALS = 100  # below this many eigenvalues, 5 shuffled copies for the MP fit (reference)
+SMALL_LAYER_REPLICAS = 5
+
+
+@dataclass(frozen=True)
+class TrapResult:
+    """``random_evals``: sorted eigenvalues of one shuffled copy (same count as the ESD, same
+    conv scaling), for plots; ``rand_bulk_max``: the MP bulk edge λ+ of the shuffled ESD and
+    ``rand_edge`` the trap threshold (λ+ plus Tracy-Widom margin), in the ESD's units."""
+
+    num_traps: int | None
+    rand_distance: float | None
+    rand_bulk_max: float | None
+    rand_edge: float | None
+    random_evals: np.ndarray
+
+
+def layer_rng(mats: list[np.ndarray], seed: int) -> np.random.Generator:
+    """A generator seeded by ``seed`` and the layer's content (shapes and bytes of its matrices)."""
+    h = hashlib.blake2b(digest_size=16)
+    for W in mats:
+        h.update(repr(W.shape).encode())
+        h.update(memoryview(np.ascontiguousarray(W)).cast("B"))
+    words = np.frombuffer(h.digest(), dtype=np.uint32)
+    return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, words)]))
+
+
+def shuffled_spectrum(
+    mats: list[np.ndarray], rng: np.random.Generator, eps: float, backend: Backend | None = None
+) -> np.ndarray:
+    """Pooled sorted eigenvalues of element-shuffled copies of the layer's matrices."""
+    out = [singular_values_squared(rng.permutation(W.ravel()).reshape(W.shape), eps, backend) for W in mats]
+    return np.sort(np.concatenate(out))
+
+
+def jensen_shannon_distance(p: np.ndarray, q: np.ndarray) -> float:
+    """The reference's rand_distance: JS distance of two non-negative vectors normalised to sum 1."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    m = (p / p.sum() + q / q.sum()) / 2
+    return float(np.sqrt((stats.entropy(p, m) + stats.entropy(q, m)) / 2))
+
+
+def correlation_traps(
+    mats: list[np.ndarray],
+    evals: np.ndarray,
+    N: int,
+    M: int,
+    eps: float,
+    seed: int,
+    scale: float = 1.0,
+    backend: Backend | None = None,
+) -> TrapResult:
+    """Shuffle, take the ESD, fit its MP bulk, count eigenvalues above the edge.
+
+    ``evals`` is the layer's (scaled) ESD; ``scale`` the factor applied to it (conv
+    normalisation), applied to the shuffled ESD too so both are on one axis; ``backend`` the
+    precision/device of the eigensolver (spectra.Backend).
+    """
+    rng = layer_rng(mats, seed)
+    replicas = SMALL_LAYER_REPLICAS if evals.size < SMALL_LAYER_EVALS else 1
+    copies = [shuffled_spectrum(mats, rng, eps, backend) * scale for _ in range(replicas)]
+    first = copies[0]
+    rand_distance = jensen_shannon_distance(evals, first) if evals.size == first.size and evals.sum() > 0 else None
+    try:
+        fit = fit_mp(np.concatenate(copies), N, M)
+    except ValueError:
+        return TrapResult(None, rand_distance, None, None, first)
+    return TrapResult(
+        num_traps=int(np.count_nonzero(first > fit.bulk_max_tw)),
+        rand_distance=rand_distance,
+        rand_bulk_max=fit.bulk_max,
+        rand_edge=fit.bulk_max_tw,
+        random_evals=first,
+    )

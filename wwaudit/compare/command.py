@@ -1,0 +1,72 @@
+"""`wwaudit compare` once its arguments are parsed: check outputs, compare, write, exit code.
+
+cli.py owns the parser; this module owns what the command does with it, so the CLI stays free of
+comparison logic. Exit codes follow the audit: 0 pass/review, 1 fail, 2 unusable input or output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from datetime import datetime, timezone
+from typing import Sequence
+
+from wwaudit.errors import EXIT_FINDINGS, EXIT_OK, UsageError
+
+
+def render_json(result) -> bytes:
+    """The comparison as JSON (schema wwaudit-compare/1): deterministic bytes, no timestamps."""
+    return (json.dumps(result.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """Run a parsed `wwaudit compare` command; returns the exit code."""
+    from wwaudit import formats
+    from wwaudit.auditor.options import AuditOptions
+    from wwaudit.auditor.scheduler import default_workers
+    from wwaudit.compare import report
+    from wwaudit.compare.engine import compare
+    from wwaudit.progress import make_progress
+
+    outputs = []
+    if args.json:
+        outputs.append((args.json, lambda r, ctx: render_json(r)))
+    if args.report:
+        outputs.append((args.report, report.renderer(args.report)))
+    if sum(1 for path, _ in outputs if path == "-") > 1:
+        raise UsageError("only one output can go to stdout ('-')")
+    for path, _ in outputs:
+        formats.check_writable(path)
+    if args.max_evals is not None and args.max_evals < 1:
+        raise UsageError("--max-evals must be a positive number")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be a positive number")
+    options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
+                           workers=args.workers or default_workers())
+    result = compare(args.base, args.candidate, options, make_progress(enabled=not args.quiet))
+    ctx = formats.RenderContext(
+        command="wwaudit " + " ".join(shlex.quote(a) for a in argv),
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        page_size=args.page_size,
+    )
+    for path, renderer in outputs:
+        formats.write_atomic(path, renderer(result, ctx))
+    if not args.quiet and not any(path == "-" for path, _ in outputs):
+        _print_summary(result)
+    return EXIT_FINDINGS if result.verdict == "fail" else EXIT_OK
+
+
+def _print_summary(result) -> None:
+    from wwaudit.formats.document import fmt
+
+    s = result.summary()
+    err = sys.stderr
+    print(f"compare: {result.base.model.path} -> {result.candidate.model.path}: verdict {result.verdict.upper()}", file=err)
+    print(f"  {s['pairs']} matched layers ({s['matched_by_name']} by name, {s['matched_by_structure']} by structure), "
+          f"unmatched: {s['unmatched_base']} base, {s['unmatched_candidate']} candidate", file=err)
+    for row in result.model_metrics:
+        print(f"  {row['label']}: {fmt(row['base'])} -> {fmt(row['candidate'])} (favours {row['favours'] or '–'})", file=err)
+    for reason in result.verdict_reasons:
+        print(f"  {reason}", file=err)

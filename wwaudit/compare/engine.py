@@ -1,0 +1,173 @@
+"""Orchestration of a comparison: audit both models, match their layers, measure each pair.
+
+Both models are audited by auditor.core.audit (same metrics, same findings as a single audit);
+the layers' matrices are then read again through LayerSpec.matrices, one pair at a time, so at
+most one pair's matrices are in memory. `wwaudit compare` and the audit's `--reference` option
+share this code: a reference check is a comparison whose base is the float reference.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from wwaudit.auditor.core import audit, dtype_eps
+from wwaudit.auditor.graph import walk
+from wwaudit.auditor.layers import LayerSpec, plan_layers, safe_name
+from wwaudit.auditor.loader import load_model
+from wwaudit.auditor.options import AuditOptions
+from wwaudit.auditor.results import AuditResult, LayerResult
+from wwaudit.compare import rules
+from wwaudit.compare.diff import DELTA_KEYS, metric_deltas, pair_diff
+from wwaudit.compare.matching import Pair, match_layers
+from wwaudit.compare.result import MODEL_METRICS, CompareResult, PairResult
+from wwaudit.errors import InputError
+
+_SIDE_KEYS = DELTA_KEYS + ("rank_loss",)
+# Model-level values closer than this (relative) favour neither model.
+TIE_TOLERANCE = 1e-3
+
+
+class _SpecIndex:
+    """The LayerSpecs of an audited model, addressable by the audit's layer ids."""
+
+    def __init__(self, path: str, result: AuditResult, options: AuditOptions) -> None:
+        loaded = load_model(path)
+        self._loaded = loaded  # the tensors read their bytes from this model
+        pattern = re.compile(options.layers) if options.layers else None
+        specs = [s for s in plan_layers(walk(loaded.proto, loaded.base_dir))
+                 if pattern is None or pattern.search(s.name) or pattern.search(s.tensor.name)]
+        by_key = {(safe_name(s.name), safe_name(s.tensor.name)): s for s in specs}
+        self._by_id: dict[int, LayerSpec] = {}
+        for layer in result.layers:
+            spec = specs[layer.id] if layer.id < len(specs) else None
+            if spec is None or (safe_name(spec.name), safe_name(spec.tensor.name)) != (layer.name, layer.tensor):
+                spec = by_key.get((layer.name, layer.tensor))
+            if spec is not None:
+                self._by_id[layer.id] = spec
+
+    def spec(self, layer: LayerResult) -> LayerSpec:
+        spec = self._by_id.get(layer.id)
+        if spec is None or spec.skipped:
+            raise InputError(f"{layer.name}: no matrices for this layer")
+        return spec
+
+
+def _side(layer: LayerResult) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": layer.status, "reason": layer.reason}
+    out.update({key: layer.metric(key) for key in _SIDE_KEYS})
+    return out
+
+
+def measure_pair(pair: Pair, base_specs: _SpecIndex, cand_specs: _SpecIndex) -> PairResult:
+    """Metric deltas and matrix differences of one matched pair (its matrices are released on return)."""
+    a, b = pair.base, pair.candidate
+    result = PairResult(
+        base=a.name, candidate=b.name, base_id=a.id, candidate_id=b.id, base_tensor=a.tensor,
+        candidate_tensor=b.tensor, match=pair.method, base_op=a.op, candidate_op=b.op, kind=a.kind,
+        N=a.N, M=a.M, slices=a.slices, base_metrics=_side(a), candidate_metrics=_side(b),
+        delta=metric_deltas(a.metrics, b.metrics),
+    )
+    try:
+        spec_a, spec_b = base_specs.spec(a), cand_specs.spec(b)
+        eps = max(dtype_eps(spec_a.tensor.data_type), dtype_eps(spec_b.tensor.data_type))
+        mats_a = spec_a.matrices()
+        mats_b = spec_b.matrices()
+    except InputError as exc:
+        result.status, result.reason = "error", str(exc)
+        return result
+    diff = pair_diff(mats_a, mats_b, a.kind, eps)
+    del mats_a, mats_b
+    result.relative_distance = diff.relative_distance
+    result.subspace_overlap = diff.subspace_overlap
+    result.subspace_k = diff.subspace_k
+    result.subspace_overlap_random = diff.subspace_overlap_random
+    result.top_sv_rel_change = diff.top_sv_rel_change
+    result.diff = diff.diff
+    result.status, result.reason = diff.status, diff.reason
+    return result
+
+
+def _favours(base: float | None, candidate: float | None) -> str | None:
+    if base is None or candidate is None:
+        return None
+    if abs(candidate - base) <= TIE_TOLERANCE * max(abs(base), abs(candidate), 1e-12):
+        return "neither"
+    return "candidate" if candidate < base else "base"
+
+
+def model_metrics(base: AuditResult, candidate: AuditResult) -> list[dict[str, Any]]:
+    """Model-level averages side by side, and which model each favours (lower is favoured)."""
+    rows = []
+    for key, label in MODEL_METRICS:
+        a, b = base.summary.get(key), candidate.summary.get(key)
+        rows.append({"metric": key, "label": label, "base": a, "candidate": b,
+                     "delta": (b - a) if a is not None and b is not None else None, "favours": _favours(a, b)})
+    return rows
+
+
+def _measure_all(base_path: str, base: AuditResult, cand_path: str, candidate: AuditResult,
+                 options: AuditOptions, progress: Any | None) -> tuple[list[PairResult], Any]:
+    matching = match_layers(base.layers, candidate.layers)
+    base_specs = _SpecIndex(base_path, base, options)
+    cand_specs = _SpecIndex(cand_path, candidate, options)
+    if progress:
+        progress.start(len(matching.pairs))
+    pairs = []
+    for pair in matching.pairs:
+        pairs.append(measure_pair(pair, base_specs, cand_specs))
+        if progress:
+            progress.advance(pair.candidate.name)
+    if progress:
+        progress.finish()
+    return pairs, matching
+
+
+def compare(base_path: str, candidate_path: str, options: AuditOptions | None = None,
+            progress: Any | None = None) -> CompareResult:
+    """Audit both models and compare them layer by layer; raises InputError/UsageError for bad input."""
+    options = options or AuditOptions()
+    base = audit(base_path, options, progress)
+    candidate = audit(candidate_path, options, progress)
+    pairs, matching = _measure_all(base_path, base, candidate_path, candidate, options, progress)
+    unmatched_base = [layer.name for layer in matching.unmatched_base]
+    unmatched_cand = [layer.name for layer in matching.unmatched_candidate]
+    found = rules.evaluate(pairs, unmatched_base, unmatched_cand)
+    verdict, reasons = rules.verdict(found)
+    return CompareResult(
+        base=base, candidate=candidate, pairs=pairs, unmatched_base=unmatched_base,
+        unmatched_candidate=unmatched_cand, model_metrics=model_metrics(base, candidate),
+        findings=found, verdict=verdict, verdict_reasons=reasons, options=options.to_dict(),
+    )
+
+
+def attach_reference(result: AuditResult, model_path: str, reference_path: str,
+                     options: AuditOptions | None = None, progress: Any | None = None) -> None:
+    """Add quantization-damage fields to an audit: each layer against its float reference layer.
+
+    Sets `reference` on every matched layer of `result` (delta = audited − reference) and the
+    reference model's identity and unmatched layers on the result itself.
+    """
+    options = options or AuditOptions()
+    reference = audit(reference_path, options, progress)
+    pairs, matching = _measure_all(reference_path, reference, model_path, result, options, progress)
+    by_id = {layer.id: layer for layer in result.layers}
+    for p in pairs:
+        by_id[p.candidate_id].reference = {
+            "layer": p.base,
+            "match": p.match,
+            "status": p.status,
+            "delta_alpha": p.delta.get("alpha"),
+            "delta_alpha_weighted": p.delta.get("alpha_weighted"),
+            "delta_log_norm": p.delta.get("log_norm"),
+            "delta_log_spectral_norm": p.delta.get("log_spectral_norm"),
+            "top_sv_rel_change": p.top_sv_rel_change,
+            "relative_distance": p.relative_distance,
+            "subspace_overlap": p.subspace_overlap,
+        }
+    result.reference = {
+        "model": reference.model.to_dict(),
+        "matched": len(pairs),
+        "unmatched": {"reference": [layer.name for layer in matching.unmatched_base],
+                      "model": [layer.name for layer in matching.unmatched_candidate]},
+    }

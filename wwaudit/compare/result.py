@@ -1,0 +1,132 @@
+"""The comparison's result document (`schema: wwaudit-compare/1`): what every compare output reads.
+
+Like auditor/results.py for one model: renderers format what is here and compute nothing. The two
+audits stay attached (not serialised) so the report can plot both models' spectra.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from wwaudit.auditor.results import AuditResult, Finding, clean_number
+
+SCHEMA = "wwaudit-compare/1"
+
+CAVEAT = (
+    "Mean alpha, alpha-hat and log-norm rank models of one architecture family trained for the same task "
+    "(lower tends to generalise better, Martin, Peng & Mahoney 2021); across architectures or tasks these "
+    "averages are not comparable, and no data-free metric replaces an evaluation on held-out data."
+)
+
+# Model-level metrics compared, from each audit's summary; for all three, lower is favoured.
+MODEL_METRICS: tuple[tuple[str, str], ...] = (
+    ("alpha_mean", "mean alpha"),
+    ("alpha_weighted_mean", "alpha-hat (mean α·log10 λmax)"),
+    ("log_norm_mean", "mean log-norm"),
+)
+
+
+@dataclass
+class PairResult:
+    """One matched layer pair: both sides' metrics, their deltas and the matrix-level differences."""
+
+    base: str
+    candidate: str
+    base_id: int
+    candidate_id: int
+    base_tensor: str
+    candidate_tensor: str
+    match: str  # "name" | "structure"
+    base_op: str
+    candidate_op: str
+    kind: str
+    N: int | None
+    M: int | None
+    slices: int | None
+    base_metrics: dict[str, Any]
+    candidate_metrics: dict[str, Any]
+    delta: dict[str, Any]
+    relative_distance: float | None = None
+    subspace_overlap: float | None = None
+    subspace_k: int | None = None
+    subspace_overlap_random: float | None = None
+    top_sv_rel_change: float | None = None
+    diff: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"  # "ok" | "error" (matrices unreadable or not comparable)
+    reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base": self.base,
+            "candidate": self.candidate,
+            "base_id": self.base_id,
+            "candidate_id": self.candidate_id,
+            "base_tensor": self.base_tensor,
+            "candidate_tensor": self.candidate_tensor,
+            "match": self.match,
+            "base_op": self.base_op,
+            "candidate_op": self.candidate_op,
+            "kind": self.kind,
+            "N": self.N,
+            "M": self.M,
+            "slices": self.slices,
+            "status": self.status,
+            "reason": self.reason,
+            "base_metrics": {k: clean_number(v) for k, v in self.base_metrics.items()},
+            "candidate_metrics": {k: clean_number(v) for k, v in self.candidate_metrics.items()},
+            "delta": {k: clean_number(v) for k, v in self.delta.items()},
+            "relative_distance": clean_number(self.relative_distance),
+            "subspace_overlap": clean_number(self.subspace_overlap),
+            "subspace_k": self.subspace_k,
+            "subspace_overlap_random": clean_number(self.subspace_overlap_random),
+            "top_sv_rel_change": clean_number(self.top_sv_rel_change),
+            "diff": {k: clean_number(v) for k, v in self.diff.items()},
+        }
+
+
+@dataclass
+class CompareResult:
+    """Everything one comparison produced."""
+
+    base: AuditResult
+    candidate: AuditResult
+    pairs: list[PairResult]
+    unmatched_base: list[str]
+    unmatched_candidate: list[str]
+    model_metrics: list[dict[str, Any]]
+    findings: list[Finding]
+    verdict: str  # "pass" | "review" | "fail"
+    verdict_reasons: list[str]
+    options: dict[str, Any]
+
+    def summary(self) -> dict[str, Any]:
+        ok = [p for p in self.pairs if p.status == "ok"]
+        distances = [p.relative_distance for p in ok if p.relative_distance is not None]
+        overlaps = [p.subspace_overlap for p in ok if p.subspace_overlap is not None]
+        return {
+            "pairs": len(self.pairs),
+            "matched_by_name": sum(1 for p in self.pairs if p.match == "name"),
+            "matched_by_structure": sum(1 for p in self.pairs if p.match == "structure"),
+            "unmatched_base": len(self.unmatched_base),
+            "unmatched_candidate": len(self.unmatched_candidate),
+            "relative_distance_max": max(distances) if distances else None,
+            "subspace_overlap_min": min(overlaps) if overlaps else None,
+            "verdict": self.verdict,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stable JSON contract: no timestamps or timings, same inputs give the same bytes."""
+        return {
+            "schema": SCHEMA,
+            "base": self.base.model.to_dict(),
+            "candidate": self.candidate.model.to_dict(),
+            "options": self.options,
+            "summary": {k: clean_number(v) for k, v in self.summary().items()},
+            "models": [{k: clean_number(v) for k, v in row.items()} for row in self.model_metrics],
+            "caveat": CAVEAT,
+            "verdict": {"verdict": self.verdict, "reasons": list(self.verdict_reasons)},
+            "pairs": [p.to_dict() for p in self.pairs],
+            "unmatched": {"base": list(self.unmatched_base), "candidate": list(self.unmatched_candidate)},
+            "findings": [f.to_dict() for f in self.findings],
+        }

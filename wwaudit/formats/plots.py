@@ -1,0 +1,353 @@
+"""Report plots drawn with matplotlib (Agg/SVG canvas, no pyplot, no display), as data: URIs.
+
+Plots only draw numbers the audit already produced (eigenvalues, alpha, xmin, bulk edges); the
+curves they overlay are the fitted models evaluated from those parameters, never a new fit.
+matplotlib is imported inside the functions so `wwaudit --help` and JSON-only runs stay fast.
+
+SVG output is deterministic (fixed hash salt, no date) so the same audit gives the same report
+bytes. Many layers are drawn in worker processes: on a 150-layer model a serial loop would cost
+about as much as the analysis itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+ALPHA_BAND = (2.0, 6.0)
+
+# One palette for the plots and report.css, so a colour means the same thing everywhere.
+STATUS_COLOURS = {
+    "ok": "#2e7d32",
+    "info": "#1565c0",
+    "warning": "#c77800",
+    "error": "#b71c1c",
+    "fit_failed": "#6a1b9a",
+    "skipped": "#9aa0aa",
+}
+ESD_COLOUR = "#4a6fa5"
+SHUFFLED_COLOUR = "#8a8f99"
+FIT_COLOUR = "#d1495b"
+BAND_COLOUR = "#d8eed9"
+
+_RC = {
+    "svg.hashsalt": "wwaudit",  # stable element ids: same audit, same bytes
+    "svg.fonttype": "path",  # glyphs as paths: identical rendering in browsers and WeasyPrint
+    "font.family": "DejaVu Sans",
+    "font.size": 7.5,
+    "axes.titlesize": 8,
+    "axes.labelsize": 7.5,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 6.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e4e7ed",
+    "grid.linewidth": 0.5,
+    "path.simplify": True,
+}
+
+# Below this many plots, starting worker processes costs more than it saves.
+_PARALLEL_MIN = 8
+
+
+@dataclass
+class DepthPoint:
+    """One analysed layer as the model-level plots see it."""
+
+    position: int
+    label: str
+    status: str  # a STATUS_COLOURS key
+    alpha: float | None = None
+    alpha_ci: tuple[float, float] | None = None
+    log_spectral_norm: float | None = None
+
+
+@dataclass
+class LayerPlotJob:
+    """Everything one layer's ESD/MP figure needs (picklable, for worker processes)."""
+
+    key: str
+    evals: np.ndarray
+    random_evals: np.ndarray | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _svg_uri(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _figure(width: float, height: float, ncols: int = 1, bottom: float = 0.5) -> tuple[Any, list[Any]]:
+    """A figure with fixed margins (in inches): no tight-layout pass, so each plot is drawn once."""
+    from matplotlib.backends.backend_svg import FigureCanvasSVG
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    FigureCanvasSVG(fig)
+    fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=bottom / height,
+                        top=1 - 0.25 / height, wspace=0.28)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _pow10(value: float, _pos: Any = None) -> str:
+    """Log-axis labels as 10 with a Unicode exponent: no mathtext parsing (the slow part of a plot)."""
+    if value <= 0:
+        return ""
+    exponent = int(round(np.log10(value)))
+    return "10" + str(exponent).translate(_SUPERSCRIPT)
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _log_axes(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10, numticks=6))
+        axis.set_major_formatter(FuncFormatter(_pow10))
+        axis.set_minor_locator(NullLocator())
+
+
+def _finite(value: Any) -> float | None:
+    if value is None or isinstance(value, (str, bool)):
+        return None
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def _depth_ticks(ax: Any, points: Sequence[DepthPoint]) -> None:
+    """Label at most ~25 layers along depth so labels never overlap, whatever the depth."""
+    step = max(1, int(np.ceil(len(points) / 25)))
+    shown = points[::step]
+    ax.set_xticks([p.position for p in shown])
+    ax.set_xticklabels([p.label for p in shown], rotation=90 if len(shown) > 12 else 0)
+    ax.set_xlim(-0.8, max(p.position for p in points) + 0.8)
+
+
+def alpha_depth_plot(points: Sequence[DepthPoint]) -> str | None:
+    """Alpha per layer along depth, with the [2, 6] band; None when no layer has an alpha."""
+    import matplotlib
+
+    fitted = [p for p in points if _finite(p.alpha) is not None]
+    if not fitted:
+        return None
+    with matplotlib.rc_context(_RC):
+        fig, (ax,) = _figure(7.0, 2.5, bottom=0.62)
+        alphas = np.array([p.alpha for p in fitted], dtype=float)
+        top = float(min(max(8.0, alphas.max() * 1.1), 20.0))
+        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0, label="well-trained band [2, 6]")
+        ax.plot([p.position for p in fitted], np.minimum(alphas, top), color="#c9ced8", lw=0.8, zorder=1)
+        for p in fitted:
+            if p.alpha_ci is not None:
+                ax.vlines(p.position, min(p.alpha_ci[0], top), min(p.alpha_ci[1], top), color="#5a6272", lw=0.8, zorder=2)
+            clipped = p.alpha > top
+            ax.scatter([p.position], [min(p.alpha, top)], s=14, marker="^" if clipped else "o",
+                       color=STATUS_COLOURS[p.status], zorder=3, linewidths=0)
+        ax.set_ylim(0, top)
+        ax.set_ylabel("alpha")
+        ax.set_xlabel("layer (#, depth order)")
+        _depth_ticks(ax, points)
+        ax.legend(loc="upper left", frameon=False)
+        return _svg_uri(fig)
+
+
+def alpha_histogram_plot(points: Sequence[DepthPoint]) -> str | None:
+    """Distribution of alpha over layers, with the [2, 6] band; None when no layer has an alpha."""
+    import matplotlib
+
+    alphas = np.array([p.alpha for p in points if _finite(p.alpha) is not None], dtype=float)
+    if alphas.size == 0:
+        return None
+    with matplotlib.rc_context(_RC):
+        fig, (ax,) = _figure(3.4, 2.4, bottom=0.45)
+        top = float(min(max(8.0, alphas.max() * 1.05), 20.0))
+        ax.axvspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)
+        ax.hist(np.minimum(alphas, top), bins=np.linspace(0, top, 33), color=ESD_COLOUR, zorder=2)
+        ax.set_xlim(0, top)
+        ax.set_xlabel("alpha" + (" (clipped at %g)" % top if alphas.max() > top else ""))
+        ax.set_ylabel("layers")
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        return _svg_uri(fig)
+
+
+def spectral_norm_plot(points: Sequence[DepthPoint]) -> str | None:
+    """log10 of the largest eigenvalue per layer along depth; None when no layer has one."""
+    import matplotlib
+
+    shown = [p for p in points if _finite(p.log_spectral_norm) is not None]
+    if not shown:
+        return None
+    with matplotlib.rc_context(_RC):
+        fig, (ax,) = _figure(3.4, 2.4, bottom=0.62)
+        ax.bar([p.position for p in shown], [p.log_spectral_norm for p in shown],
+               color=[STATUS_COLOURS[p.status] for p in shown], width=0.8)
+        ax.set_ylabel("log10 λmax")
+        ax.set_xlabel("layer (#)")
+        _depth_ticks(ax, points)
+        ax.tick_params(axis="x", labelsize=6)
+        return _svg_uri(fig)
+
+
+def _positive(values: Any) -> np.ndarray:
+    arr = np.asarray(values, dtype=float).ravel()
+    return arr[np.isfinite(arr) & (arr > 0)]
+
+
+def layer_plot(job: LayerPlotJob) -> str | None:
+    """One layer's figure: ESD on log-log axes with the fitted power law and xmin (left), and the
+    ESD on linear axes with the Marchenko-Pastur bulk (right); the shuffled copy's ESD overlaid.
+    """
+    import matplotlib
+
+    evals = _positive(job.evals)
+    if evals.size < 2:
+        return None
+    rand = _positive(job.random_evals) if job.random_evals is not None else np.empty(0)
+    m = job.metrics
+    with matplotlib.rc_context(_RC):
+        fig, (ax_log, ax_lin) = _figure(7.0, 2.3, ncols=2, bottom=0.42)
+        _esd_loglog(ax_log, evals, rand, m)
+        _esd_mp(ax_lin, evals, rand, m)
+        return _svg_uri(fig)
+
+
+def _esd_loglog(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> None:
+    lo, hi = evals.min(), evals.max()
+    if rand.size:
+        lo, hi = min(lo, rand.min()), max(hi, rand.max())
+    bins = np.logspace(np.log10(lo), np.log10(hi) + 1e-9, 50)
+    dens, _ = np.histogram(evals, bins=bins, density=True)
+    ax.stairs(dens, bins, fill=True, color=ESD_COLOUR, alpha=0.85, label="ESD")
+    if rand.size:
+        rdens, _ = np.histogram(rand, bins=bins, density=True)
+        ax.stairs(rdens, bins, color=SHUFFLED_COLOUR, lw=0.9, label="shuffled")
+    alpha, xmin = _finite(m.get("alpha")), _finite(m.get("xmin"))
+    if alpha is not None and xmin is not None and xmin > 0:
+        tail = float(np.mean(evals >= xmin))
+        lam = np.logspace(np.log10(xmin), np.log10(evals.max()), 40)
+        ax.plot(lam, tail * (alpha - 1) / xmin * (lam / xmin) ** (-alpha), color=FIT_COLOUR, lw=1.4,
+                label=f"power law α = {alpha:.2f}")
+        ax.axvline(xmin, color=FIT_COLOUR, ls="--", lw=0.9, label=f"xmin = {xmin:.3g}")
+    positive = dens[dens > 0]
+    if positive.size:
+        ax.set_ylim(positive.min() / 3, positive.max() * 3)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    _log_axes(ax)
+    ax.set_xlabel("eigenvalue λ of WᵀW (log)")
+    ax.set_ylabel("density (log)")
+    ax.set_title("ESD, log-log: power-law tail")
+    ax.legend(loc="upper right", frameon=False)
+
+
+def _mp_edges(m: dict[str, Any]) -> tuple[float, float] | None:
+    a, b = _finite(m.get("bulk_min")), _finite(m.get("bulk_max"))
+    if a is None or b is None or b <= max(a, 0.0):
+        return None
+    return max(a, 0.0), b
+
+
+def _esd_mp(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> None:
+    edges = _mp_edges(m)
+    right = float(evals.max())
+    if edges is not None:
+        right = min(right, 2.0 * edges[1])  # keep the bulk readable when spikes lie far out
+    if rand.size:
+        right = max(right, float(rand.max()))
+    right *= 1.04
+    bins = np.linspace(0.0, right, 60)
+    dens, _ = np.histogram(evals, bins=bins, density=False)
+    width = bins[1] - bins[0]
+    dens = dens / (evals.size * width)
+    ax.stairs(dens, bins, fill=True, color=ESD_COLOUR, alpha=0.85, label="ESD")
+    ymax = float(dens.max()) if dens.size else 1.0
+    if rand.size:
+        rdens, _ = np.histogram(rand, bins=bins)
+        rdens = rdens / (rand.size * width)
+        ax.stairs(rdens, bins, color=SHUFFLED_COLOUR, lw=0.9, label="shuffled")
+        ymax = max(ymax, float(rdens.max()))
+    if edges is not None:
+        a, b = edges
+        # MP density with edges a = s(1-√c)², b = s(1+√c)² (the form of eigenvalues of WᵀW for any
+        # normalisation), scaled to the share of eigenvalues inside the bulk.
+        sqrt_s = (np.sqrt(a) + np.sqrt(b)) / 2
+        sqrt_c = (np.sqrt(b) - np.sqrt(a)) / (np.sqrt(b) + np.sqrt(a))
+        s, c = sqrt_s**2, sqrt_c**2
+        lam = np.linspace(max(a, b * 1e-4), b, 200)
+        rho = np.sqrt(np.clip((b - lam) * (lam - a), 0, None)) / (2 * np.pi * c * s * lam)
+        share = float(np.mean(evals <= b))
+        label = "MP bulk" + (f", σ = {_finite(m.get('sigma_mp')):.3g}" if _finite(m.get("sigma_mp")) is not None else "")
+        ax.plot(lam, share * rho, color=FIT_COLOUR, lw=1.4, label=label)
+        ax.axvline(b, color=FIT_COLOUR, ls="--", lw=0.9, label=f"bulk edge {b:.3g}")
+    ax.set_ylim(0, ymax * 1.15 if ymax > 0 else 1)
+    ax.set_xlim(0, right)
+    beyond = int(np.count_nonzero(evals > right))
+    spikes = m.get("num_spikes")
+    note = []
+    if spikes is not None:
+        note.append(f"spikes: {spikes}")
+    if beyond:
+        note.append(f"{beyond} beyond the axis (λmax {evals.max():.3g})")
+    if note:
+        ax.text(0.98, 0.96, "\n".join(note), transform=ax.transAxes, ha="right", va="top", fontsize=6.5)
+    ax.set_xlabel("eigenvalue λ of WᵀW")
+    ax.set_ylabel("density")
+    ax.set_title("ESD, linear: Marchenko-Pastur bulk")
+    ax.legend(loc="center right", frameon=False)
+
+
+def _model_task(name: str, points: Sequence[DepthPoint]) -> str | None:
+    return _MODEL_PLOTS[name](points)
+
+
+_MODEL_PLOTS = {
+    "alpha_depth": alpha_depth_plot,
+    "alpha_hist": alpha_histogram_plot,
+    "spectral_norm": spectral_norm_plot,
+}
+
+
+def render_all(points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob],
+               workers: int | None = None) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """Model-level plots by name and layer plots by job key, drawn in parallel when worth it.
+
+    Worker count defaults to the CPUs available (at most 8); results keep job order, so the report
+    is the same whatever the number of workers.
+    """
+    if workers is None:
+        workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
+    total = len(_MODEL_PLOTS) + len(jobs)
+    if workers <= 1 or total < _PARALLEL_MIN or not _fork_available():
+        model = {name: fn(points) for name, fn in _MODEL_PLOTS.items()}
+        return model, {job.key: layer_plot(job) for job in jobs}
+    import multiprocessing
+
+    _preload()  # children inherit the imported modules instead of importing them once each
+    with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=multiprocessing.get_context("fork")) as pool:
+        model_futures = {name: pool.submit(_model_task, name, points) for name in _MODEL_PLOTS}
+        chunk = max(1, len(jobs) // (workers * 4))
+        layer_uris = list(pool.map(layer_plot, jobs, chunksize=chunk))
+        model = {name: fut.result() for name, fut in model_futures.items()}
+    return model, {job.key: uri for job, uri in zip(jobs, layer_uris)}
+
+
+def _preload() -> None:
+    import matplotlib.backends.backend_svg  # noqa: F401
+    import matplotlib.figure  # noqa: F401
+
+
+def _fork_available() -> bool:
+    import multiprocessing
+
+    return "fork" in multiprocessing.get_all_start_methods()
