@@ -54,13 +54,23 @@ def _chain(path: Path, shapes: list[tuple[int, int]], dtype: type = np.float32, 
 SHAPES = [(96, 64), (64, 256), (256, 48), (48, 160), (160, 32), (32, 200)]
 
 
-def test_workers_give_identical_json_in_layer_order(tmp_path: Path) -> None:
+def test_workers_give_identical_json_in_layer_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = _chain(tmp_path / "m.onnx", SHAPES)
+    pools: list[int] = []
+    real_make = scheduler.make_executor
+
+    def recording_make(workers: int, device: str = "cpu"):
+        pools.append(workers)
+        return real_make(workers, device)
+
+    monkeypatch.setattr(scheduler, "PARALLEL_MIN_COST", 0)  # this tiny model would otherwise run serially
+    monkeypatch.setattr(scheduler, "make_executor", recording_make)
     outs = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}.json"
         assert main([str(model), "--json", str(out), "--quiet", "--workers", str(workers)]) == 0
         outs.append(out.read_bytes())
+    assert pools == [2]  # workers=2 really ran in a pool of worker processes
     assert outs[0] == outs[1]
     doc = json.loads(outs[0])
     assert [layer["name"] for layer in doc["layers"]] == [f"fc{i}" for i in range(len(SHAPES))]

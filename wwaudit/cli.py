@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", metavar="PATH", help="write one row per layer as CSV")
     out.add_argument("--report", metavar="PATH", help="write the audit report, .html or .pdf")
     out.add_argument("--page-size", choices=("A4", "Letter"), default="A4", help="PDF page size (default A4)")
+    out.add_argument("--plots", choices=("findings", "all", "none"), default="findings",
+                     help="per-layer ESD/MP plots in the report: layers with a finding (default), all, or none")
     out.add_argument("--sarif", metavar="PATH", help="write findings as SARIF 2.1.0 (GitHub code scanning); '-' for stdout")
     out.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per analysed layer; '-' for stdout")
     out.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (pull-request comments); '-' for stdout")
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     # torch-cpu (torch's code path on the CPU) is accepted but not advertised: it exists to test it.
     perf.add_argument("--device", default="cpu", metavar="{cpu,cuda}",
                       help="where Gram matrices and eigensolves run (default cpu; cuda needs torch)")
+    lim = parser.add_argument_group("limits (untrusted or huge models; see SECURITY.md)")
+    lim.add_argument("--max-memory", metavar="SIZE", default="8G",
+                     help="skip layers whose float64 working set would exceed SIZE, per worker (default 8G)")
+    lim.add_argument("--timeout", metavar="SECONDS", default="3600",
+                     help="stop with exit 2 and no output past this wall-clock time; 30m, 2h, none (default 3600)")
     ui = parser.add_argument_group("display")
     ui.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
     return parser
@@ -118,26 +125,32 @@ def _run_audit(argv: Sequence[str]) -> int:
 
     if args.workers is not None and args.workers < 1:
         raise UsageError("--workers must be a positive number")
+    from wwaudit.auditor import limits
     from wwaudit.auditor.scheduler import default_workers
 
+    deadline = limits.Deadline(limits.parse_timeout(args.timeout))
     options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
-                           workers=args.workers or default_workers(), precision=args.precision, device=args.device)
-    progress = make_progress(enabled=not args.quiet)
+                           workers=args.workers or default_workers(), precision=args.precision, device=args.device,
+                           max_memory=limits.parse_size(args.max_memory))
+    progress = limits.GuardedProgress(make_progress(enabled=not args.quiet), deadline)
     from wwaudit.auditor.baseline import load_baseline
     from wwaudit.auditor.policy import load_policy
 
     policy = load_policy(args.policy, fail_on=args.fail_on)
     baseline = load_baseline(args.baseline) if args.baseline else None
-    result = audit(args.model, options, progress, policy=policy, baseline=baseline)
-    if args.reference:
-        from wwaudit.compare.engine import attach_reference
+    with limits.watchdog(deadline):
+        result = audit(args.model, options, progress, policy=policy, baseline=baseline)
+        if args.reference:
+            from wwaudit.compare.engine import attach_reference
 
-        attach_reference(result, args.model, args.reference, options, progress)
+            attach_reference(result, args.model, args.reference, options, progress)
+        deadline.check("at the end of the analysis")
 
     ctx = formats.RenderContext(
         command="wwaudit " + " ".join(shlex.quote(a) for a in argv),
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         page_size=args.page_size,
+        plots=args.plots,
         extra={"model_uri": formats.artifact_uri(args.model)},
     )
     for path, renderer in outputs:
@@ -189,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wwaudit: interrupted", file=sys.stderr)
         return EXIT_ERROR
     except MemoryError:
-        print("wwaudit: error: out of memory while auditing (try --max-evals or --layers)", file=sys.stderr)
+        print("wwaudit: error: out of memory while auditing (lower --max-memory, or use --max-evals or --layers)", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # last resort: never a traceback for a user, but say it is our bug
         if os.environ.get("WWAUDIT_DEBUG"):

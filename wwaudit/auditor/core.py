@@ -20,7 +20,9 @@ from wwaudit.auditor.policy import Policy
 from wwaudit.auditor.graph import walk
 from wwaudit.auditor.layers import LayerSpec, plan_layers, safe_name, storage_dtype
 from wwaudit.auditor.loader import LoadedModel, load_model
+from wwaudit.auditor.limits import memory_refusal
 from wwaudit.auditor.options import AuditOptions
+from wwaudit.auditor.quant import describe as describe_quantization
 from wwaudit.auditor.results import AuditResult, LayerResult, ModelInfo
 from wwaudit.auditor.scheduler import LayerExecutor, LayerOutcome, LayerTask, Progress, estimate_cost, run_layers
 from wwaudit.auditor.spectra import Backend, check_backend
@@ -83,6 +85,7 @@ def _layer_result(index: int, spec: LayerSpec) -> LayerResult:
         kind=spec.view.kind if spec.view else "none",
         shape=list(tensor.dims),
         dtype=storage_dtype(tensor),
+        quantization=describe_quantization(spec.source),
         status="skipped" if spec.skipped else "ok",
         reason=spec.reason,
         used_by=[safe_name(u) for u in spec.used_by],
@@ -137,6 +140,7 @@ def audit(
     t0 = time.perf_counter()
     loaded = load_model(path)
     walked = walk(loaded.proto, loaded.base_dir)
+    walked.problems.extend(loaded.problems)
     specs = [s for s in plan_layers(walked) if _selected(s, pattern)]
     t_load = time.perf_counter() - t0
     parameters = sum(t.size for t in walked.tensors.values() if t.is_float or (t.is_integer and len(t.dims) >= 2))
@@ -149,6 +153,10 @@ def audit(
             continue
         if options.max_evals is not None and (layer.M or 0) * (layer.slices or 1) > options.max_evals:
             layer.status, layer.reason = "skipped", f"more than --max-evals {options.max_evals} eigenvalues"
+            continue
+        too_big = memory_refusal(spec.tensor.size, layer.M or 0, options.max_memory)
+        if too_big:
+            layer.status, layer.reason = "skipped", too_big
             continue
         eps = dtype_eps(spec.tensor.data_type)
         cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)

@@ -23,6 +23,8 @@ from wwaudit.auditor.tensors import TensorRef
 from wwaudit.errors import InputError
 
 MAX_SUBGRAPH_DEPTH = 64
+# Functions are walked once per call: a function calling itself twice doubles per level. (HOSTILE)
+MAX_NODE_VISITS = 2_000_000
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 # Ops a weight passes through unchanged in substance: followed back to their source tensor.
@@ -84,6 +86,9 @@ class WalkResult:
     first_seen: dict[str, int]
     problems: list[str]
     node_count: int
+    # (scope, position, node) of every node visited: lets `quant` follow an integer op's output to
+    # the Mul that applies its weight scale (MatMulInteger/ConvInteger from quantize_dynamic).
+    nodes: list[tuple[str, int, onnx.NodeProto]] = field(default_factory=list)
 
 
 class _Walker:
@@ -96,6 +101,7 @@ class _Walker:
         self.problems: list[str] = []
         self.position = 0
         self.node_count = 0
+        self.nodes: list[tuple[str, int, onnx.NodeProto]] = []
         self.functions = {(f.domain, f.name): f for f in model.functions}
         # Constants of a function body are one tensor however often the function is called.
         self.function_constants: dict[tuple[str, str, str], Source] = {}
@@ -148,7 +154,11 @@ class _Walker:
     def walk_nodes(self, nodes, env: dict[str, Source], scope: str, depth: int, function: tuple | None = None) -> None:
         for index, node in enumerate(nodes):
             self.node_count += 1
+            if self.node_count > MAX_NODE_VISITS:
+                raise InputError(f"the graph expands to more than {MAX_NODE_VISITS} nodes (functions calling "
+                                 "themselves or each other repeatedly?): refusing")
             self.position += 1
+            self.nodes.append((scope, self.position, node))
             if node.op_type == "Constant" and node.domain in DEFAULT_DOMAINS:
                 if function is not None and node.output:
                     key = function + (node.output[0],)
@@ -169,6 +179,8 @@ class _Walker:
                 self.pass_through(node, inputs, env, scope)
             elif node.op_type in QUANT_OPS and node.domain in DEFAULT_DOMAINS + ("com.microsoft",) and inputs and inputs[0] is not None:
                 self.quantize_step(node, inputs, env, scope)
+            elif node.op_type in ("Mul", "Sub") and node.domain in DEFAULT_DOMAINS and _integer_weight_operand(node, inputs) is not None:
+                self.rescale_step(node, inputs, env, scope)
             elif node.domain in DEFAULT_DOMAINS and node.op_type == "Slice" and inputs and inputs[0] is not None:
                 self.slice_step(node, inputs, env, scope)
             elif node.domain in DEFAULT_DOMAINS and node.op_type == "Concat" and self.same_tensor(inputs):
@@ -284,6 +296,14 @@ class _Walker:
         if node.output:
             env[node.output[0]] = Source(inputs[0].tensor, (Transform("concat", (int(attrs.get("axis", 0)), parts)),))
 
+    def rescale_step(self, node: onnx.NodeProto, inputs: list[Source | None], env: dict[str, Source], scope: str) -> None:
+        """Weight-only quantization written as plain ops: Cast(q) [→ Sub(zero point)] → Mul(scale)."""
+        slot = _integer_weight_operand(node, inputs)
+        weight, const = inputs[slot], inputs[1 - slot]
+        self.uses.append(Use(const, node, 1 - slot, scope, self.position, 0))
+        if node.output:
+            env[node.output[0]] = weight.then(Transform("rescale", (node.op_type.lower(),), extra=(const,)))
+
     def quantize_step(self, node: onnx.NodeProto, inputs: list[Source | None], env: dict[str, Source], scope: str) -> None:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         scale = inputs[1] if len(inputs) > 1 else None
@@ -318,6 +338,18 @@ class _Walker:
             return None
 
 
+def _integer_weight_operand(node: onnx.NodeProto, inputs: list[Source | None]) -> int | None:
+    """Slot of a stored integer matrix that a Mul scales (or a Sub centres) by a float/integer constant."""
+    if len(inputs) != 2 or inputs[0] is None or inputs[1] is None:
+        return None
+    for slot in ((0, 1) if node.op_type == "Mul" else (0,)):
+        weight, const = inputs[slot], inputs[1 - slot]
+        integer_weight = weight.tensor.is_integer and len(weight.tensor.dims) >= 2
+        if integer_weight and not weight.quantized and (const.tensor.is_float or node.op_type == "Sub"):
+            return slot
+    return None
+
+
 def walk(model: onnx.ModelProto, base_dir: str) -> WalkResult:
     """Find every tensor and every use of one in `model` (main graph, subgraphs, functions)."""
     walker = _Walker(model, base_dir)
@@ -327,4 +359,4 @@ def walk(model: onnx.ModelProto, base_dir: str) -> WalkResult:
         for node in fn.node:
             if node.op_type == "Constant" and node.output and (fn.domain, fn.name, node.output[0]) not in walker.function_constants:
                 walker.constant(node, {}, f"function {fn.domain}.{fn.name}", 0)
-    return WalkResult(walker.tensors, walker.uses, walker.first_seen, walker.problems, walker.node_count)
+    return WalkResult(walker.tensors, walker.uses, walker.first_seen, walker.problems, walker.node_count, walker.nodes)

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
 import onnx
 
+from wwaudit.auditor import quant
 from wwaudit.auditor.graph import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
 from wwaudit.auditor.tensors import TensorRef, as_float64, dtype_name
 from wwaudit.errors import InputError
@@ -34,20 +35,6 @@ RNN_GATES = {
     "LSTM": ("i", "o", "f", "c"),  # ONNX order (torch's i,f,g,o is reordered by the exporter)
     "GRU": ("z", "r", "h"),
     "RNN": ("h",),
-}
-
-QUANTIZED_OPS = {
-    "QLinearConv": 3,
-    "QLinearMatMul": 3,
-    "MatMulInteger": 1,
-    "ConvInteger": 1,
-    "QGemm": 3,
-    "MatMulNBits": 1,
-    "MatMulBnb4": 1,
-    "GatherBlockQuantized": 0,
-    "DynamicQuantizeLSTM": 1,
-    "DynamicQuantizeMatMul": 1,
-    "QAttention": 1,
 }
 
 
@@ -177,6 +164,8 @@ def transformed_dims(dims: tuple[int, ...], transforms: tuple[Transform, ...]) -
         elif t.op == "flatten":
             axis = t.params[0] if t.params[0] >= 0 else t.params[0] + len(dims)
             dims = (math.prod(dims[:axis]), math.prod(dims[axis:]))
+        elif t.op in quant.RESHAPING_STEPS:
+            dims = quant.step_dims(dims, t)
     return dims
 
 
@@ -198,6 +187,8 @@ def _apply(arr: np.ndarray, transforms: tuple[Transform, ...]) -> np.ndarray:
             arr = np.transpose(arr, t.params or None)
         elif t.op in ("reshape", "squeeze", "unsqueeze", "flatten"):
             arr = arr.reshape(new_dims)
+        elif t.op in quant.STEP_OPS:
+            arr = quant.apply_step(arr, t, materialise)
         dims = new_dims
     return arr
 
@@ -412,8 +403,8 @@ def readable_name(node: onnx.NodeProto, tensor: TensorRef) -> str:
 def _skip_reason(tensor: TensorRef, dims: tuple[int, ...] | None = None) -> str | None:
     """Reasons that hold whatever op consumes the tensor (`dims`: the shape the op sees)."""
     dims = tensor.dims if dims is None else dims
-    if tensor.data_type == onnx.TensorProto.STRING:
-        return "string tensor"
+    if tensor.unsupported:
+        return tensor.unsupported
     if not dims:
         return "scalar"
     if len(dims) == 1:
@@ -427,24 +418,28 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
     by_share: dict[tuple, LayerSpec] = {}
     skipped_reason: dict[str, tuple[int, str, str]] = {}
     layered: set[str] = set()
+    qindex = quant.QuantIndex(walk)
     for use in walk.uses:
         tensor = use.source.tensor
         key = tensor.key
         domain = use.node.domain if use.node.domain not in DEFAULT_DOMAINS else ""
         consumer = readable_name(use.node, tensor)
+        use, qnotes, qreason = _dequantized_use(use, domain, qindex)
         try:
             use_dims = transformed_dims(tensor.dims, use.source.transforms)
         except InputError:
             use_dims = tensor.dims
-        reason = _skip_reason(tensor, use_dims)
+        reason = qreason or _skip_reason(tensor, use_dims)
         views: list[View] | str
         if reason is None:
             reason = _quantized_reason(use, tensor, domain)
         if reason is None:
-            handler = HANDLERS.get((domain, use.node.op_type))
+            handler = HANDLERS.get((domain, use.node.op_type)) or QUANT_HANDLERS.get((domain, use.node.op_type))
             if handler is None:
                 op_label = f"{domain + ':' if domain else ''}{use.node.op_type}"
                 reason = f"not a weight slot: {op_label} is not a weight-consuming op"
+                if math.prod(use_dims) == max(use_dims):  # [1, N] bias rows (skl2onnx, tf2onnx)
+                    reason = f"vector of shape {list(use_dims)} (bias, norm scale or shape vector) used by {op_label}"
             else:
                 try:
                     dims = transformed_dims(tensor.dims, use.source.transforms)
@@ -462,6 +457,7 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
                             continue
                         name = consumer + (f".{view.suffix}" if view.suffix else "")
                         spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer])
+                        spec.notes.extend(qnotes)
                         if _batchnorm_folded(use.node):
                             spec.notes.append(BN_FOLDED_NOTE)
                         rows_cols = spec.shape_info()
@@ -529,12 +525,46 @@ def _merge_tied_copies(specs: list[LayerSpec]) -> None:
             break
 
 
+def _dequantized_use(use: Use, domain: str, qindex: quant.QuantIndex) -> tuple[Use, list[str], str | None]:
+    """A quantized weight use becomes a use of the dequantized weight (`quant` appends the step).
+
+    Returns the use to plan from, notes for the layer, and a reason when the input is a
+    quantization parameter or the weight cannot be dequantized.
+    """
+    if quant.is_param(use, domain, qindex):
+        return use, [], f"quantization parameter ({use.source.tensor.dtype}) of {use.node.op_type}"
+    try:
+        dims = transformed_dims(use.source.tensor.dims, use.source.transforms)
+        planned = quant.plan_weight(use, domain, dims, qindex)
+    except InputError as exc:
+        return use, [], f"{use.node.op_type} weight cannot be dequantized: {exc}"
+    if planned is None:
+        return use, [], None
+    source, notes = planned
+    return replace(use, source=source), notes, None
+
+
+def _quantized(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
+    """Dequantized weights of quantized ops have the layout of their float op: reuse its handler."""
+    domain = use.node.domain if use.node.domain not in DEFAULT_DOMAINS else ""
+    slot = quant.weight_slot(use, domain)
+    if slot is None:
+        return _not_slot(use)
+    if slot.float_op in ("MatMulNBits", "MatMulBnb4"):  # already (N x K), rows = outputs
+        return [View("dense", "matrix")] if len(dims) == 2 else f"{slot.float_op} weight of shape {list(dims)}"
+    if slot.float_op == "Gather":
+        attrs = {"axis": attrs.get("gather_axis", 0)}
+    float_domain = "com.microsoft" if slot.float_op == "Attention" else ""
+    surrogate = onnx.helper.make_node(slot.float_op, [], [], name=use.node.name)
+    return HANDLERS[(float_domain, slot.float_op)](replace(use, node=surrogate, slot=slot.float_slot), dims, attrs)
+
+
+QUANT_HANDLERS: dict[tuple[str, str], Handler] = {key: _quantized for key in quant.WEIGHT_SLOTS}
+
+
 def _quantized_reason(use: Use, tensor: TensorRef, domain: str) -> str | None:
-    """Integer weights of quantized ops and dequantized weights (their own issue), integer data."""
-    op_slot = QUANTIZED_OPS.get(use.node.op_type) if domain in ("", "com.microsoft") else None
-    if use.source.quantized or (op_slot is not None and op_slot == use.slot):
-        return f"quantized ({tensor.dtype}): not yet supported"
-    if not tensor.is_float:
+    """Integer tensors that reach an op undequantized are indices, shapes or parameters, not weights."""
+    if not tensor.is_float and not any(t.op in quant.STEP_OPS for t in use.source.transforms):
         return f"integer tensor ({tensor.dtype}): indices, shapes or quantization parameters"
     return None
 

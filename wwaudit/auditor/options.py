@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from wwaudit.auditor.limits import DEFAULT_MAX_MEMORY
+
 
 @dataclass(frozen=True)
 class AuditOptions:
@@ -18,6 +20,7 @@ class AuditOptions:
     workers: int = 1  # layers analysed side by side (the CLI defaults to the usable cores)
     precision: str = "float64"  # Gram accumulation: float64, or float32 (spectra.py: error bound)
     device: str = "cpu"  # cpu, or cuda (torch) for Gram + eigensolver
+    max_memory: int | None = DEFAULT_MAX_MEMORY  # bytes per layer task (limits.py); larger layers are skipped
 
     # Settings that change how fast, never what: left out of the echoed options so the JSON is
     # byte-identical whatever the worker count.

@@ -59,7 +59,7 @@ class Policy:
                 rule.id: {
                     "enabled": self.enabled(rule.id),
                     "severity": self.severity(rule.id),
-                    "params": {k: v for k, v in sorted(self.params(rule.id).items())},
+                    "params": {k: float(v) for k, v in sorted(self.params(rule.id).items())},
                 }
                 for rule in RULES
             },
@@ -88,7 +88,8 @@ def find_policy_file(start: str) -> str | None:
         if os.path.isfile(candidate):
             return candidate
         pyproject = os.path.join(folder, PYPROJECT)
-        if os.path.isfile(pyproject) and "wwaudit" in _read_toml(pyproject).get("tool", {}):
+        tool = _read_toml(pyproject).get("tool") if os.path.isfile(pyproject) else None
+        if isinstance(tool, dict) and "wwaudit" in tool:
             return pyproject
         parent = os.path.dirname(folder)
         if parent == folder:
@@ -185,7 +186,8 @@ def load_policy(path: str | None = None, start: str | None = None, fail_on: str 
     if source is not None:
         data = _read_toml(source)
         if os.path.basename(source) == PYPROJECT:
-            data = data.get("tool", {}).get("wwaudit")
+            tool = data.get("tool")
+            data = tool.get("wwaudit") if isinstance(tool, dict) else None
             if not isinstance(data, dict):
                 raise UsageError(f"policy {source}: no [tool.wwaudit] table")
         policy = parse_policy(data, source)

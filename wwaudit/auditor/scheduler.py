@@ -44,6 +44,10 @@ from wwaudit.errors import InputError
 # widened to float32, which holds every one of their values exactly.
 _NATIVE_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
+# Below this much estimated eigen work (flops) the layers run here, one after another: starting
+# worker processes costs 0.05-0.3 s (measured), more than such a model's whole analysis.
+PARALLEL_MIN_COST = 5e8
+
 
 class Progress(Protocol):
     """What the scheduler tells a progress display: layer count, and work units for the ETA."""
@@ -177,7 +181,8 @@ def run_layers(
     """Run the tasks (largest first) and return their outcomes in layer order.
 
     With `executor` the caller's executor runs them (and the caller shuts it down); otherwise
-    `workers` > 1 starts worker processes for this call, and 1 runs them here, one after another.
+    `workers` > 1 starts worker processes for this call (unless the model is too small to repay
+    them), and 1 runs them here, one after another.
     Either way each task sees one BLAS thread, so the numbers never depend on `workers`.
     """
     from threadpoolctl import threadpool_limits
@@ -188,7 +193,7 @@ def run_layers(
         stack.enter_context(threadpool_limits(limits=1))
         if executor is not None:
             outcomes = _run_on(executor, ordered, progress)
-        elif workers <= 1 or len(ordered) <= 1:
+        elif workers <= 1 or len(ordered) <= 1 or sum(t.cost for t in ordered) < PARALLEL_MIN_COST:
             outcomes = _run_serial(ordered, progress)
         else:
             device = ordered[0].options.device

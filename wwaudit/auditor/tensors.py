@@ -9,9 +9,11 @@ never read whole, so peak memory stays bounded by what the analysis touches.
 
 from __future__ import annotations
 
+import errno
 import math
 import mmap
 import os
+import re
 import stat
 from dataclasses import dataclass
 from typing import Any
@@ -51,9 +53,11 @@ for _name in ("FLOAT4E2M1",):
         PACKED_4BIT.add(getattr(TensorProto, _name))
         FLOAT_TYPES.add(getattr(TensorProto, _name))
 
-# Refuse to materialise a single tensor larger than this many elements from in-file data without
-# the data actually being there (memory-bomb guard; external data is checked against file size).
-MAX_ELEMENTS = 1 << 36
+# Refuse to materialise any single tensor larger than this many elements (4 Gi: 32 GiB as float64),
+# whatever --max-memory says: a last guard for callers that load tensors outside the audit loop
+# (sparse tensors are scattered into a dense array of this size; in-file and external data are
+# also checked against the bytes actually present).
+MAX_ELEMENTS = 1 << 32
 
 
 def dtype_name(data_type: int) -> str:
@@ -112,6 +116,17 @@ class TensorRef:
     @property
     def is_external(self) -> bool:
         return isinstance(self.proto, TensorProto) and self.proto.data_location == TensorProto.EXTERNAL
+
+    @property
+    def unsupported(self) -> str | None:
+        """Why this tensor can never be read as numbers (negative dims, strings, unknown dtypes), else None."""
+        if any(d < 0 for d in self.dims):
+            return f"invalid shape {list(self.dims)}: negative dimension"
+        if self.data_type == TensorProto.STRING:
+            return "string tensor"
+        if self.data_type == TensorProto.UNDEFINED or stored_nbytes(self.data_type, 1) is None:
+            return f"unsupported dtype {self.dtype}"
+        return None
 
     @property
     def is_float(self) -> bool:
@@ -184,60 +199,132 @@ def external_info(proto: TensorProto) -> dict[str, str]:
     return {entry.key: entry.value for entry in proto.external_data}
 
 
-def _safe_open(base_dir: str, location: str) -> tuple[int, os.stat_result]:
-    """Open `location` inside `base_dir` refusing every path escape; returns (fd, fstat)."""
+# Flags of every open of a file named by the model: never follow a symbolic link in the last
+# component, never block (a FIFO named as data would otherwise hang the audit), no fd leak.
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
+# Walking folder by folder with dir_fd makes every component checkable (POSIX); elsewhere the
+# weaker realpath comparison is all there is.
+_OPENAT = os.open in os.supports_dir_fd and bool(_NOFOLLOW) and hasattr(os, "O_DIRECTORY")
+
+
+def location_parts(location: str) -> list[str]:
+    """The path components of an external-data location, refusing every form of escape.
+
+    Both separators count ('\\' is a separator on Windows, where the same file may be audited),
+    so '..\\x' is refused everywhere; empty and '.' components are dropped.
+    """
     if not location:
         raise InputError("external data has an empty location")
     if "\x00" in location:
         raise InputError("external data location contains a NUL byte")
-    if os.path.isabs(location) or location.startswith(("/", "\\")) or (len(location) > 1 and location[1] == ":"):
-        raise InputError(f"external data location '{location}' is absolute: refusing to read outside the model's folder")
-    parts = location.replace("\\", "/").split("/")
+    if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
+        raise InputError(f"external data location '{location}' is an absolute path: refusing to read outside the model's folder")
+    parts = [p for p in location.replace("\\", "/").split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise InputError(f"external data location '{location}' climbs out of the model's folder with '..'")
-    base_real = os.path.realpath(base_dir)
-    target = os.path.join(base_real, *parts)
-    if os.path.realpath(target) != os.path.normpath(target):
-        raise InputError(f"external data location '{location}' passes through a symbolic link: refusing")
-    if os.path.commonpath([base_real, os.path.realpath(target)]) != base_real:
-        raise InputError(f"external data location '{location}' leads outside the model's folder")
+        raise InputError(f"external data location '{location}' climbs out of the model's folder with '..': refusing")
+    if not parts:
+        raise InputError(f"external data location '{location}' names the model's folder, not a file")
+    return parts
+
+
+def _open_error(location: str, exc: OSError, what: str = "file") -> InputError:
+    if exc.errno == errno.ENOENT:
+        return InputError(f"external data file '{location}' not found beside the model")
+    if exc.errno in (errno.ELOOP, errno.EMLINK):
+        return InputError(f"external data location '{location}' passes through a symbolic link ({what}): refusing")
+    return InputError(f"external data file '{location}' cannot be opened: {exc.strerror}")
+
+
+def _is_link(name: str, dir_fd: int) -> bool:
     try:
-        fd = os.open(target, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise InputError(f"external data file '{location}' not found beside the model") from None
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_within(base_dir: str, parts: list[str], location: str) -> int:
+    """Open base_dir/parts component by component, no symbolic link anywhere below base_dir."""
+    if not _OPENAT:
+        base_real = os.path.realpath(base_dir)
+        target = os.path.join(base_real, *parts)
+        if os.path.realpath(target) != os.path.normpath(target):
+            raise InputError(f"external data location '{location}' passes through a symbolic link: refusing")
+        try:
+            return os.open(target, _READ_FLAGS)
+        except OSError as exc:
+            raise _open_error(location, exc) from None
+    try:
+        dir_fd = os.open(base_dir, _DIR_FLAGS)
     except OSError as exc:
-        raise InputError(f"external data file '{location}' cannot be opened: {exc.strerror}") from None
+        raise InputError(f"the model's folder cannot be opened for external data: {exc.strerror}") from None
+    try:
+        for part in parts[:-1]:
+            try:
+                next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=dir_fd)
+            except OSError as exc:
+                if exc.errno == errno.ENOTDIR and _is_link(part, dir_fd):
+                    exc.errno = errno.ELOOP  # Linux answers ENOTDIR for a symlinked folder
+                raise _open_error(location, exc, "folder") from None
+            os.close(dir_fd)
+            dir_fd = next_fd
+        try:
+            return os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            raise _open_error(location, exc) from None
+    finally:
+        os.close(dir_fd)
+
+
+def safe_open(base_dir: str, location: str) -> tuple[int, os.stat_result]:
+    """Open `location` inside `base_dir` refusing every path escape; returns (fd, fstat).
+
+    The checks are made on the open file descriptor, not on a path looked up again later, so a
+    file swapped between check and use cannot slip through: '..' and absolute paths are refused
+    before any system call, every folder below `base_dir` and the file itself are opened with
+    O_NOFOLLOW (a symbolic link anywhere fails), and the opened file must be a regular file with
+    one hard link (a hard link is indistinguishable from the original and can point anywhere on
+    the same file system).
+    """
+    parts = location_parts(location)
+    fd = _open_within(base_dir, parts, location)
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise InputError(f"external data '{location}' is not a regular file")
     if st.st_nlink > 1:
         os.close(fd)
-        raise InputError(f"external data file '{location}' is a hard link: refusing")
+        raise InputError(f"external data file '{location}' is a hard link ({st.st_nlink} names): refusing")
     return fd, st
 
 
-def _load_external(proto: TensorProto, base_dir: str, dims: tuple[int, ...], data_type: int) -> np.ndarray:
+def external_range(proto: TensorProto) -> tuple[str, int, int | None]:
+    """(location, offset, length or None) of an external tensor, validated as numbers."""
     info = external_info(proto)
-    location = info.get("location", "")
     try:
         offset = int(info.get("offset", "0") or 0)
         length_str = info.get("length")
         length = int(length_str) if length_str not in (None, "") else None
     except ValueError:
         raise InputError(f"tensor '{proto.name}' has a non-numeric external offset/length") from None
+    if offset < 0 or (length is not None and length < 0):
+        raise InputError(f"tensor '{proto.name}' has a negative external offset or length")
+    return info.get("location", ""), offset, length
+
+
+def _load_external(proto: TensorProto, base_dir: str, dims: tuple[int, ...], data_type: int) -> np.ndarray:
+    location, offset, length = external_range(proto)
     count = element_count(dims)
     expected = stored_nbytes(data_type, count)
     if expected is None:
         raise InputError(f"tensor '{proto.name}' has unsupported dtype {dtype_name(data_type)}")
-    if offset < 0 or (length is not None and length < 0):
-        raise InputError(f"tensor '{proto.name}' has a negative external offset or length")
     if length is not None and length != expected:
         raise InputError(
             f"tensor '{proto.name}': external length {length} does not match shape {list(dims)} "
             f"x {dtype_name(data_type)} = {expected} bytes"
         )
-    fd, st = _safe_open(base_dir, location)
+    fd, st = safe_open(base_dir, location)
     try:
         if offset + expected > st.st_size:
             raise InputError(

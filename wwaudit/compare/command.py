@@ -11,12 +11,15 @@ import json
 import shlex
 import sys
 from datetime import datetime, timezone
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from wwaudit.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 
+if TYPE_CHECKING:
+    from wwaudit.compare.result import CompareResult
 
-def render_json(result) -> bytes:
+
+def render_json(result: "CompareResult") -> bytes:
     """The comparison as JSON (schema wwaudit-compare/1): deterministic bytes, no timestamps."""
     return (json.dumps(result.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -58,7 +61,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return EXIT_FINDINGS if result.verdict == "fail" else EXIT_OK
 
 
-def _print_summary(result) -> None:
+def _print_summary(result: "CompareResult") -> None:
     from wwaudit.formats.document import fmt
 
     s = result.summary()

@@ -68,6 +68,10 @@ def measure_pair(pair: Pair, base_specs: _SpecIndex, cand_specs: _SpecIndex) -> 
         N=a.N, M=a.M, slices=a.slices, base_metrics=_side(a), candidate_metrics=_side(b),
         delta=metric_deltas(a.metrics, b.metrics),
     )
+    gated = next((layer for layer in (a, b) if layer.status == "skipped"), None)
+    if gated is not None:  # a size gate (--max-evals) skipped it: do not read its matrices either
+        result.status, result.reason = "skipped", gated.reason
+        return result
     try:
         spec_a, spec_b = base_specs.spec(a), cand_specs.spec(b)
         eps = max(dtype_eps(spec_a.tensor.data_type), dtype_eps(spec_b.tensor.data_type))

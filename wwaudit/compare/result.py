@@ -53,7 +53,7 @@ class PairResult:
     subspace_overlap_random: float | None = None
     top_sv_rel_change: float | None = None
     diff: dict[str, Any] = field(default_factory=dict)
-    status: str = "ok"  # "ok" | "error" (matrices unreadable or not comparable)
+    status: str = "ok"  # "ok" | "skipped" (size gate) | "error" (matrices unreadable or not comparable)
     reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

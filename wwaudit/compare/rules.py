@@ -56,10 +56,12 @@ def _overlap(p: PairResult) -> str | None:
 
 
 def _broken(p: PairResult) -> str | None:
+    if p.base_metrics.get("status") == "error":  # a base that was already broken is the base audit's finding
+        return None
+    if p.candidate_metrics.get("status") == "error":
+        return f"{p.candidate}: the candidate layer is unusable ({p.candidate_metrics.get('reason')}) while the base's is not"
     if p.status == "error":
         return f"{p.candidate}: cannot be compared: {p.reason}"
-    if p.candidate_metrics.get("status") == "error" and p.base_metrics.get("status") != "error":
-        return f"{p.candidate}: the candidate layer is unusable ({p.candidate_metrics.get('reason')}) while the base's is not"
     return None
 
 

@@ -7,6 +7,7 @@ Writers never compute metrics; they format an AuditResult. Every file is written
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -106,8 +107,26 @@ def check_writable(path: str) -> None:
         raise OutputError(f"{path}: folder {folder} does not exist")
     if os.path.isdir(path):
         raise OutputError(f"{path}: is a directory")
+    if _special(path):
+        return  # a device or FIFO (/dev/stdout): written in place, no temp file needed
     if not os.access(folder, os.W_OK):
         raise OutputError(f"{path}: folder {folder} is not writable")
+    # os.access says yes to root on a read-only file system: create and remove a probe file.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".wwaudit-", suffix=".probe", dir=folder)
+    except OSError as exc:
+        raise OutputError(f"{path}: folder {folder} is not writable: {exc.strerror}") from None
+    os.close(fd)
+    _remove(probe)
+
+
+def _special(path: str) -> bool:
+    """An existing target that is not a regular file: renaming over it would replace a device
+    node such as /dev/null with a plain file, so it is written in place instead."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -115,6 +134,13 @@ def write_atomic(path: str, data: bytes) -> None:
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
+        return
+    if _special(path):
+        try:
+            with open(path, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
         return
     folder = os.path.dirname(os.path.abspath(path))
     try:

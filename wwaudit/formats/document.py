@@ -7,6 +7,7 @@ they cannot drift apart. Tests check this model as well as the rendered files.
 from __future__ import annotations
 
 import base64
+import json
 import platform
 from importlib import metadata, resources
 from typing import Any
@@ -152,9 +153,10 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
                 jobs.append(plots.LayerPlotJob(
                     key=str(layer.id), evals=np.asarray(layer.evals),
                     random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
-                    metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")}))
+                    metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
+                    text_as_paths=not for_pdf))
 
-    model_plots, layer_plots = plots.render_all(points, jobs)
+    model_plots, layer_plots = plots.render_all(points, jobs, text_as_paths=not for_pdf)
     details = []
     for layer in result.layers:
         found = by_layer.get(layer.id, [])
@@ -196,7 +198,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "details": details,
         "plots_mode": ctx.plots,
         "findings": _finding_groups(result.findings),
-        "options": sorted((k, "–" if v is None else str(v)) for k, v in result.options.items()),
+        "options": [(k, _option_text(v)) for k, v in sorted(result.options.items())],
         "versions": _versions(for_pdf),
         "timings": [(k, f"{v:.2f} s") for k, v in sorted(result.timings.items())],
         "command": ctx.command,
@@ -205,6 +207,15 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "wwaudit_version": wwaudit.__version__,
         "font_css": _embedded_fonts() if for_pdf else "",
     }
+
+
+def _option_text(value: Any) -> str:
+    """Option values as compact JSON (nested ones, like a policy, stay readable and exact)."""
+    if value is None:
+        return "–"
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
 def _tooltip(key: str) -> str:
@@ -216,11 +227,10 @@ def _tooltip(key: str) -> str:
 
 def _key_metrics(result: AuditResult) -> list[tuple[str, str, str]]:
     s = result.summary
-    analysed = f"{s.get('analysed', 0)} of {s.get('layers', 0)}"
     return [
-        ("Layers analysed", f"{analysed} ({s.get('skipped', 0)} skipped, {s.get('errors', 0)} unreadable, "
-                            f"{s.get('fit_failed', 0)} fit failed)",
-         "Every weight tensor in the file is listed; skipped ones carry their reason."),
+        ("Layers analysed", f"{s.get('analysed', 0)} of {s.get('layers', 0)}",
+         f"{s.get('skipped', 0)} skipped, {s.get('errors', 0)} unreadable, {s.get('fit_failed', 0)} with a failed "
+         "power-law fit. Every weight tensor in the file is listed; skipped ones carry their reason."),
         ("Mean alpha", fmt(s.get("alpha_mean")),
          "Tail exponent of the eigenvalue spectrum. Well-trained layers lie in [2, 6]; below 2 suggests "
          "over-training, above 6 a layer that learned little."),
@@ -275,18 +285,18 @@ _MONO = "DejaVuSansMono.ttf"
 
 def _embedded_fonts() -> str:
     """@font-face rules with matplotlib's bundled DejaVu fonts as data: URLs, so the PDF looks the
-    same on any host and WeasyPrint never reads a font path from the system; '' when unavailable
-    (the CSS then falls back to the host's fonts).
+    same on any host; '' when unavailable (the CSS then falls back to the host's fonts). The family
+    keeps its own name because the plots' SVG text asks for "DejaVu Sans".
     """
     try:
         folder = resources.files("matplotlib") / "mpl-data" / "fonts" / "ttf"
         rules = []
         for name, weight in _FONTS:
             data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
-            rules.append(f'@font-face {{ font-family: "wwaudit sans"; font-weight: {weight}; '
+            rules.append(f'@font-face {{ font-family: "DejaVu Sans"; font-weight: {weight}; '
                          f'src: url(data:font/ttf;base64,{data}); }}')
         data = base64.b64encode((folder / _MONO).read_bytes()).decode("ascii")
-        rules.append(f'@font-face {{ font-family: "wwaudit mono"; src: url(data:font/ttf;base64,{data}); }}')
+        rules.append(f'@font-face {{ font-family: "DejaVu Sans Mono"; src: url(data:font/ttf;base64,{data}); }}')
         return "\n".join(rules)
     except (OSError, ModuleNotFoundError):
         return ""

@@ -1,0 +1,164 @@
+"""Time and memory limits, so a hostile or simply huge model cannot hang or exhaust a CI runner.
+
+Memory (`--max-memory`, default 8 GiB): before a layer's tensor is read, its float64 working
+set is estimated from the declared shape alone (the tensor widened to float64, plus the M x M
+Gram matrix and the eigensolver's workspace). A layer above the limit is skipped with that
+reason, before anything is allocated; the rest of the model is audited. The limit applies to
+each layer task: with several workers, up to `workers` layers are in memory at once.
+
+Time (`--timeout`, default 3600 s): the deadline is checked at each phase boundary and between
+layers; past it the audit stops with exit 2 and writes no output. A layer still running
+`hard_grace` seconds after the deadline (a single eigensolve can run for minutes) is cut off by
+a watchdog that ends the process (and the worker processes it started) with exit 2; outputs are
+rendered only after the audit, so none exists yet and no partial file is left behind.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from wwaudit.errors import EXIT_ERROR, ResourceLimitError, UsageError
+
+GIB = 1 << 30
+DEFAULT_MAX_MEMORY = 8 * GIB  # fits the 16 GB runners of common CI services with room to spare
+DEFAULT_TIMEOUT = 3600.0  # seconds; an audit of a BERT-class model takes well under a minute
+# Gram matrix + eigensolver workspace: about three M x M float64 arrays at the peak.
+GRAM_COPIES = 3
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'8G', '512M', '1.5GiB', '1000000' -> bytes (binary units; '0' is refused: no limit is 'none')."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", text.lower())
+    if not match:
+        raise UsageError(f"--max-memory: '{text}' is not a size (examples: 8G, 512M, 1.5GiB)")
+    value = int(float(match.group(1)) * _UNITS[match.group(2)])
+    if value <= 0:
+        raise UsageError("--max-memory must be positive")
+    return value
+
+
+def parse_timeout(text: str) -> float | None:
+    """Seconds (or '30m', '2h'); '0' or 'none' means no time limit."""
+    lowered = text.strip().lower()
+    if lowered in ("0", "none", "off"):
+        return None
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh]?)", lowered)
+    if not match:
+        raise UsageError(f"--timeout: '{text}' is not a duration (examples: 600, 30m, 2h, none)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def format_bytes(n: float) -> str:
+    """1.5 GiB, 300.0 MiB: for messages."""
+    for unit, size in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def working_set_bytes(elements: int, M: int) -> int:
+    """Estimated peak bytes of analysing one layer: the tensor as float64 plus the Gram work."""
+    return 8 * elements + GRAM_COPIES * 8 * M * M
+
+
+def memory_refusal(elements: int, M: int, max_memory: int | None) -> str | None:
+    """The skip reason when a layer's working set would exceed `max_memory`, else None."""
+    if max_memory is None:
+        return None
+    need = working_set_bytes(elements, M)
+    if need <= max_memory:
+        return None
+    return f"needs about {format_bytes(need)} of float64 working memory, above --max-memory {format_bytes(max_memory)}"
+
+
+class Deadline:
+    """A wall-clock limit checked at safe points (phase boundaries, between layers)."""
+
+    def __init__(self, seconds: float | None, clock: Any = time.monotonic) -> None:
+        self.seconds = seconds
+        self._clock = clock
+        self._end = None if seconds is None else clock() + seconds
+
+    @property
+    def expired(self) -> bool:
+        return self._end is not None and self._clock() >= self._end
+
+    def remaining(self) -> float | None:
+        return None if self._end is None else max(0.0, self._end - self._clock())
+
+    def check(self, where: str) -> None:
+        """Raise ResourceLimitError when the deadline has passed (exit 2, nothing written)."""
+        if self.expired:
+            raise ResourceLimitError(
+                f"time limit of {self.seconds:g} s (--timeout) exceeded {where}: audit stopped, no output written"
+            )
+
+    @property
+    def hard_grace(self) -> float:
+        """Extra time a running layer gets before the watchdog ends the process: 10%, 5-60 s."""
+        return min(60.0, max(5.0, 0.1 * (self.seconds or 0.0)))
+
+
+class GuardedProgress:
+    """A progress display that also checks the deadline at every step the scheduler reports.
+
+    The scheduler calls `start` after loading and planning and `advance` as each layer finishes,
+    in the calling thread: exactly the safe points where stopping leaves nothing half done.
+    """
+
+    def __init__(self, inner: Any, deadline: Deadline) -> None:
+        self._inner = inner
+        self._deadline = deadline
+
+    def start(self, total: int, work: float | None = None) -> None:
+        self._deadline.check("while loading the model")
+        self._inner.start(total, work)
+
+    def advance(self, name: str, work: float = 1.0) -> None:
+        self._inner.advance(name, work)
+        self._deadline.check(f"after layer '{name}'")
+
+    def finish(self) -> None:
+        self._inner.finish()
+
+
+def _hard_stop(deadline: Deadline) -> None:
+    """Watchdog action: one line on stderr, end the workers we started, exit 2 at once."""
+    try:
+        sys.stderr.write(
+            f"wwaudit: error: time limit of {deadline.seconds:g} s (--timeout) exceeded and a layer did not "
+            f"finish within {deadline.hard_grace:g} s more: audit killed, no output written\n"
+        )
+        sys.stderr.flush()
+        for child in multiprocessing.active_children():
+            child.kill()
+    finally:
+        os._exit(EXIT_ERROR)
+
+
+@contextmanager
+def watchdog(deadline: Deadline) -> Iterator[None]:
+    """Hard stop for the audit phase: ends the process if it overruns the deadline plus grace.
+
+    Only the audit runs under it; outputs are rendered after it is disarmed, so the process can
+    never be killed in the middle of writing a file.
+    """
+    remaining = deadline.remaining()
+    if remaining is None:
+        yield
+        return
+    timer = threading.Timer(remaining + deadline.hard_grace, _hard_stop, args=(deadline,))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
