@@ -11,7 +11,8 @@ memory is that child's own (PSS summed over its process tree, workers included, 
 shared by forked workers count once; and the largest single process's peak RSS):
 
 (a) wwaudit end to end (`python -m wwaudit MODEL --json … --quiet`), --fast and default metrics,
-    and --fast --precision float32 (time and the largest |Δα| against float64);
+    --fast with a PDF report (rendering time as a share of the run), and --fast --precision
+    float32 (time and the largest |Δα| against float64);
 (b) the floor: float64 Gram + eigvalsh of the same matrices and nothing else, once per matrix
     (for --fast) and for each matrix plus an element-shuffled copy (for the default metrics; the
     shuffling itself is not timed). Two floors: one process with all BLAS threads, and the same
@@ -244,6 +245,9 @@ def bench_bert(small: bool, workers: int, skip_ww: bool, executors: bool, tmp: P
     _line("(a) wwaudit --fast", fast)
     full = wwaudit_run(model, tmp / "default.json", workers)
     _line("(a) wwaudit (default metrics)", full)
+    report = wwaudit_run(model, tmp / "fastr.json", workers, "--fast", "--report", str(tmp / "report.pdf"))
+    _line("(a) wwaudit --fast --report report.pdf", report,
+          f"rendering ≈ {100 * (report['wall'] - fast['wall']) / fast['wall']:.0f}% of the --fast run (target <= 20%)")
     f32 = wwaudit_run(model, tmp / "fast32.json", workers, "--fast", "--precision", "float32")
     a64, a32 = _alphas(tmp / "fast.json"), _alphas(tmp / "fast32.json")
     dalpha = max((abs(a64[k] - a32[k]) for k in a64 if k in a32), default=float("nan"))
@@ -296,6 +300,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="wwaudit --workers (default: usable cores)")
     parser.add_argument("--skip-ww", action="store_true", help="leave weightwatcher out")
     parser.add_argument("--skip-memory", action="store_true", help="leave the decoder memory check out")
+    parser.add_argument("--skip-bert", action="store_true", help="leave the BERT-large timings out")
     parser.add_argument("--executors", action="store_true", help="also time worker processes vs threads")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -316,7 +321,8 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs ({default_workers()} usable), load average {load[0]:.1f}; "
           f"wwaudit --workers {workers}; python {sys.version.split()[0]}, numpy {np.__version__}")
     with tempfile.TemporaryDirectory() as tmp:
-        bench_bert(args.small, workers, args.skip_ww, args.executors, Path(tmp))
+        if not args.skip_bert:
+            bench_bert(args.small, workers, args.skip_ww, args.executors, Path(tmp))
         if not args.skip_memory:
             bench_memory(args.small, workers, Path(tmp))
 

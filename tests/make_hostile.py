@@ -217,6 +217,10 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
     (d / "model.onnx").write_bytes(full[: len(full) // 2])
     add("truncated", str(d / "model.onnx"), 2, "truncated or corrupt")
 
+    d = folder("invalid_utf8_name")  # protobuf hands proto2 strings with invalid UTF-8 over as bytes
+    (d / "model.onnx").write_bytes(full.replace(b"fc_target", b"\xff\xfe_target"))
+    add("invalid_utf8_name", str(d / "model.onnx"), 2, "not valid utf-8")
+
     d = folder("wrong_extension_zip")
     with zipfile.ZipFile(d / "model.pt", "w") as zf:
         zf.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
@@ -299,6 +303,7 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
     ext_case("ext_hardlink", "weights.bin", "hard link", setup=hard_link)
     ext_case("ext_missing_file", "weights.bin", "not found")
     ext_case("ext_empty_location", "", "empty location")
+    ext_case("ext_terminal_escape", "\x1b]0;pwned\x07\x1b[2J/../x", "'..'")  # must reach the terminal inert
 
     # Broken ranges spoil one tensor: that layer is an error, the rest is audited.
     def ext_tensor_case(name: str, message: str, offset: int = 0, length: int | None = None,
@@ -339,6 +344,8 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
                 finding="WW007", exit_code=1)
     tensor_case("constant", numpy_helper.from_array(np.full_like(weights, 0.5), "w_target"), "constant", "",
                 finding="WW007", exit_code=1)
+    tensor_case("float64_overflow", numpy_helper.from_array(weights.astype(np.float64) * 1e200, "w_target"),
+                "overflow", "error")
     tensor_case("one_by_n", numpy_helper.from_array(weights[:1], "w_target"), "too small", "skipped")
     tensor_case("custom_domain_op", numpy_helper.from_array(weights, "w_target"), "com.vendor", "skipped",
                 target_op=("com.vendor", "SecretSauce"))

@@ -31,13 +31,13 @@ def cnn_model(seed: int = 0) -> onnx.ModelProto:
     """Conv → Conv → Gemm(transB=1) → MatMul([in, out]): the four weight layouts quantizers rewrite."""
     rng = np.random.default_rng(seed)
     weights = {
-        "conv1.weight": structured(rng, 16, 2 * 9).reshape(16, 2, 3, 3),
-        "conv2.weight": structured(rng, 32, 16 * 9).reshape(32, 16, 3, 3),
-        "fc1.weight": structured(rng, 64, 32 * 4 * 4),
-        "fc2.weight": structured(rng, 40, 64).T.copy(),
-        "conv1.bias": np.zeros(16, np.float32),
-        "conv2.bias": np.zeros(32, np.float32),
-        "fc1.bias": np.zeros(64, np.float32),
+        "conv1.weight": structured(rng, 32, 2 * 9).reshape(32, 2, 3, 3),
+        "conv2.weight": structured(rng, 64, 32 * 9).reshape(64, 32, 3, 3),
+        "fc1.weight": structured(rng, 128, 64 * 4 * 4),
+        "fc2.weight": structured(rng, 40, 128).T.copy(),
+        "conv1.bias": np.zeros(32, np.float32),
+        "conv2.bias": np.zeros(64, np.float32),
+        "fc1.bias": np.zeros(128, np.float32),
     }
     nodes = [
         helper.make_node("Conv", ["x", "conv1.weight", "conv1.bias"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
@@ -105,11 +105,13 @@ def stored(path: str) -> dict[str, np.ndarray]:
     return {t.name: numpy_helper.to_array(t) for t in onnx.load(path).graph.initializer}
 
 
-def run_one_node(node: onnx.NodeProto, inputs: dict[str, np.ndarray], consts: dict[str, np.ndarray], opsets: dict[str, int]) -> np.ndarray:
-    """Run a single node in onnxruntime: `consts` become initializers, `inputs` are fed; returns output 0."""
+def run_one_node(node, inputs: dict[str, np.ndarray], consts: dict[str, np.ndarray], opsets: dict[str, int]) -> np.ndarray:
+    """Run a node (or a list of nodes) in onnxruntime: `consts` become initializers, `inputs` are fed;
+    returns the last node's first output."""
+    nodes = node if isinstance(node, list) else [node]
     ins = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), list(a.shape)) for n, a in inputs.items()]
-    out = helper.make_tensor_value_info(node.output[0], TensorProto.UNDEFINED, None)
-    graph = helper.make_graph([node], "one", ins, [out], [numpy_helper.from_array(a, n) for n, a in consts.items()])
+    out = onnx.ValueInfoProto(name=nodes[-1].output[0])  # type left to onnxruntime's inference
+    graph = helper.make_graph(nodes, "one", ins, [out], [numpy_helper.from_array(a, n) for n, a in consts.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL

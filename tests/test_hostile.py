@@ -96,6 +96,7 @@ def test_hostile_case(name: str, corpus, tmp_path: Path, capsys) -> None:
         rc = main([case.model, "--json", str(out / "audit.json"), "--csv", str(out / "audit.csv"), *FAST, *case.args])
     err = capsys.readouterr().err
     assert "Traceback" not in err and "internal error" not in err, err
+    assert "\x1b" not in err and "\x07" not in err, "control characters from the file reached the terminal"
     outside = str((root / "outside").resolve())
     assert not [p for p in opened if p.startswith(outside)], "a file outside the model's folder was opened"
     assert not _temp_files(out)
@@ -331,3 +332,17 @@ def test_recorder_sees_through_symbolic_links(corpus) -> None:
         with open(link, "rb") as fh:
             fh.read(4)
     assert opened == [str((root / "outside" / "secret.bin").resolve())]
+
+
+def test_hostile_names_reach_the_terminal_inert(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Node names are vendor text: rich markup and escape sequences in them must print as text."""
+    monkeypatch.setenv("COLUMNS", "250")  # no wrapping inside the name column
+    w, _ = make_hostile._weights()
+    graph = make_hostile._graph(make_hostile.numpy_helper.from_array(w, "w_target"))
+    graph.node[0].name = "fc[/bold] [link=file:///etc/passwd]click[/link] \x1b[2J\x9b31m\u202e"
+    path = make_hostile._save(make_hostile._model(graph), tmp_path / "m.onnx")
+    rc = main([path, "--json", str(tmp_path / "a.json"), "--workers", "1", "--fast"])  # summary table on
+    err = capsys.readouterr().err
+    assert rc in (0, 1), err
+    assert "internal error" not in err and "\x1b" not in err
+    assert "[/bold]" in err and "[link=" in err  # shown literally, not interpreted

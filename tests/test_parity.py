@@ -136,7 +136,7 @@ def _rel(a: float, b: float) -> float:
 @pytest.mark.parametrize("name", ["mlp", "cnn", "rnn", "transformer"])
 def test_same_numbers_as_reference(analysed, name: str) -> None:
     details, result, _, _ = analysed[name]
-    assert len(details) >= 2
+    assert len(details) >= 1
     compared = 0
     for _, row in details.iterrows():
         ours = _match(row, result.layers)
@@ -157,7 +157,7 @@ def test_same_numbers_as_reference(analysed, name: str) -> None:
         elif row["status"] == "success":
             # we refuse a fit only where fewer than 8 eigenvalues are above 1e-5
             assert ours.evals is not None and np.count_nonzero(ours.evals > 1e-5) < 8
-    assert compared >= 2
+    assert compared == len(details) - (name == "mlp")  # mlp: the rank-one layer
 
 
 def test_failed_fit_is_not_called_over_trained(analysed) -> None:

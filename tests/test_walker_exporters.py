@@ -213,9 +213,8 @@ def test_tied_weights_are_analysed_once_with_both_users(dynamo: bool, tmp_path: 
     specs, _ = _plan(path)
     analysed = [s for s in specs if not s.skipped]
     assert len(analysed) == 1 and analysed[0].op == "Gather"
-    assert len(analysed[0].used_by) == 2
-    ops = {n.name: n.op_type for n in onnx.load(str(path)).graph.node}
-    assert sorted(ops[u] for u in analysed[0].used_by) == ["Gather", "MatMul"]
+    # dynamo's node names (node_embedding) give way to the module paths it records in metadata
+    assert analysed[0].used_by == (["emb", "head"] if dynamo else ["/emb/Gather", "/head/MatMul"])
     copy = [s for s in specs if s.skipped and s.reason.startswith("tied copy of")]
     assert len(copy) == 1 and copy[0].tensor.dims == (16, 50)
 

@@ -212,5 +212,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+# C0/C1 control characters and bidirectional overrides: names and paths in messages come from
+# the model file, and must not move the cursor, recolour or reorder the user's terminal.
+_UNPRINTABLE = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
+                              *range(0x2066, 0x206A)], "?")
+
+
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:1000]
+    return " ".join(text.split()).translate(_UNPRINTABLE)[:1000]

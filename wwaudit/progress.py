@@ -52,7 +52,7 @@ class RichProgress:
         self._done += 1
         elapsed = time.perf_counter() - self._t0
         rate = f"{self._done / elapsed:.1f} layers/s" if elapsed > 0 else ""
-        self._progress.update(self._task, advance=work, current=name[:40], rate=rate,
+        self._progress.update(self._task, advance=work, current=_escape(name[:40]), rate=rate,
                               count=f"{self._done}/{self._total} layers")
 
     def finish(self) -> None:
@@ -77,9 +77,17 @@ def make_progress(enabled: bool = True):
     return SilentProgress()
 
 
+def _escape(text: str) -> str:
+    """Layer names shown in the bar come from the model file: never interpreted as rich markup."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def print_summary(result: AuditResult) -> None:
     """Compact summary on stderr: verdict, model metrics and the analysed layers."""
     from rich.console import Console
+    from rich.markup import escape  # names come from the model file: never read them as rich markup
     from rich.table import Table
 
     from wwaudit.formats.document import fmt
@@ -87,11 +95,11 @@ def print_summary(result: AuditResult) -> None:
     console = Console(stderr=True, highlight=False)
     s = result.summary
     colour = {"pass": "green", "review": "yellow", "fail": "red"}[result.verdict]
-    table = Table(title=f"{result.model.path}  ({s['analysed']} analysed, {s['skipped']} skipped)", title_justify="left")
+    table = Table(title=f"{escape(result.model.path)}  ({s['analysed']} analysed, {s['skipped']} skipped)", title_justify="left")
     for col in ("layer", "op", "N×M", "α", "α̂", "log‖W‖²", "log λmax", "rank loss", "status"):
         table.add_column(col, justify="left" if col in ("layer", "op", "status") else "right")
     for layer in result.analysed_layers()[:60]:
-        table.add_row(layer.name[:48], layer.op, f"{layer.N}×{layer.M}", fmt(layer.metric("alpha")),
+        table.add_row(escape(layer.name[:48]), escape(layer.op), f"{layer.N}×{layer.M}", fmt(layer.metric("alpha")),
                       fmt(layer.metric("alpha_weighted")), fmt(layer.metric("log_norm")),
                       fmt(layer.metric("log_spectral_norm")), fmt(layer.metric("rank_loss")), layer.status)
     if len(result.analysed_layers()) > 60:
@@ -99,4 +107,4 @@ def print_summary(result: AuditResult) -> None:
     console.print(table)
     console.print(f"mean α {fmt(s.get('alpha_mean'))}   α̂ {fmt(s.get('alpha_weighted_mean'))}   "
                   f"log-norm {fmt(s.get('log_norm_mean'))}   findings {len(result.findings)}")
-    console.print(f"verdict: [bold {colour}]{result.verdict.upper()}[/]  " + "; ".join(result.verdict_reasons))
+    console.print(f"verdict: [bold {colour}]{result.verdict.upper()}[/]  " + escape("; ".join(result.verdict_reasons)))

@@ -23,6 +23,7 @@ from wwaudit.auditor.loader import LoadedModel, load_model
 from wwaudit.auditor.limits import memory_refusal
 from wwaudit.auditor.options import AuditOptions
 from wwaudit.auditor.quant import describe as describe_quantization
+from wwaudit.auditor.quant import value_dtype as quantized_value_dtype
 from wwaudit.auditor.results import AuditResult, LayerResult, ModelInfo
 from wwaudit.auditor.scheduler import LayerExecutor, LayerOutcome, LayerTask, Progress, estimate_cost, run_layers
 from wwaudit.auditor.spectra import Backend, check_backend
@@ -158,7 +159,7 @@ def audit(
         if too_big:
             layer.status, layer.reason = "skipped", too_big
             continue
-        eps = dtype_eps(spec.tensor.data_type)
+        eps = dtype_eps(quantized_value_dtype(spec.source))
         cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
         tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, eps, options, cost))
     for outcome in run_layers(tasks, progress, options.workers, executor):

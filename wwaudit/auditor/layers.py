@@ -395,9 +395,38 @@ HANDLERS: dict[tuple[str, str], Handler] = {
 }
 
 
+# Names torch's dynamo exporter generates: node_<op>[_N] for nodes, val_N for folded constants.
+_DYNAMO_NODE = re.compile(r"node_[A-Za-z0-9_]+")
+_GENERATED_TENSOR = re.compile(r"val_\d+|onnx::.*")
+
+
 def readable_name(node: onnx.NodeProto, tensor: TensorRef) -> str:
-    """Node name if the exporter gave one, else the tensor name."""
-    return node.name or tensor.name
+    """The node name the exporter gave, else the tensor name.
+
+    torch's dynamo exporter names every node after its op (`node_linear_2`), which tells a reader
+    nothing; the module path it records in the node's metadata (`pkg.torch.onnx.name_scopes`,
+    e.g. `encoder.fc1`) does. A node its optimiser rewrote (BatchNorm fused into a conv) carries
+    the path of the module that was folded away, so there the parameter name is used instead.
+    """
+    if not node.name:
+        return tensor.name
+    if not _DYNAMO_NODE.fullmatch(node.name):
+        return node.name
+    rewritten = any(prop.key == "pkg.onnxscript.rewriter.rule_name" for prop in node.metadata_props)
+    path = None if rewritten else _module_path(node)
+    if path is None and not _GENERATED_TENSOR.fullmatch(tensor.name):
+        return tensor.name
+    return path or node.name
+
+
+def _module_path(node: onnx.NodeProto) -> str | None:
+    """'encoder.rnn' from name_scopes "['', 'encoder', 'rnn', 'lstm']" (the last entry is the op)."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.name_scopes":
+            scopes = re.findall(r"'([^'\\]*)'", prop.value)
+            path = ".".join(part for part in scopes[:-1] if part)
+            return path or None
+    return None
 
 
 def _skip_reason(tensor: TensorRef, dims: tuple[int, ...] | None = None) -> str | None:

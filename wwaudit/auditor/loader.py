@@ -15,13 +15,15 @@ weights from being read (cycles, dangling inputs, one output produced twice) are
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import stat
 from dataclasses import dataclass, field
 from typing import Iterator
 
 import onnx
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
 from onnx import AttributeProto, TensorProto
 
 from wwaudit.auditor.tensors import safe_open
@@ -62,15 +64,6 @@ class LoadedModel:
     problems: list[str] = field(default_factory=list)
 
 
-def sha256_of(path: str) -> str:
-    """Streaming SHA-256 of a file (models can be large; never read them whole for hashing)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _read_model_file(path: str) -> bytes:
     """The file's bytes, checked on the open descriptor (no race between check and read)."""
     if not os.path.lexists(path):
@@ -95,15 +88,8 @@ def _read_model_file(path: str) -> bytes:
             raise InputError(f"{path}: is empty (0 bytes)")
         if st.st_size >= PROTOBUF_LIMIT:
             raise InputError(f"{path}: {st.st_size} bytes exceeds protobuf's 2 GiB limit (use external data)")
-        chunks = []
-        remaining = st.st_size
-        while remaining > 0:
-            chunk = os.read(fd, min(remaining, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            remaining -= len(chunk)
-        return b"".join(chunks)
+        with io.FileIO(fd, "r", closefd=False) as fh:
+            return fh.readall()  # sized from fstat: one buffer, no copies
     except PermissionError:
         raise InputError(f"{path}: permission denied") from None
     except IsADirectoryError:
@@ -139,6 +125,9 @@ def load_model(path: str) -> LoadedModel:
         raise _not_onnx(path, data, "no graph found")
     if not model.opset_import and not model.graph.node:
         raise _not_onnx(path, data, "no opset and no nodes")
+    bad_field = first_invalid_string(model)
+    if bad_field:
+        raise InputError(f"{path}: not a valid ONNX model: the string field {bad_field} is not valid UTF-8")
     base_dir = os.path.dirname(os.path.abspath(path))
     check_expansion(model)
     check_external_files(model, base_dir)
@@ -150,6 +139,30 @@ def load_model(path: str) -> LoadedModel:
         size_bytes=len(data),
         problems=structure_problems(model.graph),
     )
+
+
+def first_invalid_string(message: Message) -> str | None:
+    """Name of the first string field holding invalid UTF-8, else None.
+
+    ONNX is a proto2 schema, and protobuf's upb parser hands such fields to Python as `bytes`
+    instead of refusing them: every name would then break string handling far from here.
+    Iterative, and it skips tensor payloads (bytes fields), so it costs one pass over the
+    message structure, not over the weights.
+    """
+    stack = [message]
+    while stack:
+        msg = stack.pop()
+        for desc, value in msg.ListFields():
+            if desc.type == FieldDescriptor.TYPE_STRING:
+                values = (value,) if isinstance(value, (str, bytes)) else value
+                if any(not isinstance(v, str) for v in values):
+                    return desc.full_name
+            elif desc.type == FieldDescriptor.TYPE_MESSAGE:
+                if isinstance(value, Message):
+                    stack.append(value)
+                else:
+                    stack.extend(value)
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

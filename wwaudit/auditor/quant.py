@@ -14,8 +14,9 @@ every stored format is turned back into real numbers exactly as onnxruntime does
 Each format becomes one step (a `Transform`) appended to the weight's `Source`, so the layer
 machinery (shapes, views, sharing) treats a dequantized weight like any float weight. A step
 carries its scale/zero-point `Source`s; `apply_step` loads them through the caller's loader.
-The arithmetic is done in float64 from exact integers and rounded once to the scale's dtype,
-which reproduces onnxruntime's single-rounding float32 (or float16) product bit for bit.
+The product (q − zero point)·scale is rounded once to the scale's dtype, which reproduces
+onnxruntime's float32 (or float16) arithmetic bit for bit; integers stay int32 and float32
+products are formed in float32 directly, so a layer costs about twice its float32 size in memory.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from wwaudit.auditor.graph import Source, Transform, Use, WalkResult
+from wwaudit.auditor.graph import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
 from wwaudit.auditor.tensors import dtype_name
 from wwaudit.errors import InputError
 
@@ -75,11 +76,13 @@ _FLOAT8 = {
 # Element arithmetic
 # ---------------------------------------------------------------------------------------------
 def _values(arr: np.ndarray) -> np.ndarray:
-    """Exact values of stored integers (int4 included) or low-precision floats, as int64/float64."""
+    """Exact values of stored integers (int4 included) or low-precision floats, as int32/int64/float64."""
     arr = np.asarray(arr)
     name = arr.dtype.name
-    if arr.dtype.kind in "iu" or name in ("int4", "uint4", "int2", "uint2"):
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize >= 4:
         return arr.astype(np.int64)
+    if arr.dtype.kind in "iu" or name in ("int4", "uint4", "int2", "uint2"):
+        return arr.astype(np.int32)
     if arr.dtype.kind == "f" or name.startswith(("bfloat16", "float8", "float4")):
         return arr.astype(np.float64)
     raise InputError(f"cannot dequantize values of dtype {arr.dtype}")
@@ -93,7 +96,15 @@ def _out_dtype(scale: np.ndarray) -> np.dtype:
 
 
 def _scaled(diff: np.ndarray, scale: np.ndarray, out: np.dtype) -> np.ndarray:
-    """diff·scale rounded once to `out`: the float64 product of a small integer and a float32 is exact."""
+    """diff·scale rounded once to `out`.
+
+    int32 differences come from types of at most 16 bits (|diff| < 2^17): exact in float32, so
+    float32 multiplication is already the correctly rounded product. Float differences (float8
+    codes, float zero points) and float16/bfloat16 scales go through float64, where the product
+    is exact, and are rounded once to the scale's dtype.
+    """
+    if out == np.float32 and diff.dtype == np.int32:
+        return diff.astype(np.float32) * scale.astype(np.float32)
     return (diff * scale.astype(np.float64)).astype(out)
 
 
@@ -101,22 +112,26 @@ def unpack_bits(packed: np.ndarray, bits: int) -> np.ndarray:
     """Unsigned `bits`-wide values packed along the last axis of a uint8 array, lowest bits first."""
     packed = np.ascontiguousarray(packed, dtype=np.uint8)
     if bits == 8:
-        return packed.astype(np.int64)
+        return packed.astype(np.int32)
     if bits in (1, 2, 4):
         shifts = np.arange(0, 8, bits, dtype=np.uint8)
         vals = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
-        return vals.reshape(packed.shape[:-1] + (-1,)).astype(np.int64)
+        return vals.reshape(packed.shape[:-1] + (-1,)).astype(np.int32)
     if not 1 <= bits <= 8:
         raise InputError(f"cannot unpack {bits}-bit values")
     stream = np.unpackbits(packed, axis=-1, bitorder="little")
     count = stream.shape[-1] // bits
-    stream = stream[..., : count * bits].reshape(packed.shape[:-1] + (count, bits)).astype(np.int64)
-    return stream @ (np.int64(1) << np.arange(bits, dtype=np.int64))
+    stream = stream[..., : count * bits].reshape(packed.shape[:-1] + (count, bits)).astype(np.int32)
+    return stream @ (np.int32(1) << np.arange(bits, dtype=np.int32))
 
 
 def _expand_blocks(param: np.ndarray, axis: int, block: int, length: int) -> np.ndarray:
-    """Repeat per-block parameters `block` times along `axis` and crop to `length` (last block may be short)."""
-    return np.take(np.repeat(param, block, axis=axis), np.arange(length), axis=axis)
+    """Repeat per-block parameters `block` times along `axis` and crop to `length` (last block may be short).
+
+    A block longer than the axis is one block: repeating it `length` times is enough (and keeps
+    a hostile block_size from allocating more than the weight itself).
+    """
+    return np.take(np.repeat(param, min(block, length), axis=axis), np.arange(length), axis=axis)
 
 
 def _broadcast_param(param: np.ndarray, shape: tuple[int, ...], axis: int, block: int, what: str) -> np.ndarray:
@@ -218,7 +233,7 @@ def dequantize_nbits(
         raise InputError(f"MatMulNBits scales hold {scales.size} values, {n}x{blocks} needed")
     s = scales.reshape(n, blocks)
     if zero_points is None or zero_points.size == 0:
-        z = np.full((n, blocks), 1 << (bits - 1), dtype=np.int64)
+        z = np.full((n, blocks), 1 << (bits - 1), dtype=np.int32)
     elif zero_points.dtype == np.uint8:
         z = unpack_bits(zero_points.reshape(n, -1), bits)[:, :blocks]
         if z.shape[1] != blocks:
@@ -298,8 +313,18 @@ def step_dims(dims: tuple[int, ...], step: Transform) -> tuple[int, ...]:
 
 
 def apply_step(arr: np.ndarray, step: Transform, load: Loader) -> np.ndarray:
-    """Apply one quantization step to the array the previous steps produced."""
+    """Apply one quantization step to the array the previous steps produced.
 
+    Shapes come from an untrusted file: numpy's complaints about them become InputError, so a
+    malformed quantized weight is one layer error, never a crash.
+    """
+    try:
+        return _apply_step(arr, step, load)
+    except (ValueError, IndexError) as exc:
+        raise InputError(f"cannot dequantize ({step.op}): {exc}") from None
+
+
+def _apply_step(arr: np.ndarray, step: Transform, load: Loader) -> np.ndarray:
     def param(i: int) -> np.ndarray | None:
         src = step.extra[i] if len(step.extra) > i else None
         return None if src is None else np.asarray(load(src))
@@ -325,6 +350,22 @@ def apply_step(arr: np.ndarray, step: Transform, load: Loader) -> np.ndarray:
         bits, block, axis, _packed, data_type = step.params
         return dequantize_block_gather(arr, param(0), param(1), bits, block, axis, data_type)
     raise ValueError(f"not a quantization step: {step.op}")
+
+
+def value_dtype(source: Source) -> int:
+    """ONNX dtype of the values the op computes with: the last scale's dtype after dequantization.
+
+    The rank-loss threshold needs the precision of the dequantized weights (float32 or float16
+    scales), not that of the stored integers or float8 codes.
+    """
+    for step in reversed(source.transforms):
+        if step.op in STEP_OPS and step.op != "quantize":
+            scale = step.extra[0] if step.extra else None
+            if isinstance(scale, Source) and scale.tensor.is_float and not (step.op == "rescale" and step.params[0] == "sub"):
+                return scale.tensor.data_type
+            if step.op != "rescale":
+                return TensorProto.FLOAT
+    return source.tensor.data_type
 
 
 # ---------------------------------------------------------------------------------------------
@@ -454,11 +495,16 @@ class QuantIndex:
                 if name:
                     self.producers[(scope, name)] = (position, node)
         self.by_name: dict[tuple[str, str], Source] = {(t.scope, t.name): Source(t) for t in walk.tensors.values()}
+        for use in walk.uses:  # weight scales multiplied in after MatMulInteger/ConvInteger are parameters too
+            slot = weight_slot(use, use.node.domain if use.node.domain not in DEFAULT_DOMAINS else "")
+            found = self.downstream_scale(use, None) if slot is not None and slot.scale is None else None
+            if found is not None:
+                self.param_keys.add(found.tensor.key)
 
     def source(self, position: int, slot: int | None) -> Source | None:
         return None if slot is None else self.slots.get(position, {}).get(slot)
 
-    def downstream_scale(self, use: Use, channels: int) -> Source | None:
+    def downstream_scale(self, use: Use, channels: int | None) -> Source | None:
         """The weight scale multiplied into an integer op's output (quantize_dynamic's Cast → Mul)."""
         frontier = [(use.scope, out) for out in use.node.output[:1]]
         candidates: list[Source] = []
@@ -473,7 +519,7 @@ class QuantIndex:
                     frontier.extend((key[0], o) for o in node.output[:1])
                 elif node.op_type == "Mul":
                     candidates.extend(self._mul_factors(key[0], position, node, skip=key[1]))
-        good = [c for c in candidates if c.tensor.is_float and c.tensor.size in (1, channels)]
+        good = [c for c in candidates if c.tensor.is_float and (channels is None or c.tensor.size in (1, channels))]
         unique = {id(c.tensor): c for c in good}
         return next(iter(unique.values())) if len(unique) == 1 else None
 
@@ -576,12 +622,18 @@ def quantized_source(use: Use, spec: _Slot, dims: tuple[int, ...], index: QuantI
             raise InputError("MatMulNBits weights are pre-packed for one backend: layout not portable")
         g_idx = index.source(use.position, 4)
         params = (_required(attrs, "K", op), _required(attrs, "N", op), int(attrs.get("bits", 4)), _required(attrs, "block_size", op))
+        if min(params) <= 0 or params[2] > 8:
+            raise InputError(f"MatMulNBits attributes K={params[0]} N={params[1]} bits={params[2]} block_size={params[3]} are invalid")
         return source.then(Transform("nbits", params, extra=(scale, zero_point, g_idx))), notes
     if op == "MatMulBnb4":
         params = (_required(attrs, "K", op), _required(attrs, "N", op), _required(attrs, "block_size", op), int(attrs.get("quant_type", 1)))
+        if min(params[:3]) <= 0:
+            raise InputError(f"MatMulBnb4 attributes K={params[0]} N={params[1]} block_size={params[2]} are invalid")
         return source.then(Transform("bnb4", params, extra=(scale,))), notes
     if op == "GatherBlockQuantized":
         bits = int(attrs.get("bits", 4))
+        if not 1 <= bits <= 8 or int(attrs.get("block_size", 128)) < 0:
+            raise InputError(f"GatherBlockQuantized bits={bits} block_size={attrs.get('block_size')} are invalid")
         packed = source.tensor.data_type == TensorProto.UINT8 and bits < 8
         params = (bits, int(attrs.get("block_size", 128)), int(attrs.get("quantize_axis", 1)), packed, source.tensor.data_type)
         return source.then(Transform("block_gather", params, extra=(scale, zero_point))), notes

@@ -58,6 +58,8 @@ for _name in ("FLOAT4E2M1",):
 # (sparse tensors are scattered into a dense array of this size; in-file and external data are
 # also checked against the bytes actually present).
 MAX_ELEMENTS = 1 << 32
+# Largest float64 magnitude whose square, summed over a million rows, stays finite.
+FLOAT64_SAFE_MAX = 1e150
 
 
 def dtype_name(data_type: int) -> str:
@@ -139,10 +141,30 @@ class TensorRef:
     def load(self) -> np.ndarray:
         """The tensor's values (a read-only memory map for external data where possible)."""
         if isinstance(self.proto, onnx.SparseTensorProto):
-            return _load_sparse(self.proto, self.dims)
-        if self.is_external:
-            return _load_external(self.proto, self.base_dir, self.dims, self.data_type)
-        return _load_inline(self.proto, self.dims, self.data_type)
+            arr = _load_sparse(self.proto, self.dims)
+        elif self.is_external:
+            arr = _load_external(self.proto, self.base_dir, self.dims, self.data_type)
+        else:
+            arr = _load_inline(self.proto, self.dims, self.data_type)
+        if arr.dtype == np.float64:
+            _check_float64_range(self.name, arr)
+        return arr
+
+
+def _check_float64_range(name: str, arr: np.ndarray) -> None:
+    """Refuse finite float64 values whose squares overflow (|w| > 1e150): the Gram matrix would
+    hold inf and the eigensolver fail. Narrower dtypes cannot get there (float32 max is 3.4e38).
+    NaN and Inf are left to the analysis, which reports them as such. Chunked: no full copy."""
+    flat = arr.reshape(-1)
+    step = 1 << 22
+    for start in range(0, flat.size, step):
+        chunk = flat[start : start + step]
+        peak = float(np.fmax.reduce(np.where(np.isfinite(chunk), np.abs(chunk), 0.0), initial=0.0))
+        if peak > FLOAT64_SAFE_MAX:
+            raise InputError(
+                f"tensor '{name}' holds float64 values up to {peak:.1e} in magnitude: their squares "
+                f"overflow, the spectrum cannot be computed"
+            )
 
 
 def _check_inline_size(proto: TensorProto, dims: tuple[int, ...], data_type: int) -> None:

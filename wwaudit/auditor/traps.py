@@ -49,7 +49,7 @@ def layer_rng(mats: list[np.ndarray], seed: int) -> np.random.Generator:
     h = hashlib.blake2b(digest_size=16)
     for W in mats:
         h.update(repr(W.shape).encode())
-        h.update(memoryview(np.ascontiguousarray(W)).cast("B"))
+        h.update(np.ascontiguousarray(W).reshape(-1).view(np.uint8))  # any dtype, bfloat16 too
     words = np.frombuffer(h.digest(), dtype=np.uint32)
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, words)]))
 

@@ -2,13 +2,16 @@
 
 It reuses the single-model report's machinery rather than copying it: the jinja2 environment of
 formats/html_format.py (autoescaped: names come from vendor files), the data:-only URL fetcher of
-formats/pdf_format.py, and the deterministic matplotlib setup of formats/plots.py (SVG data URIs,
-fixed hash salt). Nothing here computes a metric; the plots draw the audits' eigenvalues and the
+formats/pdf_format.py and the plot constants of formats/plots.py. Its few figure helpers are its
+own (deterministic data: URIs, SVG for HTML, PNG for PDF as the audit report does), since the
+audit report's are private to it. Nothing here computes a metric; the plots draw the audits' eigenvalues and the
 numbers of the result document.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import os
 from typing import Any, Callable
@@ -36,17 +39,54 @@ def change_order(pairs: list[PairResult]) -> list[PairResult]:
     return sorted(pairs, key=key)
 
 
+# Same look as the audit report's plots (formats/plots.py), deterministic output (fixed SVG ids).
+_RC = {
+    "svg.hashsalt": "wwaudit",
+    "svg.fonttype": "path",
+    "font.family": "DejaVu Sans",
+    "font.size": 7.5,
+    "legend.fontsize": 6.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e4e7ed",
+    "grid.linewidth": 0.5,
+}
+PNG_DPI = 200
+
+
+def _figure(width: float, height: float, ncols: int = 1, bottom: float = 0.5) -> tuple[Any, list[Any]]:
+    """A matplotlib Figure with fixed margins (no pyplot, no display; Agg renders the PNG)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height))
+    fig.subplots_adjust(left=0.6 / width, right=1 - 0.1 / width, bottom=bottom / height,
+                        top=1 - 0.25 / height, wspace=0.3)
+    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+
+
+def _uri(fig: Any, image: str) -> str:
+    """The figure as a data: URI, SVG (HTML) or PNG (PDF), without dates or software stamps."""
+    buf = io.BytesIO()
+    if image == "png":
+        fig.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
+    else:
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    mime = "image/png" if image == "png" else "image/svg+xml"
+    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _integer_ticks(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
-def _alpha_plot(pairs: list[PairResult]) -> str | None:
+def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
     """Both models' alpha per matched layer, in base graph order, over the [2, 6] band."""
     import matplotlib
 
-    from wwaudit.formats.plots import _RC, ALPHA_BAND, BAND_COLOUR, _figure, _svg_uri
+    from wwaudit.formats.plots import ALPHA_BAND, BAND_COLOUR
 
     xs = list(range(len(pairs)))
     a = [p.base_metrics.get("alpha") for p in pairs]
@@ -63,14 +103,12 @@ def _alpha_plot(pairs: list[PairResult]) -> str | None:
         ax.set_xlabel("matched layer (base graph order)")
         _integer_ticks(ax)
         ax.legend(loc="upper left", frameon=False, ncols=3)
-        return _svg_uri(fig)
+        return _uri(fig, image)
 
 
-def _change_plot(pairs: list[PairResult]) -> str | None:
+def _change_plot(pairs: list[PairResult], image: str) -> str | None:
     """Relative distance and subspace overlap per matched layer: where the candidate moved."""
     import matplotlib
-
-    from wwaudit.formats.plots import _RC, _figure, _svg_uri
 
     if not pairs:
         return None
@@ -89,14 +127,13 @@ def _change_plot(pairs: list[PairResult]) -> str | None:
         ax_o.set_xlabel("matched layer")
         _integer_ticks(ax_d)
         _integer_ticks(ax_o)
-        return _svg_uri(fig)
+        return _uri(fig, image)
 
 
-def _esd_plot(base_evals: Any, cand_evals: Any) -> str | None:
+def _esd_plot(base_evals: Any, cand_evals: Any, image: str) -> str | None:
     """The two layers' ESDs (eigenvalues of WᵀW) overlaid on log-log axes."""
     import matplotlib
-
-    from wwaudit.formats.plots import _RC, _figure, _log_axes, _svg_uri
+    from matplotlib.ticker import NullLocator
 
     a = np.asarray(base_evals if base_evals is not None else [], dtype=float)
     b = np.asarray(cand_evals if cand_evals is not None else [], dtype=float)
@@ -115,11 +152,11 @@ def _esd_plot(base_evals: Any, cand_evals: Any) -> str | None:
             ax.stairs(np.where(dens > 0, dens, np.nan), bins, color=colour, lw=1.1, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _log_axes(ax)
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("eigenvalue λ of WᵀW")
         ax.set_ylabel("density")
         ax.legend(loc="upper right", frameon=False)
-        return _svg_uri(fig)
+        return _uri(fig, image)
 
 
 def _model(info: Any) -> dict[str, str]:
@@ -142,15 +179,17 @@ def _row(p: PairResult) -> dict[str, str]:
     }
 
 
-def build_document(result: CompareResult, ctx: RenderContext) -> dict[str, Any]:
-    """Everything the compare template shows, as strings, small lists and data-URI images."""
+def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = False) -> dict[str, Any]:
+    """Everything the compare template shows, as strings, small lists and data-URI images
+    (SVG for the HTML report, PNG for the PDF: WeasyPrint places images far faster than it draws SVG)."""
+    image = "png" if for_pdf else "svg"
     ordered = change_order(result.pairs)
     base_layers = {layer.id: layer for layer in result.base.layers}
     cand_layers = {layer.id: layer for layer in result.candidate.layers}
     esds = []
     changed = [p for p in ordered if p.status == "ok" and (p.relative_distance or 0) > 0]
     for p in changed[:ESD_LAYERS]:
-        uri = _esd_plot(base_layers[p.base_id].evals, cand_layers[p.candidate_id].evals)
+        uri = _esd_plot(base_layers[p.base_id].evals, cand_layers[p.candidate_id].evals, image)
         if uri:
             esds.append({"title": p.candidate if p.candidate == p.base else f"{p.base} → {p.candidate}",
                          "distance": fmt(p.relative_distance), "overlap": fmt(p.subspace_overlap), "uri": uri})
@@ -172,8 +211,8 @@ def build_document(result: CompareResult, ctx: RenderContext) -> dict[str, Any]:
         "more_pairs": max(0, len(ordered) - LARGEST_CHANGES),
         "unmatched_base": result.unmatched_base,
         "unmatched_candidate": result.unmatched_candidate,
-        "alpha_plot": _alpha_plot(result.pairs),
-        "change_plot": _change_plot(result.pairs),
+        "alpha_plot": _alpha_plot(result.pairs, image),
+        "change_plot": _change_plot(result.pairs, image),
         "esds": esds,
         "options": sorted((k, str(v)) for k, v in result.options.items()),
         "command": ctx.command,
@@ -186,7 +225,7 @@ def render_html(result: CompareResult, ctx: RenderContext, for_pdf: bool = False
     """The comparison report as an HTML string (the PDF renderer prints this same document)."""
     from wwaudit.formats.html_format import _environment
 
-    doc = build_document(result, ctx)
+    doc = build_document(result, ctx, for_pdf=for_pdf)
     return _environment().get_template("compare.html.j2").render(doc=doc, for_pdf=for_pdf)
 
 

@@ -124,9 +124,10 @@ def _special(path: str) -> bool:
     """An existing target that is not a regular file: renaming over it would replace a device
     node such as /dev/null with a plain file, so it is written in place instead."""
     try:
-        return not stat.S_ISREG(os.stat(path).st_mode) and not stat.S_ISDIR(os.stat(path).st_mode)
+        mode = os.stat(path).st_mode
     except OSError:
         return False
+    return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
 
 
 def write_atomic(path: str, data: bytes) -> None:

@@ -45,6 +45,12 @@ DETAIL_METRICS = (
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
+# Relative column widths of the layer table (the PDF lays it out with fixed widths: fast and stable).
+_COLUMN_WEIGHTS = {"id": 4.2, "name": 15, "op": 7, "shape": 9, "quantization": 10, "status": 6.3,
+                   "stable_rank": 6.3, "rank_loss": 4.6, "num_spikes": 4.8, "num_traps": 4.6, "phase": 7.5,
+                   "findings": 7.5}
+_METRIC_WEIGHT = 5.8
+
 
 def fmt(value: Any, digits: int = 3) -> str:
     """Numbers as a reviewer reads them; '–' for not applicable."""
@@ -113,7 +119,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
 
     has_quant = any(layer.quantization for layer in result.layers)
     has_phase = any(layer.metric("phase") is not None for layer in result.layers)
-    columns = [("id", "#", True), ("name", "layer", False), ("op", "op", False), ("shape", "N×M×slices", False)]
+    columns = [("id", "#", True), ("name", "layer", False), ("op", "op", False), ("shape", "shape", False)]
     if has_quant:
         columns.append(("quantization", "quantization", False))
     columns.append(("status", "status", False))
@@ -154,9 +160,9 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
                     key=str(layer.id), evals=np.asarray(layer.evals),
                     random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
                     metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
-                    text_as_paths=not for_pdf))
+                    fmt="png" if for_pdf else "svg"))
 
-    model_plots, layer_plots = plots.render_all(points, jobs, text_as_paths=not for_pdf)
+    model_plots, layer_plots = plots.render_all(points, jobs, fmt="png" if for_pdf else "svg")
     details = []
     for layer in result.layers:
         found = by_layer.get(layer.id, [])
@@ -188,7 +194,8 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "verdict_reasons": result.verdict_reasons,
         "summary": _key_metrics(result),
         "counts": {sev: sum(1 for f in result.findings if f.severity == sev) for sev in ("error", "warning", "info")},
-        "columns": [(key, label, numeric, _tooltip(key)) for key, label, numeric in columns],
+        "columns": [(key, label, numeric, _tooltip(key), width) for (key, label, numeric), width
+                    in zip(columns, _column_widths([key for key, _label, _numeric in columns]))],
         "layers": rows,
         "layer_map": [{"id": r["id"], "anchor": r["anchor"], "cls": r["cls"], "name": r["name"]} for r in rows],
         "legend": [(cls, text) for cls, text in (
@@ -218,7 +225,15 @@ def _option_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
 
 
+def _column_widths(keys: list[str]) -> list[str]:
+    weights = [_COLUMN_WEIGHTS.get(key, _METRIC_WEIGHT) for key in keys]
+    total = sum(weights)
+    return [f"{100 * w / total:.2f}%" for w in weights]
+
+
 def _tooltip(key: str) -> str:
+    if key == "shape":
+        return "N×M, ×slices for conv kernels and stacked matrices"
     for k, _label, tip in METRIC_TABLE:
         if k == key:
             return tip

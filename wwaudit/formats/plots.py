@@ -39,6 +39,7 @@ BAND_COLOUR = "#d8eed9"
 
 _RC = {
     "svg.hashsalt": "wwaudit",  # stable element ids: same audit, same bytes
+    "svg.fonttype": "path",  # glyphs as paths: the HTML reader's browser may lack DejaVu Sans
     "font.family": "DejaVu Sans",
     "font.size": 7.5,
     "axes.titlesize": 8,
@@ -53,6 +54,9 @@ _RC = {
     "grid.linewidth": 0.5,
     "path.simplify": True,
 }
+
+PLOT_FORMATS = ("svg", "png")
+PNG_DPI = 160
 
 # Below this many plots, starting worker processes costs more than it saves.
 _PARALLEL_MIN = 8
@@ -78,17 +82,16 @@ class LayerPlotJob:
     evals: np.ndarray
     random_evals: np.ndarray | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
-    text_as_paths: bool = True
+    fmt: str = "svg"
 
 
-def _rc(text_as_paths: bool) -> dict[str, Any]:
-    """Glyphs as paths for the HTML report (browsers may lack DejaVu Sans); real text for the PDF,
-    where the font is embedded and WeasyPrint draws text about twice as fast as glyph paths."""
-    return {**_RC, "svg.fonttype": "path" if text_as_paths else "none"}
-
-
-def _svg_uri(fig: Any) -> str:
+def _uri(fig: Any, fmt: str) -> str:
+    """The figure as a data: URI: SVG for the HTML report; PNG at print resolution for the PDF,
+    where WeasyPrint draws an SVG plot about a hundred times slower than it places an image."""
     buf = io.BytesIO()
+    if fmt == "png":
+        fig.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     fig.savefig(buf, format="svg", metadata={"Date": None})
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -133,23 +136,23 @@ def _finite(value: Any) -> float | None:
     return value if np.isfinite(value) else None
 
 
-def _depth_ticks(ax: Any, points: Sequence[DepthPoint]) -> None:
-    """Label at most ~25 layers along depth so labels never overlap, whatever the depth."""
-    step = max(1, int(np.ceil(len(points) / 25)))
+def _depth_ticks(ax: Any, points: Sequence[DepthPoint], most: int = 25) -> None:
+    """Label at most `most` layers along depth so labels never overlap, whatever the depth."""
+    step = max(1, int(np.ceil(len(points) / most)))
     shown = points[::step]
     ax.set_xticks([p.position for p in shown])
     ax.set_xticklabels([p.label for p in shown], rotation=90 if len(shown) > 12 else 0)
     ax.set_xlim(-0.8, max(p.position for p in points) + 0.8)
 
 
-def alpha_depth_plot(points: Sequence[DepthPoint], text_as_paths: bool = True) -> str | None:
+def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
     """Alpha per layer along depth, with the [2, 6] band; None when no layer has an alpha."""
     import matplotlib
 
     fitted = [p for p in points if _finite(p.alpha) is not None]
     if not fitted:
         return None
-    with matplotlib.rc_context(_rc(text_as_paths)):
+    with matplotlib.rc_context(_RC):
         fig, (ax,) = _figure(7.0, 2.5, bottom=0.62)
         alphas = np.array([p.alpha for p in fitted], dtype=float)
         top = float(min(max(8.0, alphas.max() * 1.1), 20.0))
@@ -171,17 +174,17 @@ def alpha_depth_plot(points: Sequence[DepthPoint], text_as_paths: bool = True) -
         ax.set_xlabel("layer (#, depth order)")
         _depth_ticks(ax, points)
         ax.legend(loc="upper left", frameon=False)
-        return _svg_uri(fig)
+        return _uri(fig, fmt)
 
 
-def alpha_histogram_plot(points: Sequence[DepthPoint], text_as_paths: bool = True) -> str | None:
+def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
     """Distribution of alpha over layers, with the [2, 6] band; None when no layer has an alpha."""
     import matplotlib
 
     alphas = np.array([p.alpha for p in points if _finite(p.alpha) is not None], dtype=float)
     if alphas.size == 0:
         return None
-    with matplotlib.rc_context(_rc(text_as_paths)):
+    with matplotlib.rc_context(_RC):
         fig, (ax,) = _figure(3.4, 2.4, bottom=0.45)
         top = float(min(max(8.0, alphas.max() * 1.05), 20.0))
         ax.axvspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)
@@ -190,25 +193,26 @@ def alpha_histogram_plot(points: Sequence[DepthPoint], text_as_paths: bool = Tru
         ax.set_xlabel("alpha" + (" (clipped at %g)" % top if alphas.max() > top else ""))
         ax.set_ylabel("layers")
         ax.yaxis.get_major_locator().set_params(integer=True)
-        return _svg_uri(fig)
+        return _uri(fig, fmt)
 
 
-def spectral_norm_plot(points: Sequence[DepthPoint], text_as_paths: bool = True) -> str | None:
+def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
     """log10 of the largest eigenvalue per layer along depth; None when no layer has one."""
     import matplotlib
 
     shown = [p for p in points if _finite(p.log_spectral_norm) is not None]
     if not shown:
         return None
-    with matplotlib.rc_context(_rc(text_as_paths)):
+    with matplotlib.rc_context(_RC):
         fig, (ax,) = _figure(3.4, 2.4, bottom=0.62)
-        ax.bar([p.position for p in shown], [p.log_spectral_norm for p in shown],
-               color=[STATUS_COLOURS[p.status] for p in shown], width=0.8)
+        # one line collection, not one rectangle per layer: a 1,000-layer model stays quick to draw
+        ax.vlines([p.position for p in shown], 0, [p.log_spectral_norm for p in shown],
+                  colors=[STATUS_COLOURS[p.status] for p in shown], lw=float(np.clip(160 / len(points), 0.6, 9)))
+        ax.axhline(0, color="#5a6272", lw=0.6)
         ax.set_ylabel("log10 λmax")
         ax.set_xlabel("layer (#)")
-        _depth_ticks(ax, points)
-        ax.tick_params(axis="x", labelsize=6)
-        return _svg_uri(fig)
+        _depth_ticks(ax, points, most=12)
+        return _uri(fig, fmt)
 
 
 def _positive(values: Any) -> np.ndarray:
@@ -227,24 +231,24 @@ def layer_plot(job: LayerPlotJob) -> str | None:
         return None
     rand = _positive(job.random_evals) if job.random_evals is not None else np.empty(0)
     m = job.metrics
-    with _LAYER_LOCK, matplotlib.rc_context(_rc(job.text_as_paths)):
-        fig, ax_log, ax_lin = _layer_figure(job.text_as_paths)
+    with _LAYER_LOCK, matplotlib.rc_context(_RC):
+        fig, ax_log, ax_lin = _layer_figure()
         _esd_loglog(ax_log, evals, rand, m)
         _esd_mp(ax_lin, evals, rand, m)
-        return _svg_uri(fig)
+        return _uri(fig, job.fmt)
 
 
-# One reusable figure per process and text mode: axes, titles and tick objects are built once and
-# only the data artists change, which saves about half of a plot's drawing time.
-_LAYER_FIGURES: dict[bool, tuple[Any, Any, Any]] = {}
+# One reusable figure per process: axes, titles and tick objects are built once and only the data
+# artists change, which saves about half of a plot's drawing time.
+_LAYER_FIGURES: list[tuple[Any, Any, Any]] = []
 _LAYER_LOCK = threading.Lock()
 
 
-def _layer_figure(text_as_paths: bool) -> tuple[Any, Any, Any]:
+def _layer_figure() -> tuple[Any, Any, Any]:
     from matplotlib.ticker import MaxNLocator
 
-    cached = _LAYER_FIGURES.get(text_as_paths)
-    if cached is not None:
+    if _LAYER_FIGURES:
+        cached = _LAYER_FIGURES[0]
         for ax in cached[1:]:
             for artist in [*ax.lines, *ax.patches, *ax.collections, *ax.texts]:
                 artist.remove()
@@ -265,7 +269,7 @@ def _layer_figure(text_as_paths: bool) -> tuple[Any, Any, Any]:
         box = ax.get_position()
         # figure text, not ax.set_title: titles re-measure every tick label on each draw
         fig.text((box.x0 + box.x1) / 2, box.y1 + 0.03, title, ha="center", va="bottom", fontsize=8)
-    _LAYER_FIGURES[text_as_paths] = (fig, ax_log, ax_lin)
+    _LAYER_FIGURES.append((fig, ax_log, ax_lin))
     return fig, ax_log, ax_lin
 
 
@@ -347,8 +351,8 @@ def _esd_mp(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> 
     legend._legend_box.align = "right"
 
 
-def _model_task(name: str, points: Sequence[DepthPoint], text_as_paths: bool) -> str | None:
-    return _MODEL_PLOTS[name](points, text_as_paths)
+def _model_task(name: str, points: Sequence[DepthPoint], fmt: str) -> str | None:
+    return _MODEL_PLOTS[name](points, fmt)
 
 
 _MODEL_PLOTS = {
@@ -358,7 +362,7 @@ _MODEL_PLOTS = {
 }
 
 
-def render_all(points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], text_as_paths: bool = True,
+def render_all(points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], fmt: str = "svg",
                workers: int | None = None) -> tuple[dict[str, str | None], dict[str, str | None]]:
     """Model-level plots by name and layer plots by job key, drawn in parallel when worth it.
 
@@ -369,13 +373,13 @@ def render_all(points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], text_
         workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
     total = len(_MODEL_PLOTS) + len(jobs)
     if workers <= 1 or total < _PARALLEL_MIN or not _fork_available():
-        model = {name: fn(points, text_as_paths) for name, fn in _MODEL_PLOTS.items()}
+        model = {name: fn(points, fmt) for name, fn in _MODEL_PLOTS.items()}
         return model, {job.key: layer_plot(job) for job in jobs}
     import multiprocessing
 
     _preload()  # children inherit the imported modules instead of importing them once each
     with ProcessPoolExecutor(max_workers=min(workers, total), mp_context=multiprocessing.get_context("fork")) as pool:
-        model_futures = {name: pool.submit(_model_task, name, points, text_as_paths) for name in _MODEL_PLOTS}
+        model_futures = {name: pool.submit(_model_task, name, points, fmt) for name in _MODEL_PLOTS}
         chunk = max(1, len(jobs) // (workers * 4))
         layer_uris = list(pool.map(layer_plot, jobs, chunksize=chunk))
         model = {name: fut.result() for name, fut in model_futures.items()}
