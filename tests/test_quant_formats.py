@@ -259,6 +259,16 @@ def test_cast_sub_mul_weight_only_quantization(tmp_path):
         "z": "quantization parameter (float) of Sub", "s": "quantization parameter (float) of Mul"}
 
 
+def test_cast_sub_without_scale_is_said(tmp_path):
+    """A Sub in uint8 (before the Cast) wraps around, exactly as onnxruntime computes it."""
+    consts = {"q": np.arange(24 * 16, dtype=np.int64).reshape(24, 16).astype(np.uint8), "z": np.array(100, np.uint8)}
+    nodes = [helper.make_node("Sub", ["q", "z"], ["qc"]), helper.make_node("Cast", ["qc"], ["w"], to=TensorProto.FLOAT),
+             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    (spec,) = analysed(_plan(tmp_path, nodes, consts, {"x": (TensorProto.FLOAT, [1, 24])}))
+    np.testing.assert_array_equal(spec.matrices()[0], run_one_node(nodes[:2], {}, consts, {"": 21}).T.astype(np.float64))
+    assert quant.describe(spec.source) == "uint8 Cast → Sub, no scale in the graph: centred integers analysed"
+
+
 def test_qattention_and_dynamic_quantize_matmul(tmp_path):
     rng = np.random.default_rng(6)
     hidden = 16

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnx
 import pytest
 import torch
 from torch import nn

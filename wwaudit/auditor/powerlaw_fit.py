@@ -160,7 +160,7 @@ def min_ks_candidate(data: np.ndarray, alphas: np.ndarray) -> tuple[int, float]:
     rows = np.flatnonzero(np.isfinite(alphas) & (alphas > 1.0))
     if rows.size == 0:
         return 0, 1.0
-    for stride in (64, 16):
+    for stride in (64, 16, 4):
         if rows.size * (data.size // stride + 2) > 4 * _BLOCK_ELEMENTS or data.size < 4 * stride:
             continue
         lower, upper = _ks_bounds(logs, alphas, rows, stride)

@@ -182,7 +182,10 @@ def rescale(x: np.ndarray, const: np.ndarray, op: str) -> np.ndarray:
     if const.ndim > x.ndim or any(c not in (1, d) for c, d in zip(const.shape[::-1], x.shape[::-1])):
         raise InputError(f"{op} constant of shape {list(const.shape)} does not broadcast to the weight {list(x.shape)}")
     if op == "sub":
-        return _values(x) - _values(const)
+        diff = _values(x) - _values(const)
+        # ONNX Sub needs equal input types: an integer constant means the Sub runs before the Cast,
+        # in that integer type, where the difference wraps around as onnxruntime computes it.
+        return _values(diff.astype(const.dtype)) if const.dtype.kind in "iu" else diff
     return _scaled(_values(x), const, _out_dtype(const))
 
 
@@ -407,6 +410,8 @@ def describe(source: Source) -> str | None:
             granularity = "per-tensor" if t.extra[0].tensor.size <= 1 else f"per-channel (scale {dims})"
             centred = any(s.op == "rescale" and s.params[0] == "sub" for s in steps)
             parts.append(f"{dtype} {granularity} Cast" + (" → Sub" if centred else "") + " → Mul")
+        elif t.op == "rescale" and not any(s.op == "rescale" and s.params[0] == "mul" for s in steps):
+            parts.append(f"{dtype} Cast → Sub, no scale in the graph: centred integers analysed")
         elif t.op == "nbits":
             k, n, bits, block = t.params
             extras = []

@@ -12,7 +12,10 @@ Gram error, so slices with singular values near it are recomputed with an SVD.
 BLAS speed) and solves it in float64: eigenvalue errors are then about eps32·λ_max, harmless for
 the power-law tail (α agrees to ~1e-7 on the benchmark matrices) but not for counting tiny
 singular values, so any slice with an eigenvalue within that error of zero or of a rank threshold
-is recomputed in float64 and rank metrics are identical in both precisions.
+is recomputed in float64 and rank metrics are identical in both precisions. Measured on the
+BERT-large benchmark, square weights nearly always have such eigenvalues (their spectrum reaches
+down to 0), so float32 is used only for matrices at least FLOAT32_MIN_ASPECT times taller than
+wide (FFN projections, embeddings), where the Gram step dominates and float32 pays.
 
 Device. "cpu" uses numpy/LAPACK; "cuda" (and "torch-cpu", torch's own CPU kernels, used to test
 that code path without a GPU) form the Gram matrix and solve it with torch. Only eigenvalues come
@@ -35,6 +38,8 @@ from wwaudit.errors import UsageError
 GRAM_CHUNK_ELEMENTS = 1 << 22
 
 PRECISIONS = ("float64", "float32")
+# --precision float32 applies to matrices at least this much taller than wide (see below).
+FLOAT32_MIN_ASPECT = 2
 DEVICES = ("cpu", "cuda", "torch-cpu")  # torch-cpu: the torch code path on the CPU (tests, no GPU)
 
 # eigenvalues below this count as weak rank loss (reference default); spectra must decide it exactly
@@ -162,8 +167,11 @@ def singular_values_squared(W: np.ndarray, eps: float, backend: Backend | None =
     """
     backend = backend or Backend()
     N, M = max(W.shape), min(W.shape)
-    evals = _gram_eigvals(W, backend.precision, backend.device)
-    if backend.precision == "float32" and evals.size:
+    # float32 only where it can stand: square-ish weights have singular values near 0 (the
+    # Marchenko-Pastur lower edge (1 - sqrt(M/N))^2 vanishes) and would be recomputed anyway.
+    precision = backend.precision if N >= FLOAT32_MIN_ASPECT * M else "float64"
+    evals = _gram_eigvals(W, precision, backend.device)
+    if precision == "float32" and evals.size:
         rank_tol = evals[-1] * (N * eps) ** 2
         if _float32_ambiguous(evals, M, (rank_tol, WEAK_RANK_TOLERANCE)):
             evals = _gram_eigvals(W, "float64", backend.device)

@@ -22,7 +22,7 @@ from wwaudit.compare.result import CAVEAT, CompareResult, PairResult
 from wwaudit.compare.rules import OVERLAP_MIN, RULES
 from wwaudit.errors import OutputError, UsageError
 from wwaudit.formats import RenderContext
-from wwaudit.formats.document import fmt, human_bytes
+from wwaudit.formats.document import _embedded_fonts, fmt, human_bytes
 
 LARGEST_CHANGES = 20  # rows of the "largest changes" table
 ESD_LAYERS = 4  # layers whose overlaid ESDs are drawn
@@ -214,6 +214,7 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
         "alpha_plot": _alpha_plot(result.pairs, image),
         "change_plot": _change_plot(result.pairs, image),
         "esds": esds,
+        "font_css": _embedded_fonts() if for_pdf else "",
         "options": sorted((k, str(v)) for k, v in result.options.items()),
         "command": ctx.command,
         "generated": ctx.generated,

@@ -46,8 +46,8 @@ DETAIL_METRICS = (
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 # Relative column widths of the layer table (the PDF lays it out with fixed widths: fast and stable).
-_COLUMN_WEIGHTS = {"id": 4.2, "name": 15, "op": 7, "shape": 9, "quantization": 10, "status": 6.3,
-                   "stable_rank": 6.3, "rank_loss": 4.6, "num_spikes": 4.8, "num_traps": 4.6, "phase": 7.5,
+_COLUMN_WEIGHTS = {"id": 4.2, "name": 13.5, "log_norm": 6.3, "op": 7, "shape": 9, "quantization": 10, "status": 6.3,
+                   "stable_rank": 6.3, "rank_loss": 4.6, "num_spikes": 5.4, "num_traps": 5.0, "phase": 7.5,
                    "findings": 7.5}
 _METRIC_WEIGHT = 5.8
 

@@ -58,6 +58,9 @@ _RC = {
 PLOT_FORMATS = ("svg", "png")
 PNG_DPI = 160
 
+# A light box keeps legend text readable where it overlaps the histogram.
+_LEGEND = {"frameon": True, "framealpha": 0.85, "edgecolor": "none", "facecolor": "white", "borderpad": 0.3}
+
 # Below this many plots, starting worker processes costs more than it saves.
 _PARALLEL_MIN = 8
 
@@ -296,7 +299,7 @@ def _esd_loglog(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any])
     if positive.size:
         ax.set_ylim(positive.min() / 3, positive.max() * 3)
     ax.set_xlim(bins[0], bins[-1])
-    ax.legend(loc="upper right", frameon=False)
+    ax.legend(loc="upper right", **_LEGEND)
 
 
 def _mp_edges(m: dict[str, Any]) -> tuple[float, float] | None:
@@ -347,7 +350,7 @@ def _esd_mp(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> 
         note.append(f"spikes: {spikes}")
     if beyond:
         note.append(f"{beyond} beyond the axis (λmax {evals.max():.3g})")
-    legend = ax.legend(loc="upper right", frameon=False, title="\n".join(note) or None, title_fontsize=6.5)
+    legend = ax.legend(loc="upper right", **_LEGEND, title="\n".join(note) or None, title_fontsize=6.5)
     legend._legend_box.align = "right"
 
 

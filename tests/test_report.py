@@ -1,0 +1,260 @@
+"""The audit report: one document model rendered as self-contained HTML and as a paged PDF.
+
+A small real ONNX model (dense, conv, dead and hostile-named layers) is audited once; the tests
+check what a reviewer relies on: every layer shown, the verdict and its evidence, plots present,
+untrusted names escaped, nothing fetched from outside, stable PDF bytes, no partial file on failure.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from wwaudit.auditor.core import audit
+from wwaudit.auditor.results import AuditResult
+from wwaudit.cli import main
+from wwaudit.formats import RenderContext, html_format, pdf_format, plots
+from wwaudit.formats.document import build_document
+
+HOSTILE = '<script>alert("x")</script><img src="http://evil.example/p.png">'
+
+
+def _heavy_tailed(rng: np.random.Generator, n: int, m: int) -> np.ndarray:
+    """Noise plus a few strong directions: a spectrum with a tail, like a trained layer."""
+    w = rng.standard_normal((n, m)) / np.sqrt(n)
+    u, v = rng.standard_normal((n, 4)), rng.standard_normal((4, m))
+    return (w + 3 * (u @ v) / np.sqrt(n * m)).astype(np.float32)
+
+
+def _model(path: Path) -> Path:
+    rng = np.random.default_rng(1)
+    conv = rng.standard_normal((16, 8, 3, 3)).astype(np.float32) / 8
+    inits = [
+        numpy_helper.from_array(conv, "conv.weight"),
+        numpy_helper.from_array(_heavy_tailed(rng, 144, 64), "fc1.weight"),
+        numpy_helper.from_array(_heavy_tailed(rng, 64, 48), "w_hostile"),
+        numpy_helper.from_array(np.zeros((48, 32), np.float32), "dead.weight"),
+        numpy_helper.from_array(rng.standard_normal(32).astype(np.float32), "dead.bias"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "conv.weight"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Reshape", ["c", "shape"], ["flat"], name="flatten"),
+        helper.make_node("Gemm", ["flat", "fc1.weight"], ["h1"], name="fc1"),
+        helper.make_node("MatMul", ["h1", "w_hostile"], ["h2"], name=HOSTILE),
+        helper.make_node("MatMul", ["h2", "dead.weight"], ["h3"], name="dead"),
+        helper.make_node("Add", ["h3", "dead.bias"], ["y"], name="bias"),
+    ]
+    inits.append(numpy_helper.from_array(np.array([1, 144], np.int64), "shape"))
+    graph = helper.make_graph(nodes, "report_test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 3, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="report-test")
+    onnx.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _model(tmp_path_factory.mktemp("report") / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def result(model_path: Path) -> AuditResult:
+    return audit(str(model_path))
+
+
+@pytest.fixture(scope="module")
+def html(result: AuditResult) -> str:
+    return html_format.render(result, RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC")).decode()
+
+
+@pytest.fixture(scope="module")
+def pdf_bytes(result: AuditResult) -> bytes:
+    return pdf_format.render(result, RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC"))
+
+
+class _Collector(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def _parse(text: str) -> _Collector:
+    parser = _Collector()
+    parser.feed(text)
+    parser.close()
+    return parser
+
+
+def test_fixture_model_has_the_cases_the_report_must_show(result: AuditResult) -> None:
+    statuses = {layer.name: layer.status for layer in result.layers}
+    assert statuses["conv"] == "ok" and statuses["fc1"] == "ok"
+    assert statuses[HOSTILE] == "ok"
+    assert statuses["dead"] == "error"
+    assert "skipped" in statuses.values()
+    assert result.verdict == "fail"
+
+
+def test_html_shows_every_layer_verdict_and_findings(result: AuditResult, html: str) -> None:
+    parsed = _parse(html)
+    text = " ".join(parsed.text)
+    assert "FAIL" in text
+    rows = [attrs for tag, attrs in parsed.tags if tag == "tr" and (attrs.get("id") or "").startswith("layer-")]
+    assert [r["id"] for r in rows] == [f"layer-{layer.id}" for layer in result.layers]
+    for layer in result.layers:
+        assert layer.name in text  # parsed text: hostile names come back as their literal characters
+    for finding in result.findings:
+        assert finding.rule in text
+    assert "Why it matters." in text and "What to do." in text
+
+
+def test_html_is_self_contained_and_escapes_untrusted_names(html: str) -> None:
+    parsed = _parse(html)
+    assert [tag for tag, _ in parsed.tags].count("script") == 1  # only the sort/filter enhancement
+    for tag, attrs in parsed.tags:
+        for key in ("src", "href", "action", "poster", "data"):
+            value = attrs.get(key)
+            if value is not None:
+                assert value.startswith(("data:", "#")), (tag, key, value[:80])
+    # the only URL text is the hostile layer name itself, shown escaped as text
+    from markupsafe import escape
+
+    assert not re.search(r"(?i)(?:https?|ftp|file)://", html.replace(str(escape(HOSTILE)), ""))
+    assert not re.search(r"url\((?!data:)", html)
+    assert "<script>alert" not in html
+    assert "&lt;script&gt;alert" in html
+
+
+def test_html_has_model_plots_and_a_plot_for_each_layer_with_a_finding(result: AuditResult, html: str) -> None:
+    images = [attrs["src"] for tag, attrs in _parse(html).tags if tag == "img"]
+    assert all(src.startswith("data:image/svg+xml;base64,") for src in images)
+    flagged = {f.layer_id for f in result.findings if f.layer_id is not None}
+    with_evals = [layer for layer in result.layers if layer.id in flagged and layer.evals is not None]
+    has_alpha = any(layer.metric("alpha") is not None for layer in result.layers)
+    expected = len(with_evals) + 1 + (2 if has_alpha else 0)  # spectral norm always, alpha plots when fitted
+    assert len(images) == expected
+
+
+def test_plots_option_selects_the_layers_that_get_plots(result: AuditResult) -> None:
+    analysed = [layer for layer in result.layers if layer.evals is not None]
+    doc_all = build_document(result, RenderContext(plots="all"))
+    doc_none = build_document(result, RenderContext(plots="none"))
+    assert sorted(d["id"] for d in doc_all["details"] if d["plot"]) == sorted(layer.id for layer in analysed)
+    assert doc_none["details"] == []
+    with pytest.raises(ValueError):
+        build_document(result, RenderContext(plots="some"))
+
+
+def test_missing_spectral_metrics_are_shown_as_not_applicable(result: AuditResult) -> None:
+    bare = copy.deepcopy(result)
+    for layer in bare.layers:
+        layer.metrics = {k: v for k, v in layer.metrics.items() if k in ("num_evals", "log_norm", "log_spectral_norm")}
+        layer.random_evals = None
+    doc = build_document(bare, RenderContext(plots="all"))
+    assert doc["model_plots"]["alpha_depth"] is None and doc["model_plots"]["alpha_hist"] is None
+    assert doc["model_plots"]["spectral_norm"] is not None
+    alpha_cells = [cell[1] for row in doc["layers"] for cell in row["cells"] if cell[0] == "alpha"]
+    assert set(alpha_cells) == {"–"}
+    assert all(d["plot"] for d in doc["details"] if d["status"] == "ok")
+
+
+def test_layer_plot_draws_fit_and_mp_bulk_from_the_metrics() -> None:
+    rng = np.random.default_rng(0)
+    evals = np.sort(np.concatenate([rng.uniform(0.5, 4.0, 200), [20.0, 35.0, 60.0]]))
+    job = plots.LayerPlotJob("7", evals, evals * 0.9, {"alpha": 2.5, "xmin": 3.0, "bulk_min": 0.5,
+                                                        "bulk_max": 4.0, "sigma_mp": 1.0, "num_spikes": 3})
+    svg = plots.layer_plot(job)
+    assert svg is not None and svg.startswith("data:image/svg+xml;base64,")
+    import base64
+
+    text = base64.b64decode(svg.split(",", 1)[1]).decode()
+    assert text.count("<path") > 20
+    assert plots.layer_plot(job) == svg  # deterministic: same input, same bytes
+    empty = plots.LayerPlotJob("8", np.zeros(5))
+    assert plots.layer_plot(empty) is None
+
+
+def test_document_adds_quantization_and_phase_columns_only_when_present(result: AuditResult) -> None:
+    keys = [c[0] for c in build_document(result, RenderContext(plots="none"))["columns"]]
+    marked = copy.deepcopy(result)
+    marked.layers[1].quantization = "int8 per-channel (axis 0) QDQ"
+    marked.layers[1].metrics["phase"] = "heavy-tailed"
+    doc = build_document(marked, RenderContext(plots="none"))
+    marked_keys = [c[0] for c in doc["columns"]]
+    assert "quantization" not in keys and "quantization" in marked_keys
+    assert "phase" in marked_keys
+    row = doc["layers"][1]
+    assert ("quantization", "int8 per-channel (axis 0) QDQ") in [(c[0], c[1]) for c in row["cells"]]
+
+
+def test_pdf_has_pages_text_images_and_embedded_font(result: AuditResult, pdf_bytes: bytes) -> None:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(pdf_bytes))
+    assert len(reader.pages) >= 3
+    text = "\n".join(page.extract_text() for page in reader.pages)
+    assert "FAIL" in text
+    for name in ("conv", "fc1", "dead"):
+        assert name in text
+    assert "page 1 of" in text  # page numbers
+    assert result.model.sha256[:16] in text  # running header carries the hash
+    images = sum(len(page.images) for page in reader.pages)
+    assert images >= 2
+    fonts = set()
+    for page in reader.pages:
+        for font in (page["/Resources"].get("/Font") or {}).values():
+            descriptor = font.get_object().get("/FontDescriptor")
+            if descriptor is None and "/DescendantFonts" in font.get_object():
+                descriptor = font.get_object()["/DescendantFonts"][0].get_object().get("/FontDescriptor")
+            if descriptor is not None and "/FontFile2" in descriptor.get_object():
+                fonts.add(str(font.get_object().get("/BaseFont")))
+    assert any("DejaVu" in f for f in fonts)
+    width, height = float(reader.pages[0].mediabox.width), float(reader.pages[0].mediabox.height)
+    assert abs(width - 595.3) < 1 and abs(height - 841.9) < 1  # A4 by default
+
+
+def test_pdf_letter_is_byte_identical_for_the_same_audit(result: AuditResult) -> None:
+    from pypdf import PdfReader
+
+    ctx = RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC", page_size="Letter", plots="none")
+    first = pdf_format.render(result, ctx)
+    assert pdf_format.render(result, ctx) == first
+    page = PdfReader(io.BytesIO(first)).pages[0]
+    assert (round(float(page.mediabox.width)), round(float(page.mediabox.height))) == (612, 792)
+
+
+def test_cli_writes_report_with_plots_option(model_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "audit.html"
+    assert main([str(model_path), "--report", str(out), "--plots", "all", "--quiet"]) == 1  # dead layer: fail
+    images = [a for tag, a in _parse(out.read_text()).tags if tag == "img"]
+    analysed = 3  # conv, fc1, hostile-named MatMul
+    assert len(images) >= analysed + 1
+    assert main([str(model_path), "--report", str(out), "--plots", "some", "--quiet"]) == 2
+
+
+def test_rendering_failure_leaves_no_partial_file(model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(*_args: object) -> str:
+        raise RuntimeError("plot backend exploded")
+
+    monkeypatch.setitem(plots._MODEL_PLOTS, "spectral_norm", broken)
+    monkeypatch.setattr(plots, "_PARALLEL_MIN", 10**9)
+    out = tmp_path / "audit.pdf"
+    code = main([str(model_path), "--report", str(out), "--quiet"])
+    assert code == 2
+    assert "plot backend exploded" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
