@@ -45,7 +45,7 @@ def main() -> None:
     from weightwatcher.WW_powerlaw import WWFit
 
     rng = np.random.default_rng(0)
-    print("| n | wwaudit | WWFit (reference) | powerlaw.Fit | WWFit / wwaudit | powerlaw.Fit / wwaudit | same alpha |")
+    print("| n | wwaudit | WWFit (reference) | powerlaw.Fit | WWFit / wwaudit | powerlaw.Fit / wwaudit | alpha equal to WWFit |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for n in args.sizes:
         x = esd(rng, n)

@@ -11,7 +11,6 @@ protobuf. Examples are derandomised so CI runs are reproducible.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -81,9 +80,10 @@ NASTY_LOCATIONS = ["weights.bin", "../outside/secret.bin", "/etc/passwd", "link.
                    "weights.bin\x00x", "sub//weights.bin", "./weights.bin", "nope.bin", "sub"]
 
 
-def _sandbox() -> tuple[Path, Path]:
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A model folder with a data file, a symlink and a symlinked folder pointing at a decoy."""
-    root = Path(tempfile.mkdtemp(prefix="wwaudit-fuzz-"))
+    root = tmp_path_factory.mktemp("fuzz")
     outside = root / "outside"
     outside.mkdir()
     (outside / "secret.bin").write_bytes(EXTERNAL_DATA)
@@ -99,12 +99,10 @@ def _sandbox() -> tuple[Path, Path]:
     return model_dir, outside
 
 
-MODEL_DIR, OUTSIDE = _sandbox()
-
-
-def _exercise(data: bytes) -> None:
+def _exercise(data: bytes, sandbox: tuple[Path, Path]) -> None:
     """Load, walk, plan and read every planned layer; only InputError may escape."""
-    path = MODEL_DIR / "model.onnx"
+    model_dir, outside = sandbox
+    path = model_dir / "model.onnx"
     path.write_bytes(data)
     with recording_opens() as opened:
         try:
@@ -123,13 +121,13 @@ def _exercise(data: bytes) -> None:
                 assert all(np.asarray(m).ndim == 2 for m in mats)
         except InputError as exc:
             assert str(exc) and "\n" not in str(exc).strip()
-    escaped = [p for p in opened if p.startswith(str(OUTSIDE))]
+    escaped = [p for p in opened if p.startswith(str(outside))]
     assert not escaped, f"opened outside the model's folder: {escaped}"
 
 
-def test_base_model_is_fully_read() -> None:
+def test_base_model_is_fully_read(sandbox) -> None:
     """The fuzz seed itself audits: every weight-holding place is reached and read."""
-    path = MODEL_DIR / "model.onnx"
+    path = sandbox[0] / "model.onnx"
     path.write_bytes(BASE_BYTES)
     loaded = load_model(str(path))
     specs = [s for s in plan_layers(walk(loaded.proto, loaded.base_dir)) if not s.skipped]
@@ -168,11 +166,11 @@ def _apply(data: bytearray, edit) -> bytearray:
 
 @settings(max_examples=1200, **SETTINGS)
 @given(st.lists(_edit, min_size=1, max_size=4))
-def test_byte_mutations_raise_only_input_errors(edits) -> None:
+def test_byte_mutations_raise_only_input_errors(sandbox, edits) -> None:
     data = bytearray(BASE_BYTES)
     for edit in edits:
         data = _apply(data, edit)
-    _exercise(bytes(data))
+    _exercise(bytes(data), sandbox)
 
 
 # -- field-level mutations ---------------------------------------------------------------------
@@ -234,17 +232,10 @@ def _mutate(model: onnx.ModelProto, edit) -> None:
 
 @settings(max_examples=1200, **SETTINGS)
 @given(st.lists(_field_edit, min_size=1, max_size=4))
-def test_field_mutations_raise_only_input_errors(edits) -> None:
+def test_field_mutations_raise_only_input_errors(sandbox, edits) -> None:
     model = onnx.ModelProto()
     model.CopyFrom(BASE)
     for edit in edits:
         _mutate(model, edit)
-    _exercise(model.SerializeToString())
+    _exercise(model.SerializeToString(), sandbox)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _clean_sandbox():
-    yield
-    import shutil
-
-    shutil.rmtree(MODEL_DIR.parent, ignore_errors=True)

@@ -81,19 +81,25 @@ def test_known_exponent_recovered(alpha: float) -> None:
 
 
 def test_fit_fast_on_4096_eigenvalues() -> None:
-    """The reference's loop is O(N) numpy calls; ours must not be slower (same machine, same run)."""
+    """The reference loops over 4096 xmin candidates; ours prunes them and must be faster
+    (best of 3 each, same machine, same run: a ratio, not an absolute time)."""
     import time
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.uniform(0, 1, 3500) ** 2, pareto(rng, 3.0, 596)])
-    t0 = time.perf_counter()
-    ours = fit_power_law(x)
-    t_ours = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    ref = reference_fit(x)
-    t_ref = time.perf_counter() - t0
+
+    def best(fn) -> tuple[float, object]:
+        times, out = [], None
+        for _ in range(3):
+            t0 = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - t0)
+        return min(times), out
+
+    t_ours, ours = best(lambda: fit_power_law(x))
+    t_ref, ref = best(lambda: reference_fit(x))
     assert ours.alpha == pytest.approx(ref.alpha, rel=1e-9)
-    assert t_ours < 2 * t_ref
+    assert t_ours < t_ref
 
 
 def test_failed_fits_are_labelled_not_alpha() -> None:

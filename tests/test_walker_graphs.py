@@ -385,3 +385,25 @@ def test_small_and_integer_tensors_are_skipped_with_reasons(tmp_path: Path) -> N
         "scalar": "scalar",
     }
     assert count == 4
+
+
+def test_forged_slice_and_concat_chains_stay_bounded(tmp_path: Path) -> None:
+    """Concat-of-concat chains stop being followed past a small depth; bad Slice bounds are reasons."""
+    nodes, prev = [], "w"
+    for k in range(40):
+        nodes.append(helper.make_node("Concat", [prev, prev], [f"c{k}"], axis=0))
+        prev = f"c{k}"
+    nodes.append(helper.make_node("MatMul", ["x", prev], ["y"], name="deep"))
+    nodes.append(helper.make_node("Slice", ["v", "s", "e", "a", "zero_step"], ["v_part"]))
+    nodes.append(helper.make_node("MatMul", ["x2", "v_part"], ["y2"], name="bad_slice"))
+    inits = [
+        numpy_helper.from_array(rand(2, 16), "w"), numpy_helper.from_array(rand(16, 16), "v"),
+        *(numpy_helper.from_array(np.array([v], dtype=np.int64), n) for n, v in (("s", 0), ("e", 8), ("a", 0), ("zero_step", 0))),
+    ]
+    graph = helper.make_graph(nodes, "g", [vi("x", None), vi("x2", None)], [vi("y", None), vi("y2", None)], inits)
+    path = save(graph, tmp_path / "m.onnx")
+    specs, _ = plan(path)
+    reasons = {s.tensor.name: s.reason for s in specs}
+    assert reasons["w"] == "not a weight slot: Concat is not a weight-consuming op"
+    assert reasons["v"].startswith("Slice parameters")
+    assert audit(str(path)).summary["analysed"] == 0

@@ -23,6 +23,7 @@ from wwaudit.auditor.tensors import TensorRef
 from wwaudit.errors import InputError
 
 MAX_SUBGRAPH_DEPTH = 64
+MAX_CONCAT_NESTING = 8
 DEFAULT_DOMAINS = ("", "ai.onnx")
 
 # Ops a weight passes through unchanged in substance: followed back to their source tensor.
@@ -279,8 +280,14 @@ class _Walker:
 
     @staticmethod
     def same_tensor(inputs: list[Source | None]) -> bool:
-        """Concat inputs that are all (parts of) one float tensor, none of them dequantized."""
+        """Concat inputs that are all (parts of) one float tensor, none of them dequantized.
+
+        Concats of concats nest their steps; past MAX_CONCAT_NESTING (never seen in an export,
+        easy to forge) the Concat is treated as an ordinary op so shape work stays shallow.
+        """
         if len(inputs) < 2 or any(src is None or src.quantized for src in inputs):
+            return False
+        if max(_concat_nesting(src.transforms) for src in inputs) >= MAX_CONCAT_NESTING:
             return False
         return len({src.tensor.key for src in inputs}) == 1
 
@@ -343,6 +350,11 @@ def _integer_weight_operand(node: onnx.NodeProto, inputs: list[Source | None]) -
         if integer_weight and not weight.quantized and (const.tensor.is_float or node.op_type == "Sub"):
             return slot
     return None
+
+
+def _concat_nesting(transforms: tuple[Transform, ...]) -> int:
+    """How deeply concat steps nest inside each other in a chain of transforms."""
+    return max((1 + max((_concat_nesting(part) for part in t.params[1]), default=0) for t in transforms if t.op == "concat"), default=0)
 
 
 def walk(model: onnx.ModelProto, base_dir: str) -> WalkResult:

@@ -564,6 +564,9 @@ def _dequantized_use(use: Use, domain: str, qindex: quant.QuantIndex) -> tuple[U
         return use, [], f"quantization parameter ({use.source.tensor.dtype}) of {use.node.op_type}"
     try:
         dims = transformed_dims(use.source.tensor.dims, use.source.transforms)
+    except InputError:
+        return use, [], None  # the shape itself is broken: planning below gives that reason
+    try:
         planned = quant.plan_weight(use, domain, dims, qindex)
     except InputError as exc:
         return use, [], f"{use.node.op_type} weight cannot be dequantized: {exc}"

@@ -230,7 +230,7 @@ def dequantize_nbits(
     blob = block_size * bits // 8
     if packed.size != n * blocks * blob:
         raise InputError(f"MatMulNBits B holds {packed.size} bytes, K={k} N={n} bits={bits} block {block_size} need {n * blocks * blob}")
-    q = unpack_bits(packed.reshape(n, blocks, blob), bits).reshape(n, -1)[:, :k]
+    q = unpack_bits(packed.reshape(n, blocks, blob), bits)  # (N, blocks, block)
     scales = np.asarray(scales)
     if scales.size != n * blocks:
         raise InputError(f"MatMulNBits scales hold {scales.size} values, {n}x{blocks} needed")
@@ -249,9 +249,11 @@ def dequantize_nbits(
         index = np.asarray(g_idx, dtype=np.int64).reshape(-1)
         if index.size != k or index.min() < 0 or index.max() >= blocks:
             raise InputError("MatMulNBits g_idx does not map every input feature to a block")
-    else:
-        index = np.arange(k) // block_size
-    return _scaled(q - z[:, index], s[:, index], _out_dtype(s))
+        q = q.reshape(n, -1)[:, :k]
+        return _scaled(q - z[:, index], s[:, index], _out_dtype(s))
+    # Contiguous blocks: broadcast each block's parameters over it, then crop the padding.
+    w = _scaled(q - z[:, :, None], s[:, :, None], _out_dtype(s))
+    return w.reshape(n, -1)[:, :k]
 
 
 def dequantize_bnb4(packed: np.ndarray, absmax: np.ndarray, k: int, n: int, block_size: int, quant_type: int) -> np.ndarray:

@@ -42,8 +42,9 @@ PRECISIONS = ("float64", "float32")
 FLOAT32_MIN_ASPECT = 2
 DEVICES = ("cpu", "cuda", "torch-cpu")  # torch-cpu: the torch code path on the CPU (tests, no GPU)
 
-# eigenvalues below this count as weak rank loss (reference default); spectra must decide it exactly
-WEAK_RANK_TOLERANCE = 1e-6
+# Eigenvalues below this are where metrics count weak rank loss (1e-6, after any ESD scaling down
+# to 0.1): float32 Gram results there are recomputed in float64 so the count stays exact.
+_WEAK_RANK_BAND = 1e-5
 _EPS32 = float(np.finfo(np.float32).eps)
 _EPS64 = float(np.finfo(np.float64).eps)
 
@@ -150,14 +151,15 @@ def _svd_eigvals(W: np.ndarray, device: str) -> np.ndarray:
     return np.sort(sv * sv)
 
 
-def _float32_ambiguous(evals: np.ndarray, M: int, thresholds: tuple[float, ...]) -> bool:
-    """Whether float32 Gram errors could change a rank count: an eigenvalue near 0 or a threshold."""
+def _float32_ambiguous(evals: np.ndarray, M: int, rank_tol: float) -> bool:
+    """Whether float32 Gram errors could change a rank count: an eigenvalue near 0, near the
+    weak-rank tolerance, or near the rank threshold."""
     if not evals.size:
         return False
     noise = evals[-1] * _EPS32 * np.sqrt(M) * 2
-    if evals[0] <= noise:
+    if evals[0] <= noise + _WEAK_RANK_BAND:
         return True
-    return any(bool(np.any(np.abs(evals - t) <= noise)) for t in thresholds)
+    return bool(np.any(np.abs(evals - rank_tol) <= noise))
 
 
 def singular_values_squared(W: np.ndarray, eps: float, backend: Backend | None = None) -> np.ndarray:
@@ -173,7 +175,7 @@ def singular_values_squared(W: np.ndarray, eps: float, backend: Backend | None =
     evals = _gram_eigvals(W, precision, backend.device)
     if precision == "float32" and evals.size:
         rank_tol = evals[-1] * (N * eps) ** 2
-        if _float32_ambiguous(evals, M, (rank_tol, WEAK_RANK_TOLERANCE)):
+        if _float32_ambiguous(evals, M, rank_tol):
             evals = _gram_eigvals(W, "float64", backend.device)
     sv_max = float(np.sqrt(evals[-1])) if evals.size else 0.0
     threshold = sv_max * N * eps

@@ -200,6 +200,8 @@ def _load_inline(proto: TensorProto, dims: tuple[int, ...], data_type: int) -> n
 def _load_sparse(proto: onnx.SparseTensorProto, dims: tuple[int, ...]) -> np.ndarray:
     values = _load_inline(proto.values, tuple(proto.values.dims), proto.values.data_type)
     indices = _load_inline(proto.indices, tuple(proto.indices.dims), proto.indices.data_type)
+    if indices.dtype.kind not in "iu":
+        raise InputError(f"sparse tensor '{proto.values.name}' has indices of dtype {indices.dtype}, not integers")
     count = element_count(dims)
     if count > MAX_ELEMENTS:
         raise InputError(f"sparse tensor '{proto.values.name}' declares {count} elements: refusing")

@@ -7,8 +7,10 @@ fetched from the file system or the network. The fonts travel inside the documen
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from typing import Any
+import os
+from typing import Any, Iterator
 
 from wwaudit.auditor.results import AuditResult
 from wwaudit.errors import OutputError
@@ -45,4 +47,23 @@ def render(result: AuditResult, ctx: RenderContext) -> bytes:
     except OSError as exc:  # Pango missing on the host
         raise OutputError(f"PDF output needs Pango (WeasyPrint could not load it): {exc}") from None
     document = weasyprint.HTML(string=html, url_fetcher=_fetcher(), base_url=".")
-    return document.write_pdf(pdf_identifier=result.model.sha256[:32].encode("ascii"))
+    with _fixed_font_timestamp():
+        return document.write_pdf(pdf_identifier=result.model.sha256[:32].encode("ascii"))
+
+
+@contextlib.contextmanager
+def _fixed_font_timestamp() -> Iterator[None]:
+    """Without HarfBuzz-Subset, WeasyPrint subsets fonts with fontTools, which stamps each subset
+    with the current time unless SOURCE_DATE_EPOCH is set: fix it (when the user has not) so the
+    same audit gives the same PDF bytes."""
+    if "SOURCE_DATE_EPOCH" in os.environ:
+        yield
+        return
+    os.environ["SOURCE_DATE_EPOCH"] = _FONT_EPOCH
+    try:
+        yield
+    finally:
+        os.environ.pop("SOURCE_DATE_EPOCH", None)
+
+
+_FONT_EPOCH = "946684800"  # 2000-01-01T00:00:00Z, any fixed instant will do
