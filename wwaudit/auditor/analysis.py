@@ -70,8 +70,7 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
     metrics.update(fit.metrics())
     metrics.update(alpha_metrics(evals, fit.alpha))
     status = "ok" if fit.status == "ok" else "fit_failed"
-    if fit.reason:
-        notes.append(f"power-law fit failed: {fit.reason}")
+    reason = fit.reason  # why the fit failed (None when it did not): findings quote it
 
     try:
         metrics.update(fit_mp(evals, spectrum.N, spectrum.M).metrics())
@@ -92,4 +91,6 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
             metrics.update(compare_distributions(evals, fit.xmin, fit.alpha))
         else:
             metrics.update(dict.fromkeys(_COMPARE_KEYS))
-    return LayerAnalysis(status, metrics=metrics, notes=notes, spectrum=spectrum, random_evals=random_evals)
+    return LayerAnalysis(
+        status, metrics=metrics, reason=reason, notes=notes, spectrum=spectrum, random_evals=random_evals
+    )

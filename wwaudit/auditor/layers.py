@@ -487,8 +487,9 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
                         name = consumer + (f".{view.suffix}" if view.suffix else "")
                         spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer])
                         spec.notes.extend(qnotes)
-                        if _batchnorm_folded(use.node):
-                            spec.notes.append(BN_FOLDED_NOTE)
+                        fold_note = _batchnorm_note(use)
+                        if fold_note:
+                            spec.notes.append(fold_note)
                         rows_cols = spec.shape_info()
                         if rows_cols[1] * rows_cols[2] < MIN_EVALS:
                             spec.view, spec.reason = None, f"too small: {rows_cols[1] * rows_cols[2]} eigenvalues < {MIN_EVALS}"
@@ -513,11 +514,24 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
 
 
 BN_FOLDED_NOTE = "BatchNorm folded into these weights by the exporter: the spectrum includes the BatchNorm scale"
+BN_MAYBE_FOLDED_NOTE = (
+    "weight created by the exporter's constant folding (TorchScript does this when it folds a BatchNorm "
+    "into the conv): the spectrum may include the BatchNorm scale"
+)
+_TORCHSCRIPT_FOLDED = re.compile(r"onnx::Conv(Transpose)?_\d+")
 
 
-def _batchnorm_folded(node: onnx.NodeProto) -> bool:
-    """The dynamo exporter's optimiser records FuseBatchNormIntoConv in the fused node's metadata."""
-    return any("FuseBatchNormIntoConv" in prop.value for prop in node.metadata_props)
+def _batchnorm_note(use: Use) -> str | None:
+    """Say when a conv's weights carry a folded BatchNorm.
+
+    The dynamo exporter's optimiser records FuseBatchNormIntoConv in the fused node's metadata;
+    the TorchScript exporter leaves no record but renames the folded weight `onnx::Conv_N`.
+    """
+    if any("FuseBatchNormIntoConv" in prop.value for prop in use.node.metadata_props):
+        return BN_FOLDED_NOTE
+    if use.node.op_type in ("Conv", "ConvTranspose") and use.slot == 1 and _TORCHSCRIPT_FOLDED.fullmatch(use.source.tensor.name):
+        return BN_MAYBE_FOLDED_NOTE
+    return None
 
 
 def _merge_tied_copies(specs: list[LayerSpec]) -> None:
