@@ -186,6 +186,18 @@ def test_traps_survive_shuffling_only_for_element_spikes() -> None:
     assert a.random_evals.sum() == pytest.approx(a.spectrum.evals.sum(), rel=1e-6)
 
 
+def test_small_layer_traps_counted_once() -> None:
+    """Small layers: the MP edge is fitted on 5 shuffled copies (as the reference), but one huge
+    element is one trap, not 5 (the reference counts it in every copy)."""
+    rng = np.random.default_rng(13)
+    W = rng.normal(0, 0.05, size=(90, 40)).astype(np.float32)
+    W[3, 7] = 4.0
+    res = correlation_traps([W], np.zeros(40), 90, 40, EPS32, seed=0)
+    assert res.num_traps == 1
+    assert res.random_evals.size == 40
+    assert res.rand_edge > res.rand_bulk_max > 0
+
+
 def test_traps_deterministic_by_seed_and_content() -> None:
     rng = np.random.default_rng(4)
     W = rng.normal(size=(120, 60)).astype(np.float32)

@@ -257,3 +257,38 @@ def test_skl2onnx_mlp_classifier(tmp_path: Path) -> None:
     assert len({s.tensor.key for s in specs}) == tensor_count
     biases = [s for s in specs if s.tensor.name.startswith("intercepts")]  # stored as [1, out] rows
     assert len(biases) == 3 and all(s.reason.startswith("vector of shape [1, ") for s in biases)
+
+
+class ConvBN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 12, 3)
+        self.bn = nn.BatchNorm2d(12)
+        self.conv2 = nn.Conv2d(12, 12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(torch.relu(self.bn(self.conv1(x))))
+
+
+@pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
+def test_batchnorm_folded_into_conv_is_noted(dynamo: bool, tmp_path: Path) -> None:
+    from wwaudit.auditor.layers import BN_FOLDED_NOTE, BN_MAYBE_FOLDED_NOTE
+
+    torch.manual_seed(0)
+    module = ConvBN().eval()
+    with torch.no_grad():  # a trained BatchNorm: the folded weights differ from conv1's
+        module.bn.running_var.uniform_(0.5, 2.0)
+        module.bn.weight.uniform_(0.5, 2.0)
+    path = tmp_path / "convbn.onnx"
+    _export(module, torch.randn(1, 4, 8, 8), path, dynamo)
+    specs, _ = _plan(path)
+    convs = [s for s in specs if not s.skipped]
+    assert len(convs) == 2 and all(s.op == "Conv" for s in convs)
+    folded, plain = sorted(convs, key=lambda s: s.position)
+    assert folded.notes == [BN_FOLDED_NOTE if dynamo else BN_MAYBE_FOLDED_NOTE]
+    assert plain.notes == []
+    # the folded weight is conv1's scaled per output channel by gamma / sqrt(var + eps)
+    scale = _np(module.bn.weight / torch.sqrt(module.bn.running_var + module.bn.eps))
+    expected = conv_mats(module.conv1.weight * torch.from_numpy(scale)[:, None, None, None], 1)
+    assert all(np.allclose(g, e, rtol=1e-5, atol=1e-6) for g, e in zip(folded.matrices(), expected))
+    assert not any(s.tensor.name.startswith("bn.") and not s.skipped for s in specs)

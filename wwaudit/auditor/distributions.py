@@ -17,21 +17,21 @@ noise. We build the distributions directly and widen α to [0, 50].
 
 from __future__ import annotations
 
+import functools
 import warnings
 from typing import Any
 
 import numpy as np
-import powerlaw
 
 from wwaudit.auditor.powerlaw_fit import EVALS_THRESH
 
 SIGNIFICANCE = 0.05
 ALTERNATIVES: tuple[str, ...] = ("truncated_power_law", "lognormal", "exponential")
 _SHORT = {"truncated_power_law": "tpl", "lognormal": "lognormal", "exponential": "exponential"}
-_CLASSES = {
-    "truncated_power_law": powerlaw.Truncated_Power_Law,
-    "lognormal": powerlaw.Lognormal,
-    "exponential": powerlaw.Exponential,
+_CLASS_NAMES = {
+    "truncated_power_law": "Truncated_Power_Law",
+    "lognormal": "Lognormal",
+    "exponential": "Exponential",
 }
 # powerlaw 2.0 defaults to alpha in [0, 3], wrong for ESD tails (α up to ~10 and beyond).
 _RANGES: dict[str, dict[str, list[float | None]] | None] = {
@@ -42,6 +42,20 @@ _RANGES: dict[str, dict[str, list[float | None]] | None] = {
 MIN_TAIL = 5  # fewer tail points than this: no comparison
 
 
+@functools.cache
+def _distribution_class(name: str) -> type:
+    """powerlaw's class for ``name`` without its KS-distance step.
+
+    ``Distribution.fit`` ends by computing KS/Kuiper/Anderson-Darling distances, which for the TPL
+    evaluates an mpmath incomplete gamma per tail point (seconds on a few thousand points). Only
+    the fitted parameters and log-likelihoods are used here, so that step is skipped.
+    """
+    import powerlaw  # imported here: it pulls in matplotlib.pyplot (~1 s), not needed with --fast
+
+    base = getattr(powerlaw, _CLASS_NAMES[name])
+    return type(base.__name__, (base,), {"compute_distance_metrics": lambda self, data=None: None})
+
+
 def power_law_loglikelihoods(tail: np.ndarray, alpha: float, xmin: float) -> np.ndarray:
     """log p(x) of the continuous power law α, xmin (no xmax): log(α−1) − log xmin − α·log(x/xmin)."""
     return np.log(alpha - 1.0) - np.log(xmin) - alpha * np.log(tail / xmin)
@@ -49,6 +63,8 @@ def power_law_loglikelihoods(tail: np.ndarray, alpha: float, xmin: float) -> np.
 
 def compare_distributions(evals: np.ndarray, xmin: float, alpha: float) -> dict[str, Any]:
     """TPL parameters, R/p against each alternative and the best-fitting distribution of the tail."""
+    from powerlaw import loglikelihood_ratio
+
     ev = np.asarray(evals, dtype=np.float64)
     tail = np.sort(ev[(ev > EVALS_THRESH) & (ev >= xmin)])
     out: dict[str, Any] = {"best_fit": None, "tpl_alpha": None, "tpl_lambda": None}
@@ -63,7 +79,7 @@ def compare_distributions(evals: np.ndarray, xmin: float, alpha: float) -> dict[
         warnings.simplefilter("ignore")
         for name in ALTERNATIVES:
             try:
-                dist = _CLASSES[name](
+                dist = _distribution_class(name)(
                     data=tail, xmin=xmin, discrete=False, parameter_ranges=_RANGES[name], verbose=0
                 )
                 ll = np.asarray(dist.loglikelihoods(tail), dtype=np.float64)
@@ -71,7 +87,7 @@ def compare_distributions(evals: np.ndarray, xmin: float, alpha: float) -> dict[
                 continue
             if not np.all(np.isfinite(ll)):
                 continue
-            R, p = powerlaw.loglikelihood_ratio(
+            R, p = loglikelihood_ratio(
                 ll_pl.copy(), ll.copy(), nested=name == "truncated_power_law", normalized_ratio=True
             )
             R, p = float(R), float(p)

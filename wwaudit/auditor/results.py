@@ -104,7 +104,9 @@ class LayerResult:
     used_by: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
-    # Eigenvalues kept for plots (ESD, shuffled ESD); never serialised into the JSON contract.
+    # Eigenvalues kept for plots, never serialised into the JSON contract: `evals` the pooled ESD the
+    # metrics were computed on (conv layers scaled by ½, see metrics.CONV_NORM_FACTOR), `random_evals`
+    # the ESD of one element-shuffled copy on the same scale (None with --fast).
     evals: Any = field(default=None, repr=False, compare=False)
     random_evals: Any = field(default=None, repr=False, compare=False)
     # Quantization damage against a float reference layer (`--reference`, compare/engine.py);
