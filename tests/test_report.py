@@ -184,8 +184,37 @@ def test_layer_plot_draws_fit_and_mp_bulk_from_the_metrics() -> None:
     text = base64.b64decode(svg.split(",", 1)[1]).decode()
     assert text.count("<path") > 20
     assert plots.layer_plot(job) == svg  # deterministic: same input, same bytes
+    # a reused figure draws exactly as a fresh one, whatever was drawn before it (worker-count independence)
+    other = plots.LayerPlotJob("9", evals[::2] * 3, None, {"alpha": 7.5, "xmin": 10.0})
+    plots.layer_plot(other)
+    after_other = plots.layer_plot(job)
+    plots._LAYER_FIGURES.clear()
+    assert plots.layer_plot(job) == after_other == svg
     empty = plots.LayerPlotJob("8", np.zeros(5))
     assert plots.layer_plot(empty) is None
+
+
+def test_waived_findings_are_listed_apart_from_the_verdict(result: AuditResult) -> None:
+    from wwaudit.auditor.results import Finding
+
+    waived = copy.deepcopy(result)
+    waived.suppressed = [Finding("WW002", "warning", "fc1: alpha = 6.4 > 6", "fc1", 2,
+                                 suppressed_by="baseline", justification="accepted in review 42")]
+    text = " ".join(_parse(html_format.render(waived, RenderContext(plots="none")).decode()).text)
+    assert "Waived findings" in text and "accepted in review 42" in text
+    plain = " ".join(_parse(html_format.render(result, RenderContext(plots="none")).decode()).text)
+    assert "Waived findings" not in plain
+
+
+def test_parallel_plotting_gives_the_serial_result() -> None:
+    rng = np.random.default_rng(3)
+    jobs = [plots.LayerPlotJob(str(i), np.sort(rng.pareto(2.0 + i / 4, 64) + 0.1), None,
+                               {"alpha": 3.0 + i / 4, "xmin": 1.0}, fmt="png" if i % 2 else "svg") for i in range(9)]
+    points = [plots.DepthPoint(i, str(i), "ok", 3.0 + i / 4, None, 1.0) for i in range(9)]
+    serial = plots.render_all(points, jobs, workers=1)
+    parallel = plots.render_all(points, jobs, workers=2)
+    assert parallel == serial
+    assert all(uri.startswith("data:image/png") for key, uri in serial[1].items() if int(key) % 2)
 
 
 def test_document_adds_quantization_and_phase_columns_only_when_present(result: AuditResult) -> None:

@@ -183,6 +183,10 @@ def test_float32_gram_keeps_the_tail_and_exact_rank_counts() -> None:
         np.testing.assert_allclose(fast.evals[-20:], top, rtol=1e-5)
         assert fast.rank_loss == ref.rank_loss
     assert spectra.layer_spectrum([low_rank], eps, AuditOptions(precision="float32")).rank_loss == 90
+    # square weights reach down to 0: they are solved in float64 directly, bit for bit the default
+    square = _heavy_tailed(rng, 120, 120)
+    np.testing.assert_array_equal(spectra.layer_spectrum([square], eps, AuditOptions(precision="float32")).evals,
+                                  spectra.layer_spectrum([square], eps).evals)
 
 
 def test_unavailable_device_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

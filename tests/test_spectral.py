@@ -125,7 +125,7 @@ def test_alpha_interval_coverage() -> None:
     for _ in range(trials):
         x = pareto(rng, 3.0, 15)
         S = float(np.sum(np.log(x)))
-        lo, hi = alpha_interval(S, 15, bias_corrected=False)
+        lo, hi = alpha_interval(S, 15)
         hits += lo <= 3.0 <= hi
     assert 0.92 <= hits / trials <= 0.98
 
@@ -278,3 +278,16 @@ def test_reference_tpl_path_is_broken_with_powerlaw_2() -> None:
     x = pareto(np.random.default_rng(0), 2.5, 200)
     with pytest.raises(TypeError, match="distribution"):
         ww_powerlaw.pl_fit(x, distribution="truncated_power_law", pl_package="powerlaw")
+
+
+def test_degenerate_layers_give_nulls_or_errors_never_nan() -> None:
+    constant = np.ones((40, 20), dtype=np.float32)  # rank one, shuffling changes nothing
+    res = analyse_matrices([constant], "dense", EPS32, AuditOptions())
+    assert res.status == "fit_failed"
+    assert res.metrics["rand_distance"] == 0.0 and res.metrics["num_traps"] == 1
+    assert all(v is None or isinstance(v, str) or np.isfinite(v) for v in res.metrics.values())
+    huge = np.random.default_rng(0).normal(size=(40, 20)) * 1e200  # σ² overflows float64
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = analyse_matrices([huge], "dense", float(np.finfo(np.float64).eps), AuditOptions())
+    assert res.status == "error" and res.reason

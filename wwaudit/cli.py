@@ -151,7 +151,7 @@ def _run_audit(argv: Sequence[str]) -> int:
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         page_size=args.page_size,
         plots=args.plots,
-        extra={"model_uri": formats.artifact_uri(args.model)},
+        extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
     )
     for path, renderer in outputs:
         formats.write_atomic(path, renderer(result, ctx))

@@ -57,7 +57,12 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
             return LayerAnalysis("error", reason=f"weights contain {bad} NaN/Inf values")
     if all(not np.any(W) for W in mats):
         return LayerAnalysis("error", reason="all weights are zero (dead layer)")
-    spectrum = layer_spectrum(mats, eps, options)
+    try:
+        spectrum = layer_spectrum(mats, eps, options)
+    except np.linalg.LinAlgError as exc:  # e.g. float64 weights near 1e154 overflow the Gram matrix
+        return LayerAnalysis("error", reason=f"eigensolver failed: {exc}")
+    if not np.all(np.isfinite(spectrum.evals)):
+        return LayerAnalysis("error", reason="eigenvalues overflow float64 (weights too large)")
     scale = CONV_NORM_FACTOR if kind == "conv" else 1.0
     if scale != 1.0:
         spectrum = replace(spectrum, evals=spectrum.evals * scale, sv_max=spectrum.sv_max * float(np.sqrt(scale)))
@@ -80,7 +85,7 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
 
     random_evals = None
     if options.fast:
-        metrics.update(dict.fromkeys(("num_traps", "rand_distance") + _COMPARE_KEYS))
+        metrics.update(dict.fromkeys(("num_traps", "rand_distance", "rand_bulk_max") + _COMPARE_KEYS))
     else:
         traps = correlation_traps(mats, evals, spectrum.N, spectrum.M, eps, options.seed, scale, Backend.of(options))
         random_evals = traps.random_evals

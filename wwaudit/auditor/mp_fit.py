@@ -129,8 +129,8 @@ def fit_mp(evals: np.ndarray, N: int, M: int) -> MPFit:
     """
     ev = np.asarray(evals, dtype=np.float64)
     total = float(np.sum(ev))
-    if ev.size == 0 or total <= 0 or M < 1:
-        raise ValueError("no spectrum to fit")
+    if ev.size == 0 or not np.isfinite(total) or total <= 0 or M < 1:
+        raise ValueError("no finite, non-zero spectrum to fit")
     Q = N / M
     w_scale = np.sqrt(ev.size) / np.sqrt(total)
     scaled = w_scale * w_scale * ev

@@ -11,8 +11,9 @@ This reproduces weightwatcher 0.7.7's default fit (``WW_powerlaw.WWFit``), which
 * sigma = (α − 1)/√n, the asymptotic standard error; xmax is the largest eigenvalue (no upper
   cut-off is fitted);
 * small-sample rule: with fewer than 20 eigenvalues above the threshold the reference switches to
-  a bias-corrected MLE α = 1 + (n − 1)/Σ log(x/xmin) over tails of at least 8 points, choosing
-  xmin by the smallest D − 0.868/√n. We do the same.
+  a bias-corrected MLE α = 1 + (n − 1)/Σ log(x/xmin) over tails of at least 8 points. It computes
+  an objective D − 0.868/√n for the xmin choice, but ``WWFit.__init__`` then overrides that choice
+  with argmin D; we reproduce what it reports (argmin D).
 
 Where the reference goes wrong we do not follow it: when no meaningful fit exists (fewer than 8
 eigenvalues above the threshold, or a degenerate tail whose eigenvalues are all equal) the
@@ -21,7 +22,10 @@ We return status ``fit_failed`` with alpha None instead, and nothing downstream 
 
 The reference loops over xmin candidates in Python (the ``powerlaw`` package refits a distribution
 object per candidate and takes seconds on 4096 eigenvalues). Here α for all candidates comes from
-one suffix sum, and D for all candidates from a blocked (candidates × eigenvalues) array.
+one suffix sum; D is bounded for all candidates on coarse grids, and computed exactly, in blocked
+(candidates × eigenvalues) arrays, only for those that can still be the minimum
+(``min_ks_candidate``). The worst case is a spectrum that is a power law from its first
+eigenvalue on, where D is nearly flat over thousands of candidates and few can be pruned.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ from scipy import stats
 EVALS_THRESH = 1e-5  # eigenvalues at or below this are not part of the tail fit (reference)
 SMALL_N_CUTOFF = 20  # below this many eigenvalues, the reference's small-sample fit
 SMALL_N_KMIN = 8  # smallest tail the small-sample fit considers; also our minimum for any fit
-SMALL_N_PENALTY = 0.868  # J = D − 0.868/√n, the reference's small-sample objective
 CI_LEVEL = 0.95
 
 # Elements per block of the (candidates × eigenvalues) KS computation: bounds memory at ~32 MB.
@@ -197,16 +200,15 @@ def ks_distances(data: np.ndarray, alphas: np.ndarray) -> np.ndarray:
     return Ds
 
 
-def alpha_interval(S: float, n: int, bias_corrected: bool, level: float = CI_LEVEL) -> tuple[float, float]:
+def alpha_interval(S: float, n: int, level: float = CI_LEVEL) -> tuple[float, float]:
     """Confidence interval for α given the tail's log-sum S = Σ log(x/xmin) over n points.
 
     For a continuous power law above a known xmin, (α − 1)·S follows a Gamma(n, 1) distribution,
     so [1 + g_lo/S, 1 + g_hi/S] with the Gamma quantiles is an exact interval, asymmetric and
     valid for small n where the asymptotic α ± 1.96·sigma is not. It is conditional on xmin: the
-    uncertainty of the xmin choice is not included (see README, "Uncertainty of alpha"). The
-    small-sample fit uses the n − 1 (unbiased) estimator; its interval is the same pivot.
+    uncertainty of the xmin choice is not included (README, "Spectral metrics"). The pivot does not
+    depend on the point estimator, so the small-sample (n − 1) fit gets the same interval.
     """
-    del bias_corrected  # the pivot (α − 1)·S ~ Gamma(n, 1) does not depend on the point estimator
     tail = (1.0 - level) / 2.0
     g_lo, g_hi = stats.gamma.ppf([tail, 1.0 - tail], n)
     return 1.0 + float(g_lo) / S, 1.0 + float(g_hi) / S
@@ -215,6 +217,8 @@ def alpha_interval(S: float, n: int, bias_corrected: bool, level: float = CI_LEV
 def fit_power_law(evals: np.ndarray) -> PowerLawFit:
     """Fit the ESD tail as the reference does by default; see the module docstring."""
     ev = np.asarray(evals, dtype=np.float64)
+    if not np.all(np.isfinite(ev)):
+        return _failed("eigenvalues overflow float64")
     data = np.sort(ev[ev > EVALS_THRESH])
     if data.size < SMALL_N_KMIN:
         return _failed(f"{data.size} eigenvalues above {EVALS_THRESH:g}: too few for a tail fit")
@@ -238,7 +242,7 @@ def fit_power_law(evals: np.ndarray) -> PowerLawFit:
     if not np.isfinite(alpha) or alpha <= 1.0 or S[best] <= 0.0:
         return _failed("degenerate tail: all eigenvalues above xmin are equal")
     xmin = float(data[best])
-    lo, hi = alpha_interval(float(S[best]), n_tail, small)
+    lo, hi = alpha_interval(float(S[best]), n_tail)
     return PowerLawFit(
         status="ok",
         alpha=alpha,

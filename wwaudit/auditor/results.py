@@ -43,6 +43,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "bulk_max",
     "num_traps",
     "rand_distance",
+    "rand_bulk_max",
     "best_fit",
     "tpl_alpha",
     "tpl_lambda",

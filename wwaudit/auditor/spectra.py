@@ -125,7 +125,8 @@ def _torch_eigvals(W: np.ndarray, precision: str, device: str) -> np.ndarray:
     W = _tall(W)
     G = torch.zeros((W.shape[1], W.shape[1]), dtype=torch.float64 if precision == "float64" else torch.float32, device=dev)
     for block in _chunks(W, np_dtype):
-        t = torch.from_numpy(block).to(dev)
+        # a float64 memory map passes through _chunks uncopied and read-only: torch wants to own it
+        t = torch.from_numpy(block if block.flags.writeable else block.copy()).to(dev)
         G += t.T @ t
     return torch.linalg.eigvalsh(G.to(torch.float64)).cpu().numpy()
 

@@ -57,8 +57,17 @@ def layer_rng(mats: list[np.ndarray], seed: int) -> np.random.Generator:
 def shuffled_spectrum(
     mats: list[np.ndarray], rng: np.random.Generator, eps: float, backend: Backend | None = None
 ) -> np.ndarray:
-    """Pooled sorted eigenvalues of element-shuffled copies of the layer's matrices."""
-    out = [singular_values_squared(rng.permutation(W.ravel()).reshape(W.shape), eps, backend) for W in mats]
+    """Pooled sorted eigenvalues of element-shuffled copies of the layer's matrices.
+
+    Each slice is copied once, in its stored dtype, and shuffled in place (no index array): the
+    extra memory is one slice, whatever the size of the layer.
+    """
+    out = []
+    for W in mats:
+        flat = np.array(W, copy=True).reshape(-1)
+        rng.shuffle(flat)
+        out.append(singular_values_squared(flat.reshape(W.shape), eps, backend))
+        del flat
     return np.sort(np.concatenate(out))
 
 
@@ -67,7 +76,8 @@ def jensen_shannon_distance(p: np.ndarray, q: np.ndarray) -> float:
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     m = (p / p.sum() + q / q.sum()) / 2
-    return float(np.sqrt((stats.entropy(p, m) + stats.entropy(q, m)) / 2))
+    divergence = (stats.entropy(p, m) + stats.entropy(q, m)) / 2
+    return float(np.sqrt(max(divergence, 0.0)))  # rounding can make a zero divergence -1e-17
 
 
 def correlation_traps(

@@ -50,6 +50,7 @@ _COLUMN_WEIGHTS = {"id": 4.2, "name": 13.5, "log_norm": 6.3, "op": 7, "shape": 9
                    "stable_rank": 6.3, "rank_loss": 4.6, "num_spikes": 5.4, "num_traps": 5.0, "phase": 7.5,
                    "findings": 7.5}
 _METRIC_WEIGHT = 5.8
+_SPANNED = {key for key, _label, _tip in METRIC_TABLE} | {"phase"}
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -144,9 +145,13 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         }
         for key, _label, _tip in METRIC_TABLE:
             cells[key] = (fmt(layer.metric(key)), sort_key(layer.metric(key)))
+        # a layer without metrics shows its reason across the metric columns instead of a row of dashes
+        metric_keys = [key for key, _label, _numeric in columns if key in _SPANNED]
         rows.append({"id": layer.id, "anchor": f"layer-{layer.id}", "cls": cls, "status": layer.status,
-                     "reason": layer.reason or "", "name": layer.name,
-                     "cells": [(key, cells[key][0], cells[key][1], numeric) for key, _label, numeric in columns]})
+                     "reason": layer.reason or "", "name": layer.name, "analysed": layer.analysed,
+                     "span": len(metric_keys), "first_metric": metric_keys[0],
+                     "cells": [(key, cells[key][0], cells[key][1], numeric, key in _SPANNED)
+                               for key, _label, numeric in columns]})
         if layer.analysed:
             lo, hi = layer.metric("alpha_ci_low"), layer.metric("alpha_ci_high")
             points.append(plots.DepthPoint(
@@ -154,7 +159,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
                 alpha=layer.metric("alpha") if layer.status == "ok" else None,
                 alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
                 log_spectral_norm=layer.metric("log_spectral_norm")))
-            wanted = ctx.plots == "all" or (ctx.plots == "findings" and bool(found))
+            wanted = _wants_plot(ctx.plots, layer, found)
             if wanted and layer.evals is not None:
                 jobs.append(plots.LayerPlotJob(
                     key=str(layer.id), evals=np.asarray(layer.evals),
@@ -162,12 +167,12 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
                     metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
                     fmt="png" if for_pdf else "svg"))
 
-    model_plots, layer_plots = plots.render_all(points, jobs, fmt="png" if for_pdf else "svg")
+    model_plots, layer_plots = plots.render_all(points, jobs, fmt="png" if for_pdf else "svg",
+                                                workers=ctx.extra.get("workers"))
     details = []
     for layer in result.layers:
         found = by_layer.get(layer.id, [])
-        wanted = ctx.plots == "all" or (ctx.plots == "findings" and bool(found))
-        if not wanted:
+        if not _wants_plot(ctx.plots, layer, found):
             continue
         uri = layer_plots.get(str(layer.id))
         details.append({
@@ -205,9 +210,13 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "details": details,
         "plots_mode": ctx.plots,
         "findings": _finding_groups(result.findings),
+        "waived": [{"rule": f.rule, "severity": f.severity, "layer": f.layer or "model", "message": f.message,
+                    "by": ": ".join(x for x in (getattr(f, "suppressed_by", None) or "policy",
+                                                getattr(f, "justification", None)) if x)}
+                   for f in getattr(result, "suppressed", [])],
         "options": [(k, _option_text(v)) for k, v in sorted(result.options.items())],
         "versions": _versions(for_pdf),
-        "timings": [(k, f"{v:.2f} s") for k, v in sorted(result.timings.items())],
+        "timings": [(k, f"{v:.2f} s") for k, v in sorted(result.timings.items()) if isinstance(v, (int, float))],
         "command": ctx.command,
         "generated": ctx.generated,
         "page_size": ctx.page_size,
@@ -223,6 +232,14 @@ def _option_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _wants_plot(mode: str, layer: LayerResult, found: list[Finding]) -> bool:
+    """'findings': every layer with a finding (an unreadable one shows its reason instead of a plot);
+    'all': additionally every analysed layer; skipped tensors never get a section of their own."""
+    if mode == "none":
+        return False
+    return bool(found) or (mode == "all" and layer.analysed)
 
 
 def _column_widths(keys: list[str]) -> list[str]:

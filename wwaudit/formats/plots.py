@@ -4,9 +4,9 @@ Plots only draw numbers the audit already produced (eigenvalues, alpha, xmin, bu
 curves they overlay are the fitted models evaluated from those parameters, never a new fit.
 matplotlib is imported inside the functions so `wwaudit --help` and JSON-only runs stay fast.
 
-SVG output is deterministic (fixed hash salt, no date) so the same audit gives the same report
-bytes. Many layers are drawn in worker processes: on a 150-layer model a serial loop would cost
-about as much as the analysis itself.
+Output is deterministic (fixed SVG hash salt, no dates in the metadata) so the same audit gives
+the same report bytes. Many layers are drawn in worker processes, because plots are the larger part
+of the report's time on models with many flagged layers.
 """
 
 from __future__ import annotations
@@ -90,7 +90,10 @@ class LayerPlotJob:
 
 def _uri(fig: Any, fmt: str) -> str:
     """The figure as a data: URI: SVG for the HTML report; PNG at print resolution for the PDF,
-    where WeasyPrint draws an SVG plot about a hundred times slower than it places an image."""
+    where WeasyPrint spends far longer drawing an SVG plot (each label is laid out as text) than
+    placing an image."""
+    if fmt not in PLOT_FORMATS:
+        raise ValueError(f"plot format {fmt!r} is not one of {PLOT_FORMATS}")
     buf = io.BytesIO()
     if fmt == "png":
         fig.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
@@ -159,7 +162,7 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | No
         fig, (ax,) = _figure(7.0, 2.5, bottom=0.62)
         alphas = np.array([p.alpha for p in fitted], dtype=float)
         top = float(min(max(8.0, alphas.max() * 1.1), 20.0))
-        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0, label="well-trained band [2, 6]")
+        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)  # explained in the caption: no legend over the points
         pos = np.array([p.position for p in fitted], dtype=float)
         ax.plot(pos, np.minimum(alphas, top), color="#c9ced8", lw=0.8, zorder=1)
         ci = [p for p in fitted if p.alpha_ci is not None]
@@ -176,7 +179,6 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | No
         ax.set_ylabel("alpha")
         ax.set_xlabel("layer (#, depth order)")
         _depth_ticks(ax, points)
-        ax.legend(loc="upper left", frameon=False)
         return _uri(fig, fmt)
 
 
@@ -369,8 +371,9 @@ def render_all(points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], fmt: 
                workers: int | None = None) -> tuple[dict[str, str | None], dict[str, str | None]]:
     """Model-level plots by name and layer plots by job key, drawn in parallel when worth it.
 
-    Worker count defaults to the CPUs available (at most 8); results keep job order, so the report
-    is the same whatever the number of workers.
+    `workers` is the audit's --workers when given, else the CPUs available (at most 8); results keep
+    job order and a reused figure draws exactly as a fresh one, so the report is the same whatever
+    the number of workers.
     """
     if workers is None:
         workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
