@@ -65,7 +65,7 @@ def test_thresholds_disable_and_report_level(warn_model: Path, tmp_path: Path, m
     policy.write_text("[rules.WW001]\nalpha-min = 1.2\n")
     code, doc = _run([str(warn_model)], tmp_path)
     assert doc["findings"] == [] and doc["verdict"]["verdict"] == "pass"
-    assert doc["options"]["policy"]["rules"]["WW001"]["params"] == {"alpha_min": 1.2}
+    assert doc["options"]["policy"]["rules"]["WW001"]["params"] == {"alpha_min": 1.2, "max_D": 0.15}
     policy.write_text('disable = ["WW001"]\n')
     code, doc = _run([str(warn_model)], tmp_path)
     assert doc["findings"] == [] and doc["options"]["policy"]["rules"]["WW001"]["enabled"] is False

@@ -23,9 +23,10 @@ CLEAN = {"alpha": 3.2, "D": 0.04, "num_traps": 0, "rank_loss": 0, "matrix_rank":
          "lambda_max": 10.0, "log_spectral_norm": 1.0, "alpha_weighted": 3.2}
 
 
-def _layer(i: int, status: str = "ok", reason: str | None = None, **metrics: object) -> LayerResult:
+def _layer(i: int, status: str = "ok", reason: str | None = None, problem: str | None = None,
+           **metrics: object) -> LayerResult:
     layer = LayerResult(id=i, name=f"layer{i}", op="MatMul", tensor=f"w{i}", kind="dense", N=128, M=64, slices=1,
-                        status=status, reason=reason)
+                        status=status, reason=reason, problem=problem)
     layer.metrics.update({**CLEAN, **metrics})
     return layer
 
@@ -42,20 +43,22 @@ TRIGGERS = [
     ("WW004", dict(num_traps=2)),
     ("WW005", dict(D=0.3)),
     ("WW005", dict(status="fit_failed", alpha=None, reason="too few tail eigenvalues")),
-    ("WW006", dict(status="error", reason="weights contain 3 NaN/Inf values")),
-    ("WW007", dict(status="error", reason="all weights are zero (dead layer)")),
+    ("WW006", dict(status="error", reason="weights contain 3 NaN/Inf values", problem="nonfinite")),
+    ("WW007", dict(status="error", reason="all weights are zero (dead layer)", problem="zero")),
     ("WW007", dict(rank_loss=63, matrix_rank=1, alpha=None, status="fit_failed")),
     ("WW008", dict(log_spectral_norm=6.0)),
+    ("WW010", dict(status="error", reason="bytes 0..4096 lie beyond the end of 'w.bin'", problem="unreadable")),
+    ("WW010", dict(status="error", reason="analysis failed: LinAlgError", problem="internal")),
 ]
 
 
 @pytest.mark.parametrize("rule,case", TRIGGERS, ids=[f"{r}-{i}" for i, (r, _) in enumerate(TRIGGERS)])
 def test_layer_rule_triggers_on_its_case_only(rule: str, case: dict) -> None:
     case = dict(case)
-    status, reason = case.pop("status", "ok"), case.pop("reason", None)
+    status, reason, problem = case.pop("status", "ok"), case.pop("reason", None), case.pop("problem", None)
     # spread the clean layers' norms so the robust z-score has a non-zero MAD
     layers = [_layer(i, log_spectral_norm=1.0 + 0.05 * i) for i in range(6)]
-    layers.append(_layer(6, status, reason, **case))
+    layers.append(_layer(6, status, reason, problem, **case))
     found = _rules(layers)
     assert (rule, "layer6") in found
     assert all(layer == "layer6" for _, layer in found), found
@@ -107,7 +110,7 @@ def test_verdict_follows_fail_on() -> None:
 
 def test_registry_is_complete_and_described() -> None:
     ids = [rule.id for rule in findings.RULES]
-    assert ids == [f"WW00{i}" for i in range(10)]
+    assert ids == [f"WW{i:03d}" for i in range(11)]
     for rule in findings.RULES:
         assert rule.severity in findings.SEVERITIES and rule.scope in ("layer", "model")
         assert rule.rationale and rule.remedy and rule.title
@@ -117,11 +120,11 @@ def test_registry_is_complete_and_described() -> None:
 def test_rules_command_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules"]) == 0
     text = capsys.readouterr().out
-    assert all(f"WW00{i}" in text for i in range(10)) and "alpha_min = 2" in text
+    assert all(f"WW{i:03d}" in text for i in range(11)) and "alpha_min = 2" in text
     assert main(["rules", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     by_id = {r["id"]: r for r in doc}
-    assert by_id["WW002"]["params"] == {"alpha_max": 6.0}
+    assert by_id["WW002"]["params"] == {"alpha_max": 6.0, "max_D": 0.15}
     assert by_id["WW009"]["scope"] == "model" and by_id["WW006"]["severity"] == "error"
     assert main(["rules", "--format", "yaml"]) == 2
 
@@ -183,3 +186,22 @@ def test_end_to_end_spectral_outlier_and_clean_model(tmp_path: Path) -> None:
     weights["loud"] = weights["dense0"] * 1000.0
     loud = audit(str(save_model(tmp_path / "loud.onnx", weights)), AuditOptions(workers=1))
     assert [(f.rule, f.layer) for f in loud.findings] == [("WW008", "loud")]
+
+
+def test_alpha_rules_ignore_a_poor_fit_and_leave_it_to_ww005() -> None:
+    """A 10-eigenvalue head with D = 0.29 is not called over-trained (weightwatcher would): only WW005."""
+    layers = [_layer(i, log_spectral_norm=1.0 + 0.05 * i) for i in range(6)]
+    layers.append(_layer(6, alpha=1.4, D=0.29))
+    layers.append(_layer(7, alpha=9.0, D=0.2))
+    found = _rules(layers)
+    assert ("WW005", "layer6") in found and ("WW005", "layer7") in found
+    assert not [r for r, name in found if r in ("WW001", "WW002")]
+
+
+def test_error_rules_key_on_the_problem_not_the_wording() -> None:
+    """A reason text that happens to contain 'nan', 'inf' or 'zero' (a tensor named 'informer') triggers nothing."""
+    layers = [_layer(i, log_spectral_norm=1.0 + 0.05 * i) for i in range(6)]
+    layers.append(_layer(6, "error", "tensor 'informer_zero' cannot be decoded", "unreadable"))
+    found = _rules(layers)
+    assert ("WW010", "layer6") in found
+    assert not [r for r, name in found if r in ("WW006", "WW007")]

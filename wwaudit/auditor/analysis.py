@@ -43,6 +43,9 @@ class LayerAnalysis:
     notes: list[str] = field(default_factory=list)
     spectrum: Spectrum | None = None
     random_evals: np.ndarray | None = None
+    # Machine-readable cause of status 'error' (results.LayerResult.problem): rules key on it,
+    # never on the wording of `reason`.
+    problem: str | None = None
 
 
 def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: AuditOptions) -> LayerAnalysis:
@@ -54,15 +57,15 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
     for W in mats:
         if not np.all(np.isfinite(W)):
             bad = int(np.count_nonzero(~np.isfinite(W)))
-            return LayerAnalysis("error", reason=f"weights contain {bad} NaN/Inf values")
+            return LayerAnalysis("error", reason=f"weights contain {bad} NaN/Inf values", problem="nonfinite")
     if all(not np.any(W) for W in mats):
-        return LayerAnalysis("error", reason="all weights are zero (dead layer)")
+        return LayerAnalysis("error", reason="all weights are zero (dead layer)", problem="zero")
     try:
         spectrum = layer_spectrum(mats, eps, options)
     except np.linalg.LinAlgError as exc:  # e.g. float64 weights near 1e154 overflow the Gram matrix
-        return LayerAnalysis("error", reason=f"eigensolver failed: {exc}")
+        return LayerAnalysis("error", reason=f"eigensolver failed: {exc}", problem="numeric")
     if not np.all(np.isfinite(spectrum.evals)):
-        return LayerAnalysis("error", reason="eigenvalues overflow float64 (weights too large)")
+        return LayerAnalysis("error", reason="eigenvalues overflow float64 (weights too large)", problem="numeric")
     scale = CONV_NORM_FACTOR if kind == "conv" else 1.0
     if scale != 1.0:
         spectrum = replace(spectrum, evals=spectrum.evals * scale, sv_max=spectrum.sv_max * float(np.sqrt(scale)))

@@ -106,11 +106,12 @@ def _selected(spec: LayerSpec, pattern: re.Pattern[str] | None) -> bool:
 def _apply(layer: LayerResult, outcome: LayerOutcome) -> None:
     """Copy one layer's analysis (or read error) onto its result entry."""
     if outcome.analysis is None:
-        layer.status, layer.reason = "error", outcome.error
+        layer.status, layer.reason, layer.problem = "error", outcome.error, outcome.problem
         return
     analysis = outcome.analysis
     layer.status = analysis.status
     layer.reason = analysis.reason
+    layer.problem = analysis.problem
     layer.metrics.update(analysis.metrics)
     layer.notes.extend(analysis.notes)
     if analysis.spectrum is not None:

@@ -25,6 +25,8 @@ SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 FAIL_ON_LEVELS = SEVERITIES + ("never",)
 ALPHA_LOW = 2.0
 ALPHA_HIGH = 6.0
+# KS distance above which a power-law fit is too poor to judge a layer by its alpha.
+POOR_FIT_D = 0.15
 # Iglewicz & Hoaglin's modified z-score: 0.6745·(x − median)/MAD; |z| > 3.5 is their outlier cut.
 _MAD_TO_SIGMA = 0.6745
 
@@ -89,16 +91,30 @@ def _finite(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
-def _over_trained(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+def _reliable_alpha(layer: LayerResult, p: Mapping[str, float]) -> float | None:
+    """Alpha when the power-law fit is good enough to judge the layer by, else None.
+
+    weightwatcher labels any alpha below 2 over-trained, even from a fit whose KS distance says
+    the tail is not a power law (typically a 10-output classifier head with 10 eigenvalues): such
+    a layer gets WW005 (poor fit) instead, so a reviewer is not told a well-trained head is over-trained.
+    """
     alpha = _finite(layer.metric("alpha"))
-    if layer.status == "ok" and alpha is not None and alpha < p["alpha_min"]:
+    d = _finite(layer.metric("D"))
+    if layer.status != "ok" or alpha is None or (d is not None and d > p["max_D"]):
+        return None
+    return alpha
+
+
+def _over_trained(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    alpha = _reliable_alpha(layer, p)
+    if alpha is not None and alpha < p["alpha_min"]:
         return f"{layer.name}: alpha = {alpha:.2f} < {p['alpha_min']:g} (very heavy-tailed ESD: possibly over-trained)"
     return None
 
 
 def _under_trained(layer: LayerResult, p: Mapping[str, float]) -> str | None:
-    alpha = _finite(layer.metric("alpha"))
-    if layer.status == "ok" and alpha is not None and alpha > p["alpha_max"]:
+    alpha = _reliable_alpha(layer, p)
+    if alpha is not None and alpha > p["alpha_max"]:
         return f"{layer.name}: alpha = {alpha:.2f} > {p['alpha_max']:g} (ESD close to random: possibly under-trained)"
     return None
 
@@ -139,23 +155,24 @@ def _poor_fit(layer: LayerResult, p: Mapping[str, float]) -> str | None:
         return f"{layer.name}: the power-law fit of the ESD tail failed{why}; alpha-based rules do not apply"
     d = _finite(layer.metric("D"))
     if layer.status == "ok" and d is not None and d > p["max_D"]:
-        return f"{layer.name}: poor power-law fit, KS distance D = {d:.3f} > {p['max_D']:g}; treat alpha with caution"
+        return f"{layer.name}: poor power-law fit, KS distance D = {d:.3f} > {p['max_D']:g}; alpha is not used for WW001/WW002"
     return None
 
 
-def _reason(layer: LayerResult) -> str:
-    return (layer.reason or "").lower()
-
-
 def _nan_inf(layer: LayerResult, p: Mapping[str, float]) -> str | None:
-    reason = _reason(layer)
-    if layer.status == "error" and ("nan" in reason or "inf" in reason):
+    if layer.status == "error" and layer.problem == "nonfinite":
         return f"{layer.name}: {layer.reason}; the layer cannot be analysed"
     return None
 
 
+def _unanalysable(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    if layer.status == "error" and layer.problem in ("unreadable", "numeric", "internal"):
+        return f"{layer.name}: {layer.reason}; this weight was not audited"
+    return None
+
+
 def _dead(layer: LayerResult, p: Mapping[str, float]) -> str | None:
-    if layer.status == "error" and "zero" in _reason(layer):
+    if layer.status == "error" and layer.problem == "zero":
         return f"{layer.name}: {layer.reason}"
     lam_max = layer.metric("lambda_max")
     if layer.analysed and lam_max is not None and lam_max == 0:
@@ -209,12 +226,14 @@ RULES: tuple[Rule, ...] = (
          "An ESD tail exponent below 2 means a very heavy-tailed spectrum: a few directions dominate, "
          "typical of over-fitting or of correlation traps.",
          "Check training length, learning rate and regularisation of this layer; compare with earlier checkpoints.",
-         _per_layer(_over_trained), {"alpha_min": ALPHA_LOW}, {"alpha_min": "fires when alpha < alpha_min"}),
+         _per_layer(_over_trained), {"alpha_min": ALPHA_LOW, "max_D": POOR_FIT_D},
+         {"alpha_min": "fires when alpha < alpha_min", "max_D": "only when the fit's KS distance D <= max_D (else WW005)"}),
     Rule("WW002", "Under-trained layer (alpha too large)", "warning", "layer",
          "An ESD tail exponent above 6 means the spectrum is close to that of a random matrix: the layer "
          "has learned little structure.",
          "Train longer, or check that this layer receives gradient (frozen, dead or mis-initialised layers look like this).",
-         _per_layer(_under_trained), {"alpha_max": ALPHA_HIGH}, {"alpha_max": "fires when alpha > alpha_max"}),
+         _per_layer(_under_trained), {"alpha_max": ALPHA_HIGH, "max_D": POOR_FIT_D},
+         {"alpha_max": "fires when alpha > alpha_max", "max_D": "only when the fit's KS distance D <= max_D (else WW005)"}),
     Rule("WW003", "Rank collapse", "warning", "layer",
          "Singular values that are numerically zero mean the layer maps onto a lower-dimensional space; "
          "Martin & Mahoney observe this in over-regularised models, never in well-trained ones.",
@@ -230,7 +249,7 @@ RULES: tuple[Rule, ...] = (
          "When the ESD tail does not follow a power law (fit failed, or KS distance D large), alpha and the "
          "rules built on it say little about this layer.",
          "Read this layer's ESD plot; compare the distribution fits (truncated power law, log-normal) in the report.",
-         _per_layer(_poor_fit), {"max_D": 0.15}, {"max_D": "fires when the fit's KS distance D > max_D"}),
+         _per_layer(_poor_fit), {"max_D": POOR_FIT_D}, {"max_D": "fires when the fit's KS distance D > max_D"}),
     Rule("WW006", "NaN or Inf weights", "error", "layer",
          "Weights with NaN or Inf make every output of the model undefined.",
          "Re-export the model from a checkpoint taken before the divergence; check the exporter's dtype casts.",
@@ -253,6 +272,12 @@ RULES: tuple[Rule, ...] = (
          "Compare alpha-hat with other checkpoints or models of the same architecture before drawing conclusions.",
          _alpha_hat, {"alpha_hat_min": 0.0, "alpha_hat_max": 8.0},
          {"alpha_hat_min": "fires when alpha-hat < alpha_hat_min", "alpha_hat_max": "fires when alpha-hat > alpha_hat_max"}),
+    Rule("WW010", "Weight not audited (unreadable or analysis failed)", "error", "layer",
+         "A weight whose data cannot be read (external data missing or inconsistent, raw data of the wrong "
+         "size) or whose spectrum cannot be computed was not audited: signing the model off would sign off "
+         "weights nobody looked at, and a model whose data is broken does not run as stored.",
+         "Fix the export or the external data files (sizes, offsets) and audit again; the layer's reason names the problem.",
+         _per_layer(_unanalysable)),
 )
 
 RULES_BY_ID = {rule.id: rule for rule in RULES}

@@ -102,6 +102,9 @@ class LayerResult:
     quantization: str | None = None
     status: str = "ok"  # "ok" | "fit_failed" | "skipped" | "error"
     reason: str | None = None
+    # Cause of status "error": nonfinite (NaN/Inf weights), zero (all-zero weights), numeric
+    # (eigensolver/overflow), unreadable (tensor data cannot be read), internal (a wwaudit bug).
+    problem: str | None = None
     used_by: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
@@ -136,6 +139,7 @@ class LayerResult:
             "quantization": self.quantization,
             "status": self.status,
             "reason": self.reason,
+            "problem": self.problem,
             "used_by": list(self.used_by),
             "notes": list(self.notes),
         }

@@ -91,6 +91,7 @@ class LayerOutcome:
     analysis: LayerAnalysis | None
     error: str | None = None
     seconds: float = 0.0
+    problem: str | None = None  # results.LayerResult.problem when analysis is None
 
 
 def estimate_cost(N: int, M: int, slices: int) -> float:
@@ -104,8 +105,14 @@ def run_task(task: LayerTask) -> LayerOutcome:
     try:
         mats = task.matrices()
     except InputError as exc:
-        return LayerOutcome(task.index, None, str(exc), time.perf_counter() - t0)
-    analysis = analyse_matrices(mats, task.kind, task.eps, task.options)
+        return LayerOutcome(task.index, None, str(exc), time.perf_counter() - t0, problem="unreadable")
+    try:
+        analysis = analyse_matrices(mats, task.kind, task.eps, task.options)
+    except (ArithmeticError, ValueError, np.linalg.LinAlgError) as exc:
+        # A numerical failure in one layer must not end the audit of the others: the layer is
+        # reported as an error (rule WW010) and the verdict fails, so nothing is silently passed.
+        message = f"analysis failed: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+        return LayerOutcome(task.index, None, message, time.perf_counter() - t0, problem="internal")
     del mats
     return LayerOutcome(task.index, analysis, None, time.perf_counter() - t0)
 
