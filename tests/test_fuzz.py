@@ -23,7 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_hostile import recording_opens
 from wwaudit.auditor.graph import walk
 from wwaudit.auditor.layers import plan_layers
-from wwaudit.auditor.limits import memory_refusal
+from wwaudit.auditor.limits import memory_refusal, working_set_bytes
 from wwaudit.auditor.loader import load_model
 from wwaudit.errors import InputError
 
@@ -112,7 +112,7 @@ def _exercise(data: bytes, sandbox: tuple[Path, Path]) -> None:
                 if spec.skipped:
                     continue
                 N, M, slices = spec.shape_info()
-                if memory_refusal(spec.tensor.size, M, FUZZ_MAX_MEMORY):
+                if memory_refusal(working_set_bytes(spec.tensor.size, N, M, 8, True, False), FUZZ_MAX_MEMORY):  # widened to float64 below
                     continue
                 try:
                     mats = spec.matrices()

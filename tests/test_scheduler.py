@@ -198,3 +198,19 @@ def test_unavailable_device_is_a_usage_error(tmp_path: Path, capsys: pytest.Capt
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cuda" in err[0]
     assert main([str(model), "--workers", "0", "--quiet"]) == 2
+
+
+def test_memory_estimate_follows_the_streaming_scheduler() -> None:
+    """A 250k x 4k float32 table in external data needs its Gram work and one shuffled copy, not
+    a float64 copy of the table (8 GiB): the default --max-memory must not gate it."""
+    from wwaudit.auditor.limits import DEFAULT_MAX_MEMORY, memory_refusal, working_set_bytes
+
+    n, m = 250_000, 4096
+    external = working_set_bytes(n * m, n, m, 4, in_memory=False, traps=True)
+    assert memory_refusal(external, DEFAULT_MAX_MEMORY) is None
+    assert external < 8 * n * m / 1.5
+    # in-file data is a real copy, and traps add one shuffled slice on top
+    inline = working_set_bytes(n * m, n, m, 4, in_memory=True, traps=True)
+    assert inline - external == 4 * n * m
+    assert working_set_bytes(n * m, n, m, 4, True, False) == inline - 4 * n * m
+    assert "--max-memory" in (memory_refusal(inline, 1 << 30) or "")

@@ -20,7 +20,7 @@ from wwaudit.auditor.policy import Policy
 from wwaudit.auditor.graph import walk
 from wwaudit.auditor.layers import LayerSpec, plan_layers, safe_name, storage_dtype
 from wwaudit.auditor.loader import LoadedModel, load_model
-from wwaudit.auditor.limits import memory_refusal
+from wwaudit.auditor.limits import memory_refusal, working_set_bytes
 from wwaudit.auditor.options import AuditOptions
 from wwaudit.auditor.quant import describe as describe_quantization
 from wwaudit.auditor.quant import value_dtype as quantized_value_dtype
@@ -99,6 +99,15 @@ def _layer_result(index: int, spec: LayerSpec) -> LayerResult:
     return result
 
 
+def _working_set(spec: LayerSpec, layer: LayerResult, options: AuditOptions) -> int:
+    """The layer task's estimated peak memory (limits.working_set_bytes), from shapes and dtypes only."""
+    stored = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(spec.tensor.data_type)) if spec.tensor.is_float else None
+    native = stored is not None and stored in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+    itemsize = stored.itemsize if native and not spec.source.quantized else 4
+    in_memory = not spec.tensor.is_external or not native or spec.source.quantized
+    return working_set_bytes(spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast)
+
+
 def _selected(spec: LayerSpec, pattern: re.Pattern[str] | None) -> bool:
     return pattern is None or bool(pattern.search(spec.name) or pattern.search(spec.tensor.name))
 
@@ -156,7 +165,7 @@ def audit(
         if options.max_evals is not None and (layer.M or 0) * (layer.slices or 1) > options.max_evals:
             layer.status, layer.reason = "skipped", f"more than --max-evals {options.max_evals} eigenvalues"
             continue
-        too_big = memory_refusal(spec.tensor.size, layer.M or 0, options.max_memory)
+        too_big = memory_refusal(_working_set(spec, layer, options), options.max_memory)
         if too_big:
             layer.status, layer.reason = "skipped", too_big
             continue

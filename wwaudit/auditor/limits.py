@@ -1,8 +1,8 @@
 """Time and memory limits, so a hostile or simply huge model cannot hang or exhaust a CI runner.
 
-Memory (`--max-memory`, default 8 GiB): before a layer's tensor is read, its float64 working
-set is estimated from the declared shape alone (the tensor widened to float64, plus the M x M
-Gram matrix and the eigensolver's workspace). A layer above the limit is skipped with that
+Memory (`--max-memory`, default 8 GiB): before a layer's tensor is read, its working set is
+estimated from the declared shape and dtype alone (see working_set_bytes: the values in memory,
+one shuffled slice for the traps, a Gram chunk, the M x M Gram matrix and eigensolver workspace). A layer above the limit is skipped with that
 reason, before anything is allocated; the rest of the model is audited. The limit applies to
 each layer task: with several workers, up to `workers` layers are in memory at once.
 
@@ -64,19 +64,29 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def working_set_bytes(elements: int, M: int) -> int:
-    """Estimated peak bytes of analysing one layer: the tensor as float64 plus the Gram work."""
-    return 8 * elements + GRAM_COPIES * 8 * M * M
+def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_memory: bool, traps: bool) -> int:
+    """Estimated peak bytes of analysing one layer, as the streaming scheduler does it.
+
+    The tensor is read in its own dtype (float16/32/64; other formats widen to float32): external
+    data is memory-mapped (page cache, reclaimable: not counted), in-file or dequantized data is a
+    real copy. The Gram matrix is accumulated from float64 row chunks of at most
+    spectra.GRAM_CHUNK_ELEMENTS; the shuffled copy for correlation traps is one slice at a time;
+    the eigensolver needs about GRAM_COPIES M x M float64 arrays. No step widens the whole tensor
+    to float64, so a 250k x 4k external embedding table needs its Gram work and one shuffled
+    slice, not 8 bytes per element.
+    """
+    from wwaudit.auditor.spectra import GRAM_CHUNK_ELEMENTS
+
+    values = value_itemsize * elements if in_memory else 0
+    shuffled = value_itemsize * N * M if traps else 0
+    return values + shuffled + 8 * min(elements, GRAM_CHUNK_ELEMENTS) + GRAM_COPIES * 8 * M * M
 
 
-def memory_refusal(elements: int, M: int, max_memory: int | None) -> str | None:
-    """The skip reason when a layer's working set would exceed `max_memory`, else None."""
-    if max_memory is None:
+def memory_refusal(need: int, max_memory: int | None) -> str | None:
+    """The skip reason when a layer's working set `need` (working_set_bytes) exceeds `max_memory`."""
+    if max_memory is None or need <= max_memory:
         return None
-    need = working_set_bytes(elements, M)
-    if need <= max_memory:
-        return None
-    return f"needs about {format_bytes(need)} of float64 working memory, above --max-memory {format_bytes(max_memory)}"
+    return f"needs about {format_bytes(need)} of working memory, above --max-memory {format_bytes(max_memory)}"
 
 
 class Deadline:
