@@ -12,7 +12,6 @@ problems confined to one tensor, the status of that tensor's layer). Used by tes
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import zipfile
 from dataclasses import dataclass, field

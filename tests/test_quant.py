@@ -108,7 +108,7 @@ def test_dynamic_int8_matches_onnxruntime(models, variant):
     assert {s.op for s in layers} == {"ConvInteger", "MatMulInteger"}
     consts = stored(path)
     for spec in layers:
-        node = next(n for n in _nodes(path) if n.op_type == spec.op and n.input[1] == spec.tensor.name)
+        assert any(n.op_type == spec.op and n.input[1] == spec.tensor.name for n in _nodes(path))
         base = spec.tensor.name[: -len("_quantized")]
         scale, zp = consts[base + "_scale"], consts[base + "_zero_point"]
         axis = 0 if spec.op == "ConvInteger" else 1

@@ -97,10 +97,28 @@ def _run_rules(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def _run_audit(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+def check_counts(args: argparse.Namespace) -> None:
+    """Usage errors of the analysis counts shared by `audit` and `compare`."""
+    if args.max_evals is not None and args.max_evals < 1:
+        raise UsageError("--max-evals must be a positive number")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError("--workers must be a positive number")
+
+
+def command_line(argv: Sequence[str]) -> str:
+    """The command as a reader can re-run it (shown in the reports' reproducibility block)."""
+    return "wwaudit " + " ".join(shlex.quote(a) for a in argv)
+
+
+def run_date() -> str:
+    """The run's date for reports (never in the JSON: it would break byte-identical output)."""
     from datetime import datetime, timezone
 
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _run_audit(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
     from wwaudit import formats
     from wwaudit.auditor.core import audit
     from wwaudit.auditor.options import AuditOptions
@@ -116,15 +134,8 @@ def _run_audit(argv: Sequence[str]) -> int:
     for fmt in ("sarif", "junit", "markdown"):
         if getattr(args, fmt):
             outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
-    if sum(1 for path, _ in outputs if path == "-") > 1:
-        raise UsageError("only one output can go to stdout ('-')")
-    for path, _ in outputs:
-        formats.check_writable(path)
-    if args.max_evals is not None and args.max_evals < 1:
-        raise UsageError("--max-evals must be a positive number")
-
-    if args.workers is not None and args.workers < 1:
-        raise UsageError("--workers must be a positive number")
+    formats.check_outputs(outputs)
+    check_counts(args)
     from wwaudit.auditor import limits
     from wwaudit.auditor.scheduler import default_workers
 
@@ -147,8 +158,8 @@ def _run_audit(argv: Sequence[str]) -> int:
         deadline.check("at the end of the analysis")
 
     ctx = formats.RenderContext(
-        command="wwaudit " + " ".join(shlex.quote(a) for a in argv),
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command=command_line(argv),
+        generated=run_date(),
         page_size=args.page_size,
         plots=args.plots,
         extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},

@@ -9,7 +9,12 @@ from __future__ import annotations
 import sys
 import time
 
+from typing import TYPE_CHECKING
+
 from wwaudit.auditor.results import AuditResult
+
+if TYPE_CHECKING:
+    from wwaudit.auditor.scheduler import SilentProgress
 
 
 class RichProgress:
@@ -59,21 +64,12 @@ class RichProgress:
         self._progress.stop()
 
 
-class SilentProgress:
-    def start(self, total: int, work: float | None = None) -> None:
-        pass
-
-    def advance(self, name: str, work: float = 1.0) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
-
-
-def make_progress(enabled: bool = True):
+def make_progress(enabled: bool = True) -> "RichProgress | SilentProgress":
     """A bar when enabled and stderr is a terminal, else nothing."""
     if enabled and sys.stderr.isatty():
         return RichProgress()
+    from wwaudit.auditor.scheduler import SilentProgress
+
     return SilentProgress()
 
 

@@ -25,7 +25,9 @@ from wwaudit.auditor.options import AuditOptions
 from wwaudit.auditor.quant import describe as describe_quantization
 from wwaudit.auditor.quant import value_dtype as quantized_value_dtype
 from wwaudit.auditor.results import AuditResult, LayerResult, ModelInfo
-from wwaudit.auditor.scheduler import LayerExecutor, LayerOutcome, LayerTask, Progress, estimate_cost, run_layers
+from wwaudit.auditor.scheduler import (
+    LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
+)
 from wwaudit.auditor.spectra import Backend, check_backend
 from wwaudit.errors import UsageError
 
@@ -45,17 +47,6 @@ _EPS = {
 def dtype_eps(data_type: int) -> float:
     """Epsilon of the weights' own dtype (float32's for integer/quantized storage: scales are float32)."""
     return _EPS.get(data_type, float(np.finfo(np.float32).eps))
-
-
-class _NoProgress:
-    def start(self, total: int, work: float | None = None) -> None:
-        pass
-
-    def advance(self, name: str, work: float = 1.0) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
 
 
 def model_info(loaded: LoadedModel, parameters: int, external: bool) -> ModelInfo:
@@ -142,7 +133,7 @@ def audit(
     concurrent.futures-style executor, e.g. Dask's `Client.get_executor()`; the caller owns it).
     """
     options = options or AuditOptions()
-    progress = progress or _NoProgress()
+    progress = progress or SilentProgress()
     check_backend(Backend.of(options))
     try:
         pattern = re.compile(options.layers) if options.layers else None

@@ -8,13 +8,12 @@ them without touching code; the verdict follows the policy's `fail-on` level.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from statistics import median
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from wwaudit.auditor.results import Finding, LayerResult
+from wwaudit.auditor.results import finite_or_none, Finding, LayerResult
 
 if TYPE_CHECKING:  # policy imports this module; only the annotation is needed here
     from wwaudit.auditor.baseline import Baseline
@@ -81,16 +80,6 @@ def _per_layer(fn: Callable[[LayerResult, Mapping[str, float]], str | None]) -> 
     return check
 
 
-def _finite(value: Any) -> float | None:
-    if value is None or isinstance(value, (bool, str)):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def _reliable_alpha(layer: LayerResult, p: Mapping[str, float]) -> float | None:
     """Alpha when the power-law fit is good enough to judge the layer by, else None.
 
@@ -98,8 +87,8 @@ def _reliable_alpha(layer: LayerResult, p: Mapping[str, float]) -> float | None:
     the tail is not a power law (typically a 10-output classifier head with 10 eigenvalues): such
     a layer gets WW005 (poor fit) instead, so a reviewer is not told a well-trained head is over-trained.
     """
-    alpha = _finite(layer.metric("alpha"))
-    d = _finite(layer.metric("D"))
+    alpha = finite_or_none(layer.metric("alpha"))
+    d = finite_or_none(layer.metric("D"))
     if layer.status != "ok" or alpha is None or (d is not None and d > p["max_D"]):
         return None
     return alpha
@@ -153,7 +142,7 @@ def _poor_fit(layer: LayerResult, p: Mapping[str, float]) -> str | None:
     if layer.status == "fit_failed":
         why = f" ({layer.reason})" if layer.reason else ""
         return f"{layer.name}: the power-law fit of the ESD tail failed{why}; alpha-based rules do not apply"
-    d = _finite(layer.metric("D"))
+    d = finite_or_none(layer.metric("D"))
     if layer.status == "ok" and d is not None and d > p["max_D"]:
         return f"{layer.name}: poor power-law fit, KS distance D = {d:.3f} > {p['max_D']:g}; alpha is not used for WW001/WW002"
     return None
@@ -184,7 +173,7 @@ def _dead(layer: LayerResult, p: Mapping[str, float]) -> str | None:
 
 
 def _spectral_outliers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
-    values = [(layer, _finite(layer.metric("log_spectral_norm"))) for layer in ctx.layers if layer.analysed]
+    values = [(layer, finite_or_none(layer.metric("log_spectral_norm"))) for layer in ctx.layers if layer.analysed]
     values = [(layer, v) for layer, v in values if v is not None]
     if len(values) < p["min_layers"]:
         return
@@ -201,7 +190,7 @@ def _spectral_outliers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit
 
 
 def _alpha_hat(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
-    vals = [_finite(layer.metric("alpha_weighted")) for layer in ctx.layers if layer.status == "ok"]
+    vals = [finite_or_none(layer.metric("alpha_weighted")) for layer in ctx.layers if layer.status == "ok"]
     vals = [v for v in vals if v is not None]
     if not vals:
         return

@@ -20,10 +20,9 @@ A layer without the MP metrics (fit not run) gets a phase only through rules 1-2
 
 from __future__ import annotations
 
-import math
 from typing import Any, Iterable, Mapping
 
-from wwaudit.auditor.results import LayerResult
+from wwaudit.auditor.results import finite_or_none, LayerResult
 
 PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed", "rank-collapse")
 RANK_COLLAPSE_SHARE = 0.25
@@ -33,34 +32,24 @@ BLEEDING_RATIO = 0.5  # bulk_max / lambda_max above this: lambda_max less than t
 DECAY_SPIKE_SHARE = 0.1
 
 
-def _num(value: Any) -> float | None:
-    if value is None or isinstance(value, (bool, str)):
-        return None
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        return None
-    return out if math.isfinite(out) else None
-
-
 def classify(metrics: Mapping[str, Any], status: str = "ok") -> str | None:
     """The phase of one layer from its metrics (keys of results.METRIC_COLUMNS), or None."""
     if status not in ("ok", "fit_failed"):
         return None
-    n = _num(metrics.get("num_evals"))
-    loss = _num(metrics.get("rank_loss"))
+    n = finite_or_none(metrics.get("num_evals"))
+    loss = finite_or_none(metrics.get("rank_loss"))
     if n and loss is not None and loss / n >= RANK_COLLAPSE_SHARE:
         return "rank-collapse"
-    alpha = _num(metrics.get("alpha")) if status == "ok" else None
+    alpha = finite_or_none(metrics.get("alpha")) if status == "ok" else None
     if alpha is not None and alpha < HEAVY_TAILED_ALPHA:
         return "heavy-tailed"
-    spikes = _num(metrics.get("num_spikes"))
+    spikes = finite_or_none(metrics.get("num_spikes"))
     if spikes is None:
         return None
     if spikes == 0:
         return "random-like"
-    bulk_max, lam_max = _num(metrics.get("bulk_max")), _num(metrics.get("lambda_max"))
-    ratio = bulk_max / lam_max if bulk_max is not None and lam_max else _num(metrics.get("mp_softrank"))
+    bulk_max, lam_max = finite_or_none(metrics.get("bulk_max")), finite_or_none(metrics.get("lambda_max"))
+    ratio = bulk_max / lam_max if bulk_max is not None and lam_max else finite_or_none(metrics.get("mp_softrank"))
     if ratio is not None and ratio > BLEEDING_RATIO:
         return "bleeding-out"
     if (n and spikes / n > DECAY_SPIKE_SHARE) or (alpha is not None and alpha <= WEAK_TAIL_ALPHA):

@@ -234,3 +234,14 @@ def clean_number(value: Any) -> Any:
             return None
         return float(f"{value:.12g}")
     return value
+
+
+def finite_or_none(value: Any) -> float | None:
+    """A metric as a finite float, None when missing, non-numeric, NaN or infinite (rules and phases read metrics this way)."""
+    if value is None or isinstance(value, (bool, str)):
+        return None
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None

@@ -59,6 +59,19 @@ class Progress(Protocol):
     def finish(self) -> None: ...
 
 
+class SilentProgress:
+    """The progress display that shows nothing: libraries, --quiet, and stderr that is not a terminal."""
+
+    def start(self, total: int, work: float | None = None) -> None:
+        pass
+
+    def advance(self, name: str, work: float = 1.0) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
 class LayerExecutor(Protocol):
     """The one method the scheduler needs from an executor (concurrent.futures or Dask's)."""
 

@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Sequence
 
-from wwaudit.errors import EXIT_FINDINGS, EXIT_OK, UsageError
+from wwaudit.errors import EXIT_FINDINGS, EXIT_OK
 
 if TYPE_CHECKING:
     from wwaudit.compare.result import CompareResult
@@ -27,6 +25,7 @@ def render_json(result: "CompareResult") -> bytes:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run a parsed `wwaudit compare` command; returns the exit code."""
     from wwaudit import formats
+    from wwaudit.cli import check_counts, command_line, run_date
     from wwaudit.auditor.options import AuditOptions
     from wwaudit.auditor.scheduler import default_workers
     from wwaudit.compare import report
@@ -38,20 +37,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         outputs.append((args.json, lambda r, ctx: render_json(r)))
     if args.report:
         outputs.append((args.report, report.renderer(args.report)))
-    if sum(1 for path, _ in outputs if path == "-") > 1:
-        raise UsageError("only one output can go to stdout ('-')")
-    for path, _ in outputs:
-        formats.check_writable(path)
-    if args.max_evals is not None and args.max_evals < 1:
-        raise UsageError("--max-evals must be a positive number")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError("--workers must be a positive number")
+    formats.check_outputs(outputs)
+    check_counts(args)
     options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
                            workers=args.workers or default_workers())
     result = compare(args.base, args.candidate, options, make_progress(enabled=not args.quiet))
     ctx = formats.RenderContext(
-        command="wwaudit " + " ".join(shlex.quote(a) for a in argv),
-        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        command=command_line(argv),
+        generated=run_date(),
         page_size=args.page_size,
     )
     for path, renderer in outputs:

@@ -98,6 +98,14 @@ def report_renderer(path: str) -> Renderer:
     return REPORT_FORMATS[ext]
 
 
+def check_outputs(outputs: list[tuple[str, Renderer]]) -> None:
+    """Before any analysis: at most one output on stdout, and every file target writable."""
+    if sum(1 for path, _ in outputs if path == "-") > 1:
+        raise UsageError("only one output can go to stdout ('-')")
+    for path, _ in outputs:
+        check_writable(path)
+
+
 def check_writable(path: str) -> None:
     """Fail before the analysis (not after minutes of it) when an output cannot be written."""
     if path == "-":
