@@ -22,13 +22,13 @@ import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from wwaudit.auditor.mp_fit import fit_mp
 from wwaudit.auditor.spectra import Backend, singular_values_squared
 
 SMALL_LAYER_EVALS = 100  # below this many eigenvalues, 5 shuffled copies for the MP fit (reference)
 SMALL_LAYER_REPLICAS = 5
+SEED_SAMPLE = 256  # layer_rng hashes at most this many rows × columns of each matrix
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,19 @@ class TrapResult:
 
 
 def layer_rng(mats: list[np.ndarray], seed: int) -> np.random.Generator:
-    """A generator seeded by ``seed`` and the layer's content (shapes and bytes of its matrices)."""
+    """A generator seeded by ``seed`` and the layer's content (shapes and a strided sample).
+
+    Hashing every byte cost as much as a tenth of the layer's eigen work and, for the transposed
+    views layers.py hands over, a full contiguous copy first. A grid of at most
+    SEED_SAMPLE × SEED_SAMPLE elements (taken in logical order, so the memory layout does not
+    matter) is enough to give different layers different streams.
+    """
     h = hashlib.blake2b(digest_size=16)
     for W in mats:
         h.update(repr(W.shape).encode())
-        h.update(np.ascontiguousarray(W).reshape(-1).view(np.uint8))  # any dtype, bfloat16 too
+        steps = tuple(max(1, -(-n // SEED_SAMPLE)) for n in W.shape)
+        sample = W[tuple(slice(None, None, k) for k in steps)]
+        h.update(np.ascontiguousarray(sample).reshape(-1).view(np.uint8))  # any dtype, bfloat16 too
     words = np.frombuffer(h.digest(), dtype=np.uint32)
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, words)]))
 
@@ -59,12 +67,13 @@ def shuffled_spectrum(
 ) -> np.ndarray:
     """Pooled sorted eigenvalues of element-shuffled copies of the layer's matrices.
 
-    Each slice is copied once, in its stored dtype, and shuffled in place (no index array): the
+    Each slice is copied once, in its stored dtype and C order (so ``reshape(-1)`` is a view,
+    not a second copy of a transposed view), and shuffled in place (no index array): the
     extra memory is one slice, whatever the size of the layer.
     """
     out = []
     for W in mats:
-        flat = np.array(W, copy=True).reshape(-1)
+        flat = np.array(W, copy=True, order="C").reshape(-1)
         rng.shuffle(flat)
         out.append(singular_values_squared(flat.reshape(W.shape), eps, backend))
         del flat
@@ -73,6 +82,8 @@ def shuffled_spectrum(
 
 def jensen_shannon_distance(p: np.ndarray, q: np.ndarray) -> float:
     """The reference's rand_distance: JS distance of two non-negative vectors normalised to sum 1."""
+    from scipy import stats  # here: scipy.stats costs start-up time that --fast never needs
+
     p = np.asarray(p, dtype=np.float64)
     q = np.asarray(q, dtype=np.float64)
     m = (p / p.sum() + q / q.sum()) / 2

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import io
-import logging
 import os
 from typing import Any, Callable
 
@@ -20,9 +19,10 @@ import numpy as np
 
 from wwaudit.compare.result import CAVEAT, CompareResult, PairResult
 from wwaudit.compare.rules import OVERLAP_MIN, RULES
-from wwaudit.errors import OutputError, UsageError
+from wwaudit.errors import UsageError
 from wwaudit.formats import RenderContext
 from wwaudit.formats.document import _embedded_fonts, fmt, human_bytes
+from wwaudit.formats.plots import PLOT_STYLE
 
 LARGEST_CHANGES = 20  # rows of the "largest changes" table
 ESD_LAYERS = 4  # layers whose overlaid ESDs are drawn
@@ -39,19 +39,7 @@ def change_order(pairs: list[PairResult]) -> list[PairResult]:
     return sorted(pairs, key=key)
 
 
-# Same look as the audit report's plots (formats/plots.py), deterministic output (fixed SVG ids).
-_RC = {
-    "svg.hashsalt": "wwaudit",
-    "svg.fonttype": "path",
-    "font.family": "DejaVu Sans",
-    "font.size": 7.5,
-    "legend.fontsize": 6.5,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "grid.color": "#e4e7ed",
-    "grid.linewidth": 0.5,
-}
+# Same look as the audit report's plots (formats/plots.py): one style, deterministic SVG ids.
 PNG_DPI = 200
 
 
@@ -93,7 +81,7 @@ def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
     b = [p.candidate_metrics.get("alpha") for p in pairs]
     if all(v is None for v in a + b):
         return None
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax,) = _figure(7.0, 2.5)
         ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0, label="[2, 6]")
         for values, colour, label, marker in ((a, BASE_COLOUR, "base", "o"), (b, CANDIDATE_COLOUR, "candidate", "s")):
@@ -115,7 +103,7 @@ def _change_plot(pairs: list[PairResult], image: str) -> str | None:
     xs = np.arange(len(pairs))
     dist = np.array([np.nan if p.relative_distance is None else p.relative_distance for p in pairs])
     overlap = np.array([np.nan if p.subspace_overlap is None else p.subspace_overlap for p in pairs])
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax_d, ax_o) = _figure(7.0, 2.3, ncols=2, bottom=0.42)
         ax_d.bar(xs, dist, color=CANDIDATE_COLOUR, width=0.8)
         ax_d.set_ylabel("‖W₂−W₁‖ / ‖W₁‖")
@@ -145,7 +133,7 @@ def _esd_plot(base_evals: Any, cand_evals: Any, image: str) -> str | None:
     lo = max(min(a.min(), b.min()), hi * ESD_FLOOR)
     a, b = a[a >= lo], b[b >= lo]
     bins = np.logspace(np.log10(lo), np.log10(hi) + 1e-9, 40)
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax,) = _figure(3.4, 2.3)
         for values, colour, label in ((a, BASE_COLOUR, "base"), (b, CANDIDATE_COLOUR, "candidate")):
             dens, _ = np.histogram(values, bins=bins, density=True)
@@ -232,17 +220,10 @@ def render_html(result: CompareResult, ctx: RenderContext, for_pdf: bool = False
 
 def render_pdf(result: CompareResult, ctx: RenderContext) -> bytes:
     """PDF bytes through WeasyPrint, fetching data: URLs only (the images are embedded)."""
-    from wwaudit.formats.pdf_format import _fetcher
+    from wwaudit.formats.pdf_format import html_to_pdf
 
-    html = render_html(result, ctx, for_pdf=True)
-    logging.getLogger("weasyprint").setLevel(logging.ERROR)
-    logging.getLogger("fontTools").setLevel(logging.ERROR)
-    try:
-        import weasyprint
-    except OSError as exc:  # Pango missing on the host
-        raise OutputError(f"PDF output needs Pango (WeasyPrint could not load it): {exc}") from None
     identifier = (result.base.model.sha256[:16] + result.candidate.model.sha256[:16]).encode("ascii")
-    return weasyprint.HTML(string=html, url_fetcher=_fetcher(), base_url=".").write_pdf(pdf_identifier=identifier)
+    return html_to_pdf(render_html(result, ctx, for_pdf=True), identifier)
 
 
 def renderer(path: str) -> Callable[[CompareResult, RenderContext], bytes]:

@@ -36,10 +36,9 @@ def _fetcher() -> Any:
     return _data_only_fetcher
 
 
-def render(result: AuditResult, ctx: RenderContext) -> bytes:
-    """PDF bytes; the same audit and context give the same bytes (fixed identifier, no creation
-    date in the metadata, deterministic plots)."""
-    html = render_html(result, ctx, for_pdf=True)
+def html_to_pdf(html: str, identifier: bytes) -> bytes:
+    """Print a self-contained HTML document to PDF: data: URLs only, fixed identifier and font
+    timestamps, so the same document gives the same bytes (used by the audit and compare reports)."""
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     try:
@@ -48,7 +47,13 @@ def render(result: AuditResult, ctx: RenderContext) -> bytes:
         raise OutputError(f"PDF output needs Pango (WeasyPrint could not load it): {exc}") from None
     document = weasyprint.HTML(string=html, url_fetcher=_fetcher(), base_url=".")
     with _fixed_font_timestamp():
-        return document.write_pdf(pdf_identifier=result.model.sha256[:32].encode("ascii"))
+        return document.write_pdf(pdf_identifier=identifier)
+
+
+def render(result: AuditResult, ctx: RenderContext) -> bytes:
+    """PDF bytes; the same audit and context give the same bytes (fixed identifier, no creation
+    date in the metadata, deterministic plots)."""
+    return html_to_pdf(render_html(result, ctx, for_pdf=True), result.model.sha256[:32].encode("ascii"))
 
 
 @contextlib.contextmanager

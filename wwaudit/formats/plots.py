@@ -37,7 +37,7 @@ SHUFFLED_COLOUR = "#8a8f99"
 FIT_COLOUR = "#d1495b"
 BAND_COLOUR = "#d8eed9"
 
-_RC = {
+PLOT_STYLE = {
     "svg.hashsalt": "wwaudit",  # stable element ids: same audit, same bytes
     "svg.fonttype": "path",  # glyphs as paths: the HTML reader's browser may lack DejaVu Sans
     "font.family": "DejaVu Sans",
@@ -158,7 +158,7 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | No
     fitted = [p for p in points if _finite(p.alpha) is not None]
     if not fitted:
         return None
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax,) = _figure(7.0, 2.5, bottom=0.62)
         alphas = np.array([p.alpha for p in fitted], dtype=float)
         top = float(min(max(8.0, alphas.max() * 1.1), 20.0))
@@ -189,7 +189,7 @@ def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str 
     alphas = np.array([p.alpha for p in points if _finite(p.alpha) is not None], dtype=float)
     if alphas.size == 0:
         return None
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax,) = _figure(3.4, 2.4, bottom=0.45)
         top = float(min(max(8.0, alphas.max() * 1.05), 20.0))
         ax.axvspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)
@@ -208,7 +208,7 @@ def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | 
     shown = [p for p in points if _finite(p.log_spectral_norm) is not None]
     if not shown:
         return None
-    with matplotlib.rc_context(_RC):
+    with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax,) = _figure(3.4, 2.4, bottom=0.62)
         # one line collection, not one rectangle per layer: a 1,000-layer model stays quick to draw
         ax.vlines([p.position for p in shown], 0, [p.log_spectral_norm for p in shown],
@@ -236,7 +236,7 @@ def layer_plot(job: LayerPlotJob) -> str | None:
         return None
     rand = _positive(job.random_evals) if job.random_evals is not None else np.empty(0)
     m = job.metrics
-    with _LAYER_LOCK, matplotlib.rc_context(_RC):
+    with _LAYER_LOCK, matplotlib.rc_context(PLOT_STYLE):
         fig, ax_log, ax_lin = _layer_figure()
         _esd_loglog(ax_log, evals, rand, m)
         _esd_mp(ax_lin, evals, rand, m)
