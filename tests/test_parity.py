@@ -196,8 +196,9 @@ def test_recurrent_and_fused_qkv_weights_analysed(analysed) -> None:
     gates = [l for l in result.layers if l.analysed and l.kind == "recurrent"]
     assert len(gates) == 8 and all(l.metric("log_norm") is not None for l in gates)
     details, result, _, _ = analysed["transformer"]
-    qkv = [l for l in result.layers if l.analysed and (l.N, l.M) in ((96, 32), (32, 32)) and l.op != "Gemm"]
-    assert qkv, "packed QKV projection not analysed"
+    qkv = [l for l in result.layers if l.analysed and l.kind == "attention"]
+    assert [l.name.rsplit(".", 1)[-1] for l in qkv] == ["q", "k", "v"], "packed QKV not split into Q, K, V"
+    assert all((l.N, l.M) == (32, 32) for l in qkv)
     assert not any(details["longname"].str.contains("in_proj"))
 
 

@@ -291,3 +291,63 @@ def test_degenerate_layers_give_nulls_or_errors_never_nan() -> None:
         warnings.simplefilter("ignore")
         res = analyse_matrices([huge], "dense", float(np.finfo(np.float64).eps), AuditOptions())
     assert res.status == "error" and res.reason
+
+
+def _powerlaw_reference(tail: np.ndarray, xmin: float, alpha: float) -> dict[str, float]:
+    """TPL parameters and R/p straight from powerlaw 2.0 (mpmath normaliser), α widened as ours."""
+    from wwaudit.auditor.distributions import power_law_loglikelihoods
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dist = powerlaw.Truncated_Power_Law(
+            data=tail, xmin=xmin, discrete=False, parameter_ranges={"alpha": [0.0, 50.0], "Lambda": [0.0, None]}, verbose=0
+        )
+        R, p = powerlaw.loglikelihood_ratio(
+            power_law_loglikelihoods(tail, alpha, xmin), dist.loglikelihoods(tail), nested=True, normalized_ratio=True
+        )
+    return {"tpl_alpha": float(dist.alpha), "tpl_lambda": float(dist.Lambda), "R_tpl": float(R), "p_tpl": float(p)}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_tpl_quadrature_normaliser_reproduces_powerlaw(seed: int) -> None:
+    """distributions.py replaces powerlaw's mpmath TPL normaliser with scipy quadrature (speed):
+    the fitted TPL and its likelihood ratio stay within 1e-3 of powerlaw's own."""
+    rng = np.random.default_rng(seed)
+    tails = [_tpl_sample(rng, 1.5 + seed, 0.3, 300), pareto(rng, 3.0 + seed, 300)]
+    for x in tails:
+        fit = fit_power_law(x)
+        tail = np.sort(x[x >= fit.xmin])
+        ours = compare_distributions(x, fit.xmin, fit.alpha)
+        ref = _powerlaw_reference(tail, fit.xmin, fit.alpha)
+        assert ours["tpl_alpha"] == pytest.approx(ref["tpl_alpha"], rel=1e-3)
+        assert ours["tpl_lambda"] == pytest.approx(ref["tpl_lambda"], rel=1e-3, abs=1e-6)
+        assert ours["R_tpl"] == pytest.approx(ref["R_tpl"], abs=1e-3)
+        assert ours["p_tpl"] == pytest.approx(ref["p_tpl"], abs=1e-3)
+
+
+def test_layer_seed_ignores_memory_layout_and_samples_content() -> None:
+    from wwaudit.auditor.traps import layer_rng
+
+    rng = np.random.default_rng(14)
+    W = rng.normal(size=(700, 300)).astype(np.float32)
+    transposed_view = np.ascontiguousarray(W.T).T  # same values, Fortran layout (as layers.py hands over)
+    assert layer_rng([W], 0).integers(1 << 62) == layer_rng([transposed_view], 0).integers(1 << 62)
+    changed = W.copy()
+    changed[0, 0] += 1.0  # on the sampled grid
+    assert layer_rng([W], 0).integers(1 << 62) != layer_rng([changed], 0).integers(1 << 62)
+
+
+def test_fast_path_imports_neither_powerlaw_nor_matplotlib() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from wwaudit.auditor.analysis import analyse_matrices\n"
+        "from wwaudit.auditor.options import AuditOptions\n"
+        "W = np.random.default_rng(0).standard_t(3, size=(200, 100))\n"
+        "analyse_matrices([W], 'dense', 1e-7, AuditOptions(fast=True))\n"
+        "print(sorted(m for m in ('powerlaw', 'matplotlib', 'mpmath') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

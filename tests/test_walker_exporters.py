@@ -140,10 +140,16 @@ CASES: dict[str, tuple] = {
     ),
     "multihead_attention": (
         SelfAttention, torch.randn(1, 5, 16),
-        lambda m: {"in_proj": ("MatMul", [_np(m.att.in_proj_weight)]), "out_proj": ("Gemm", [_np(m.att.out_proj.weight)])},
+        lambda m: {**qkv_parts(m.att), "out_proj": ("Gemm", [_np(m.att.out_proj.weight)])},
         {BIAS: 2},
     ),
 }
+
+
+def qkv_parts(att: nn.MultiheadAttention) -> dict[str, tuple[str, list[np.ndarray]]]:
+    """The packed in_proj weight [3E, E] is three layers: Q, K and V, each (E x E), rows = outputs."""
+    W, E = _np(att.in_proj_weight), att.embed_dim
+    return {part: ("MatMul", [W[i * E:(i + 1) * E]]) for i, part in enumerate("qkv")}
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, dynamo: bool) -> None:
@@ -191,7 +197,7 @@ def test_torch_export_layout(case: str, dynamo: bool, tmp_path: Path) -> None:
         (op, mats) = expect(module)[label]
         N, M, slices = spec.shape_info()
         assert (N, M, slices) == (max(mats[0].shape), min(mats[0].shape), len(mats))
-        assert spec.view.suffix == ("" if "." not in label else label)
+        assert spec.view.suffix == (label if "." in label or label in ("q", "k", "v") else "")
     # every tensor of the file is listed once: analysed (once per view) or skipped with a reason
     keys = {s.tensor.key for s in specs}
     assert len(keys) == tensor_count
@@ -229,7 +235,7 @@ def test_transformer_encoder_layer_dynamo(tmp_path: Path) -> None:
     _export(module, torch.randn(1, 5, 16), path, True)
     specs, _ = _plan(path)
     _match(specs, {
-        "in_proj": ("MatMul", [_np(module.self_attn.in_proj_weight)]),
+        **qkv_parts(module.self_attn),
         "out_proj": ("Gemm", [_np(module.self_attn.out_proj.weight)]),
         "linear1": ("MatMul", [_np(module.linear1.weight)]),
         "linear2": ("MatMul", [_np(module.linear2.weight)]),

@@ -441,6 +441,30 @@ def _skip_reason(tensor: TensorRef, dims: tuple[int, ...] | None = None) -> str 
     return None
 
 
+# torch's nn.MultiheadAttention keeps Q, K and V in one packed [E, 3E] in_proj weight; both torch
+# exporters turn it into MatMul(x, W[E, 3E]) + in_proj_bias. The bias keeps its parameter name.
+IN_PROJ_BIAS_SUFFIX = "in_proj_bias"
+
+
+def _in_proj_outputs(walk: WalkResult) -> set[tuple[str, str]]:
+    """(scope, tensor) names that an Add combines with an `in_proj_bias`: outputs of packed QKV MatMuls."""
+    out = set()
+    for use in walk.uses:
+        if use.node.op_type == "Add" and use.source.tensor.name.endswith(IN_PROJ_BIAS_SUFFIX):
+            out.update((use.scope, name) for name in use.node.input if name and not name.endswith(IN_PROJ_BIAS_SUFFIX))
+    return out
+
+
+def _packed_qkv(use: Use, dims: tuple[int, ...], packed_outputs: set[tuple[str, str]]) -> bool:
+    """A MatMul right operand [E, 3E] whose output meets an in_proj_bias: split into Q, K and V.
+
+    weightwatcher skips (or analyses as one 3E x E matrix) this packed weight, mixing three
+    different projections in one spectrum; each is a layer of its own.
+    """
+    return (use.slot == 1 and len(dims) == 2 and dims[1] == 3 * dims[0]
+            and any((use.scope, out) in packed_outputs for out in use.node.output))
+
+
 def plan_layers(walk: WalkResult) -> list[LayerSpec]:
     """Turn the walk into layers and skipped entries, ordered by first use; tied weights merged."""
     specs: list[LayerSpec] = []
@@ -448,6 +472,7 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
     skipped_reason: dict[str, tuple[int, str, str]] = {}
     layered: set[str] = set()
     qindex = quant.QuantIndex(walk)
+    packed_outputs = _in_proj_outputs(walk)
     for use in walk.uses:
         tensor = use.source.tensor
         key = tensor.key
@@ -473,6 +498,8 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
                 try:
                     dims = transformed_dims(tensor.dims, use.source.transforms)
                     views = handler(use, dims, _attrs(use.node))
+                    if handler is _matmul and _packed_qkv(use, dims, packed_outputs):
+                        views = _attention(use, dims, {})
                 except InputError as exc:
                     views = str(exc)
                 if isinstance(views, str):
