@@ -19,7 +19,7 @@ num_traps is 5× the number of trapped directions there).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -108,6 +108,10 @@ def correlation_traps(
     precision/device of the eigensolver (spectra.Backend).
     """
     rng = layer_rng(mats, seed)
+    # The shuffled copy is a random reference: its eigenvalues move by far more from one shuffle to
+    # the next than float32 Gram rounding (~eps32·λmax) moves them, so its tall slices always take
+    # the float32 Gram (spectra.py's safeguards still apply: near-square slices stay float64).
+    backend = replace(backend or Backend(), precision="float32")
     replicas = SMALL_LAYER_REPLICAS if evals.size < SMALL_LAYER_EVALS else 1
     copies = [shuffled_spectrum(mats, rng, eps, backend) * scale for _ in range(replicas)]
     first = copies[0]
