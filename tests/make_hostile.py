@@ -310,7 +310,9 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
         d = folder(name)
         (d / "weights.bin").write_bytes(data)
         model = _model(_graph(_external("w_target", "weights.bin", offset=offset, length=length)))
-        add(name, _save(model, d / "model.onnx"), None, message, layer="w_target", status="error", analysed="w_ok")
+        # the unreadable weight is not audited: rule WW010 (error) fails the verdict, exit 1
+        add(name, _save(model, d / "model.onnx"), 1, message, layer="w_target", status="error", analysed="w_ok",
+            finding="WW010")
 
     ext_tensor_case("ext_offset_beyond_eof", "beyond the end", offset=1 << 20)
     ext_tensor_case("ext_truncated_data_file", "beyond the end", data=weights.tobytes()[:100])
@@ -330,8 +332,8 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
     tensor_case("memory_bomb_under_limit", _raw("w_target", (100_000, 1_000), weights.tobytes()),
                 "raw data has", "error")
     tensor_case("negative_dims", _raw("w_target", (-ROWS, COLS), weights.tobytes()), "negative dimension", "skipped")
-    tensor_case("raw_data_short", _raw("w_target", (ROWS, COLS), weights.tobytes()[:-4]), "raw data has", "error")
-    tensor_case("raw_data_long", _raw("w_target", (ROWS, COLS), weights.tobytes() + b"\0" * 8), "raw data has", "error")
+    tensor_case("raw_data_short", _raw("w_target", (ROWS, COLS), weights.tobytes()[:-4]), "raw data has", "error", finding="WW010", exit_code=1)
+    tensor_case("raw_data_long", _raw("w_target", (ROWS, COLS), weights.tobytes() + b"\0" * 8), "raw data has", "error", finding="WW010", exit_code=1)
     tensor_case("unknown_dtype", _raw("w_target", (ROWS, COLS), weights.tobytes(), data_type=99),
                 "unsupported dtype", "skipped")
     strings = helper.make_tensor("w_target", TensorProto.STRING, (ROWS, COLS), [b"w"] * (ROWS * COLS))
