@@ -6,6 +6,7 @@ Writers never compute metrics; they format an AuditResult. Every file is written
 
 from __future__ import annotations
 
+import importlib
 import os
 import stat
 import sys
@@ -33,51 +34,22 @@ class RenderContext:
 Renderer = Callable[[AuditResult, RenderContext], bytes]
 
 
-def _json(result: AuditResult, ctx: RenderContext) -> bytes:
-    from wwaudit.formats import json_format
+def _lazy(module: str) -> Renderer:
+    """A renderer that imports its format module on first use: `--help` and JSON-only runs never
+    pay for weasyprint or matplotlib. Each module under formats/ exposes render(result, ctx)."""
 
-    return json_format.render(result, ctx)
+    def render(result: AuditResult, ctx: RenderContext) -> bytes:
+        return importlib.import_module(f"wwaudit.formats.{module}").render(result, ctx)
 
-
-def _csv(result: AuditResult, ctx: RenderContext) -> bytes:
-    from wwaudit.formats import csv_format
-
-    return csv_format.render(result, ctx)
-
-
-def _html(result: AuditResult, ctx: RenderContext) -> bytes:
-    from wwaudit.formats import html_format
-
-    return html_format.render(result, ctx)
+    render.__name__ = f"render_{module}"
+    return render
 
 
-def _pdf(result: AuditResult, ctx: RenderContext) -> bytes:
-    from wwaudit.formats import pdf_format
-
-    return pdf_format.render(result, ctx)
+FORMATS: dict[str, Renderer] = {name: _lazy(f"{name}_format") for name in
+                                ("json", "csv", "html", "pdf", "sarif", "junit", "markdown")}
 
 
-def _sarif(result: AuditResult, ctx: RenderContext) -> bytes:
-    from wwaudit.formats import sarif_format
-
-    return sarif_format.render(result, ctx)
-
-
-def _junit(result: AuditResult, ctx: RenderContext) -> bytes:
-    from wwaudit.formats import junit_format
-
-    return junit_format.render(result, ctx)
-
-
-def _markdown(result: AuditResult, ctx: RenderContext) -> bytes:
-    from wwaudit.formats import markdown_format
-
-    return markdown_format.render(result, ctx)
-
-
-REPORT_FORMATS: dict[str, Renderer] = {".html": _html, ".htm": _html, ".pdf": _pdf}
-FORMATS: dict[str, Renderer] = {"json": _json, "csv": _csv, "html": _html, "pdf": _pdf,
-                                "sarif": _sarif, "junit": _junit, "markdown": _markdown}
+REPORT_FORMATS: dict[str, Renderer] = {".html": FORMATS["html"], ".htm": FORMATS["html"], ".pdf": FORMATS["pdf"]}
 
 
 def artifact_uri(model_path: str, root: str | None = None) -> str:
