@@ -192,7 +192,7 @@ def test_small_layer_traps_counted_once() -> None:
     rng = np.random.default_rng(13)
     W = rng.normal(0, 0.05, size=(90, 40)).astype(np.float32)
     W[3, 7] = 4.0
-    res = correlation_traps([W], np.zeros(40), 90, 40, EPS32, seed=0)
+    res = correlation_traps([W], np.zeros(40), 90, 40, seed=0)
     assert res.num_traps == 1
     assert res.random_evals.size == 40
     assert res.rand_edge > res.rand_bulk_max > 0
@@ -202,11 +202,11 @@ def test_traps_deterministic_by_seed_and_content() -> None:
     rng = np.random.default_rng(4)
     W = rng.normal(size=(120, 60)).astype(np.float32)
     other = rng.normal(size=(80, 40)).astype(np.float32)
-    first = correlation_traps([W], np.zeros(60), 120, 60, EPS32, seed=3)
+    first = correlation_traps([W], np.zeros(60), 120, 60, seed=3)
     # another layer analysed in between does not change this layer's shuffle
-    correlation_traps([other], np.zeros(40), 80, 40, EPS32, seed=3)
-    again = correlation_traps([W], np.zeros(60), 120, 60, EPS32, seed=3)
-    reseeded = correlation_traps([W], np.zeros(60), 120, 60, EPS32, seed=4)
+    correlation_traps([other], np.zeros(40), 80, 40, seed=3)
+    again = correlation_traps([W], np.zeros(60), 120, 60, seed=3)
+    reseeded = correlation_traps([W], np.zeros(60), 120, 60, seed=4)
     assert np.array_equal(first.random_evals, again.random_evals)
     assert not np.array_equal(first.random_evals, reseeded.random_evals)
 
@@ -284,7 +284,8 @@ def test_degenerate_layers_give_nulls_or_errors_never_nan() -> None:
     constant = np.ones((40, 20), dtype=np.float32)  # rank one, shuffling changes nothing
     res = analyse_matrices([constant], "dense", EPS32, AuditOptions())
     assert res.status == "fit_failed"
-    assert res.metrics["rand_distance"] == 0.0 and res.metrics["num_traps"] == 1
+    # the shuffled copy is solved in float32: its 19 zero eigenvalues come back as ~eps32·λmax
+    assert res.metrics["rand_distance"] < 1e-3 and res.metrics["num_traps"] == 1
     assert all(v is None or isinstance(v, str) or np.isfinite(v) for v in res.metrics.values())
     huge = np.random.default_rng(0).normal(size=(40, 20)) * 1e200  # σ² overflows float64
     with warnings.catch_warnings():

@@ -90,7 +90,7 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
     if options.fast:
         metrics.update(dict.fromkeys(("num_traps", "rand_distance", "rand_bulk_max") + _COMPARE_KEYS))
     else:
-        traps = correlation_traps(mats, evals, spectrum.N, spectrum.M, eps, options.seed, scale, Backend.of(options))
+        traps = correlation_traps(mats, evals, spectrum.N, spectrum.M, options.seed, scale, Backend.of(options))
         random_evals = traps.random_evals
         metrics["num_traps"] = traps.num_traps
         metrics["rand_distance"] = traps.rand_distance

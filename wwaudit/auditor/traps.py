@@ -19,12 +19,12 @@ num_traps is 5× the number of trapped directions there).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
 from wwaudit.auditor.mp_fit import fit_mp
-from wwaudit.auditor.spectra import Backend, singular_values_squared
+from wwaudit.auditor.spectra import Backend, reference_evals
 
 SMALL_LAYER_EVALS = 100  # below this many eigenvalues, 5 shuffled copies for the MP fit (reference)
 SMALL_LAYER_REPLICAS = 5
@@ -63,19 +63,20 @@ def layer_rng(mats: list[np.ndarray], seed: int) -> np.random.Generator:
 
 
 def shuffled_spectrum(
-    mats: list[np.ndarray], rng: np.random.Generator, eps: float, backend: Backend | None = None
+    mats: list[np.ndarray], rng: np.random.Generator, backend: Backend | None = None
 ) -> np.ndarray:
     """Pooled sorted eigenvalues of element-shuffled copies of the layer's matrices.
 
     Each slice is copied once, in its stored dtype and C order (so ``reshape(-1)`` is a view,
     not a second copy of a transposed view), and shuffled in place (no index array): the
-    extra memory is one slice, whatever the size of the layer.
+    extra memory is one slice, whatever the size of the layer. The eigenvalues are those of a
+    random reference, computed in float32 (spectra.reference_evals explains why that is enough).
     """
     out = []
     for W in mats:
         flat = np.array(W, copy=True, order="C").reshape(-1)
         rng.shuffle(flat)
-        out.append(singular_values_squared(flat.reshape(W.shape), eps, backend))
+        out.append(reference_evals(flat.reshape(W.shape), backend))
         del flat
     return np.sort(np.concatenate(out))
 
@@ -96,7 +97,6 @@ def correlation_traps(
     evals: np.ndarray,
     N: int,
     M: int,
-    eps: float,
     seed: int,
     scale: float = 1.0,
     backend: Backend | None = None,
@@ -105,15 +105,12 @@ def correlation_traps(
 
     ``evals`` is the layer's (scaled) ESD; ``scale`` the factor applied to it (conv
     normalisation), applied to the shuffled ESD too so both are on one axis; ``backend`` the
-    precision/device of the eigensolver (spectra.Backend).
+    device of the eigensolver (spectra.Backend; the shuffled copy is solved in float32 whatever
+    the precision asked for the weights).
     """
     rng = layer_rng(mats, seed)
-    # The shuffled copy is a random reference: its eigenvalues move by far more from one shuffle to
-    # the next than float32 Gram rounding (~eps32·λmax) moves them, so its tall slices always take
-    # the float32 Gram (spectra.py's safeguards still apply: near-square slices stay float64).
-    backend = replace(backend or Backend(), precision="float32")
     replicas = SMALL_LAYER_REPLICAS if evals.size < SMALL_LAYER_EVALS else 1
-    copies = [shuffled_spectrum(mats, rng, eps, backend) * scale for _ in range(replicas)]
+    copies = [shuffled_spectrum(mats, rng, backend) * scale for _ in range(replicas)]
     first = copies[0]
     rand_distance = jensen_shannon_distance(evals, first) if evals.size == first.size and evals.sum() > 0 else None
     try:
