@@ -159,6 +159,41 @@ def test_plots_option_selects_the_layers_that_get_plots(result: AuditResult) -> 
         build_document(result, RenderContext(plots="some"))
 
 
+def test_max_plots_keeps_the_most_severe_layers_and_says_how_many_are_left_out(result: AuditResult) -> None:
+    flagged = {f.layer_id for f in result.findings if f.layer_id is not None}
+    errors = {f.layer_id for f in result.findings if f.layer_id is not None and f.severity == "error"}
+    assert len(flagged) >= 2 and errors and errors != flagged  # the fixture has an error and milder layers
+    doc = build_document(result, RenderContext(plots="findings", max_plots=1))
+    assert [d["id"] for d in doc["details"]] == [min(errors)]  # the error layer first
+    assert doc["unplotted"] == len(flagged) - 1
+    page = html_format.render(result, RenderContext(plots="findings", max_plots=1)).decode()
+    assert f"{len(flagged) - 1} more" in page and "--max-plots 0" in page
+    unlimited = build_document(result, RenderContext(plots="findings", max_plots=0))
+    assert {d["id"] for d in unlimited["details"]} == flagged and unlimited["unplotted"] == 0
+    # the limit is for --plots findings only: 'all' means all
+    everything = build_document(result, RenderContext(plots="all", max_plots=1))
+    assert len(everything["details"]) > 1 and everything["unplotted"] == 0
+
+
+def test_cli_rejects_a_negative_max_plots(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(model_path), "--report", str(tmp_path / "r.html"), "--max-plots", "-1", "--quiet"]) == 2
+    assert "--max-plots" in capsys.readouterr().err
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_pdf_fonts_are_subset_to_the_report_text() -> None:
+    from wwaudit.formats import fonts
+
+    page = '<p title="x">α = 2 &lt; 3 &#955;</p><img src="data:image/jpeg;base64,QUJDRE%E2%82%AC">'
+    chars = fonts.used_characters(page)
+    assert {"α", "<", "λ"} <= chars  # text and decoded entities
+    assert "€" not in chars and "%" in chars  # data: URIs are not text (but '%' is printable ASCII)
+    css = fonts.font_face_css(page)
+    assert css.count("@font-face") == len(fonts.FACES) == 4
+    assert len(css) < 400_000  # the whole DejaVu files would be ~3.2 MB of base64
+    assert 'font-style: italic' in css
+
+
 def test_missing_spectral_metrics_are_shown_as_not_applicable(result: AuditResult) -> None:
     bare = copy.deepcopy(result)
     for layer in bare.layers:
@@ -209,12 +244,12 @@ def test_waived_findings_are_listed_apart_from_the_verdict(result: AuditResult) 
 def test_parallel_plotting_gives_the_serial_result() -> None:
     rng = np.random.default_rng(3)
     jobs = [plots.LayerPlotJob(str(i), np.sort(rng.pareto(2.0 + i / 4, 64) + 0.1), None,
-                               {"alpha": 3.0 + i / 4, "xmin": 1.0}, fmt="png" if i % 2 else "svg") for i in range(9)]
+                               {"alpha": 3.0 + i / 4, "xmin": 1.0}, fmt="jpeg" if i % 2 else "svg") for i in range(9)]
     points = [plots.DepthPoint(i, str(i), "ok", 3.0 + i / 4, None, 1.0) for i in range(9)]
     serial = plots.render_all(points, jobs, workers=1)
     parallel = plots.render_all(points, jobs, workers=2)
     assert parallel == serial
-    assert all(uri.startswith("data:image/png") for key, uri in serial[1].items() if int(key) % 2)
+    assert all(uri.startswith("data:image/jpeg") for key, uri in serial[1].items() if int(key) % 2)
 
 
 def test_document_adds_quantization_and_phase_columns_only_when_present(result: AuditResult) -> None:
@@ -251,7 +286,8 @@ def test_pdf_has_pages_text_images_and_embedded_font(result: AuditResult, pdf_by
                 descriptor = font.get_object()["/DescendantFonts"][0].get_object().get("/FontDescriptor")
             if descriptor is not None and "/FontFile2" in descriptor.get_object():
                 fonts.add(str(font.get_object().get("/BaseFont")))
-    assert any("DejaVu" in f for f in fonts)
+    # only the report's own DejaVu subsets (fonts.py), never a host font WeasyPrint would embed whole
+    assert fonts and all("wwaudit-Sans" in f for f in fonts), fonts
     width, height = float(reader.pages[0].mediabox.width), float(reader.pages[0].mediabox.height)
     assert abs(width - 595.3) < 1 and abs(height - 841.9) < 1  # A4 by default
 

@@ -355,3 +355,22 @@ def test_fast_path_imports_neither_powerlaw_nor_matplotlib() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_shuffled_copies_are_solved_in_float32_within_its_rounding() -> None:
+    """traps' random reference: float32 Gram + ssyevr, eigenvalues within ~eps32·λmax·√M of float64;
+    entries whose squares leave float32's range take the float64 path."""
+    from wwaudit.auditor import spectra
+
+    rng = np.random.default_rng(7)
+    for shape in ((300, 120), (120, 300), (200, 200)):
+        W = rng.standard_normal(shape).astype(np.float32)
+        exact = spectra._gram_eigvals(W, "float64", "cpu")
+        ref = spectra.reference_evals(W)
+        assert ref.dtype == np.float64 and ref.shape == exact.shape
+        err = np.abs(ref - exact).max() / exact[-1]
+        assert 0 < err < 1e-5  # really float32 (not bit-equal to float64), and within its bound
+    huge = rng.standard_normal((80, 40)) * 1e30  # squares overflow float32
+    np.testing.assert_allclose(spectra.reference_evals(huge), spectra._gram_eigvals(huge, "float64", "cpu"), rtol=1e-12)
+    tiny = rng.standard_normal((80, 40)) * 1e-25  # squares vanish in float32
+    assert spectra.reference_evals(tiny)[-1] > 0

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--page-size", choices=("A4", "Letter"), default="A4", help="PDF page size (default A4)")
     out.add_argument("--plots", choices=("findings", "all", "none"), default="findings",
                      help="per-layer ESD/MP plots in the report: layers with a finding (default), all, or none")
+    out.add_argument("--max-plots", type=int, default=24, metavar="N",
+                     help="with --plots findings, plot at most N layers, the most severe first (default 24; 0: all)")
     out.add_argument("--sarif", metavar="PATH", help="write findings as SARIF 2.1.0 (GitHub code scanning); '-' for stdout")
     out.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per analysed layer; '-' for stdout")
     out.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (pull-request comments); '-' for stdout")
@@ -136,6 +138,8 @@ def _run_audit(argv: Sequence[str]) -> int:
             outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
     formats.check_outputs(outputs)
     check_counts(args)
+    if args.max_plots < 0:
+        raise UsageError("--max-plots must be 0 (no limit) or a positive number")
     from wwaudit.auditor import limits
     from wwaudit.auditor.scheduler import default_workers
 
@@ -162,6 +166,7 @@ def _run_audit(argv: Sequence[str]) -> int:
         generated=run_date(),
         page_size=args.page_size,
         plots=args.plots,
+        max_plots=args.max_plots,
         extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
     )
     for path, renderer in outputs:

@@ -21,7 +21,7 @@ from wwaudit.compare.result import CAVEAT, CompareResult, PairResult
 from wwaudit.compare.rules import OVERLAP_MIN, RULES
 from wwaudit.errors import UsageError
 from wwaudit.formats import RenderContext
-from wwaudit.formats.document import _embedded_fonts, fmt, human_bytes
+from wwaudit.formats.document import fmt, human_bytes
 from wwaudit.formats.plots import PLOT_STYLE
 
 LARGEST_CHANGES = 20  # rows of the "largest changes" table
@@ -202,7 +202,6 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
         "alpha_plot": _alpha_plot(result.pairs, image),
         "change_plot": _change_plot(result.pairs, image),
         "esds": esds,
-        "font_css": _embedded_fonts() if for_pdf else "",
         "options": sorted((k, str(v)) for k, v in result.options.items()),
         "command": ctx.command,
         "generated": ctx.generated,

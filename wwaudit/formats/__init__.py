@@ -28,6 +28,8 @@ class RenderContext:
     generated: str = ""
     page_size: str = "A4"
     plots: str = "findings"
+    # --plots findings draws at most this many layers, the most severe first (0: no limit)
+    max_plots: int = 24
     extra: dict[str, Any] = field(default_factory=dict)
 
 

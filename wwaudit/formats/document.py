@@ -6,10 +6,9 @@ they cannot drift apart. Tests check this model as well as the rendered files.
 
 from __future__ import annotations
 
-import base64
 import json
 import platform
-from importlib import metadata, resources
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -129,6 +128,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         columns.append(("phase", "phase", False))
     columns.append(("findings", "findings", False))
 
+    plotted = _plotted_layers(result.layers, by_layer, ctx.plots, ctx.max_plots)
     rows, points, jobs = [], [], []
     for layer in result.layers:
         found = by_layer.get(layer.id, [])
@@ -159,20 +159,19 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
                 alpha=layer.metric("alpha") if layer.status == "ok" else None,
                 alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
                 log_spectral_norm=layer.metric("log_spectral_norm")))
-            wanted = _wants_plot(ctx.plots, layer, found)
-            if wanted and layer.evals is not None:
+            if layer.id in plotted and layer.evals is not None:
                 jobs.append(plots.LayerPlotJob(
                     key=str(layer.id), evals=np.asarray(layer.evals),
                     random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
                     metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
-                    fmt="png" if for_pdf else "svg"))
+                    fmt="jpeg" if for_pdf else "svg"))
 
-    model_plots, layer_plots = plots.render_all(points, jobs, fmt="png" if for_pdf else "svg",
+    model_plots, layer_plots = plots.render_all(points, jobs, fmt="jpeg" if for_pdf else "svg",
                                                 workers=ctx.extra.get("workers"))
     details = []
     for layer in result.layers:
         found = by_layer.get(layer.id, [])
-        if not _wants_plot(ctx.plots, layer, found):
+        if layer.id not in plotted:
             continue
         uri = layer_plots.get(str(layer.id))
         details.append({
@@ -209,6 +208,8 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "model_plots": model_plots,
         "details": details,
         "plots_mode": ctx.plots,
+        "unplotted": sum(1 for layer in result.layers if _wants_plot(ctx.plots, layer, by_layer.get(layer.id, [])))
+        - len(plotted),
         "findings": _finding_groups(result.findings),
         "waived": [{"rule": f.rule, "severity": f.severity, "layer": f.layer or "model", "message": f.message,
                     "by": ": ".join(x for x in (getattr(f, "suppressed_by", None) or "policy",
@@ -221,7 +222,6 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "generated": ctx.generated,
         "page_size": ctx.page_size,
         "wwaudit_version": wwaudit.__version__,
-        "font_css": _embedded_fonts() if for_pdf else "",
     }
 
 
@@ -240,6 +240,26 @@ def _wants_plot(mode: str, layer: LayerResult, found: list[Finding]) -> bool:
     if mode == "none":
         return False
     return bool(found) or (mode == "all" and layer.analysed)
+
+
+def _plotted_layers(layers: list[LayerResult], by_layer: dict[int, list[Finding]], mode: str, limit: int) -> set[int]:
+    """Ids of the layers that get a detail section. With 'findings' and a limit, the most severe
+    first (error, warning, info; then more distinct rules; then layer order).
+
+    Why a limit: a detail section costs ~0.1 s of plotting and page layout per layer, so a model
+    where every one of 150 layers carries the same warning would spend longer on the report than
+    on the analysis, for pages that repeat one another; the layer table lists every finding.
+    """
+    wanted = [layer for layer in layers if _wants_plot(mode, layer, by_layer.get(layer.id, []))]
+    if mode != "findings" or limit <= 0 or len(wanted) <= limit:
+        return {layer.id for layer in wanted}
+
+    def severity(layer: LayerResult) -> tuple[int, int, int]:
+        found = by_layer.get(layer.id, [])
+        worst = min((SEVERITY_ORDER.get(f.severity, len(SEVERITY_ORDER)) for f in found), default=len(SEVERITY_ORDER))
+        return worst, -len({f.rule for f in found}), layer.id
+
+    return {layer.id for layer in sorted(wanted, key=severity)[:limit]}
 
 
 def _column_widths(keys: list[str]) -> list[str]:
@@ -289,9 +309,12 @@ def _finding_groups(findings: list[Finding]) -> list[dict[str, Any]]:
                 "remedy": getattr(rule, "remedy", "") or "",
                 "items": [],
             }
+        # the Layer column names the layer: the message's own "<layer>: " prefix would repeat it
+        prefix = f"{f.layer}: " if f.layer else ""
+        message = f.message[len(prefix):] if prefix and f.message.startswith(prefix) else f.message
         groups[key]["items"].append({
             "layer": f.layer or "model", "anchor": f"layer-{f.layer_id}" if f.layer_id is not None else "",
-            "message": f.message})
+            "message": message})
     return sorted(groups.values(), key=lambda g: (SEVERITY_ORDER.get(g["severity"], 3), g["rule"]))
 
 
@@ -309,26 +332,3 @@ def _versions(for_pdf: bool) -> list[tuple[str, str]]:
         names.append("weasyprint")
     return ([("wwaudit", wwaudit.__version__)] + [(n, _version(n)) for n in names]
             + [("python", platform.python_version()), ("platform", f"{platform.system()} {platform.machine()}")])
-
-
-_FONTS = (("DejaVuSans.ttf", "normal"), ("DejaVuSans-Bold.ttf", "bold"))
-_MONO = "DejaVuSansMono.ttf"
-
-
-def _embedded_fonts() -> str:
-    """@font-face rules with matplotlib's bundled DejaVu fonts as data: URLs, so the PDF looks the
-    same on any host; '' when unavailable (the CSS then falls back to the host's fonts). The family
-    keeps its own name because the plots' SVG text asks for "DejaVu Sans".
-    """
-    try:
-        folder = resources.files("matplotlib") / "mpl-data" / "fonts" / "ttf"
-        rules = []
-        for name, weight in _FONTS:
-            data = base64.b64encode((folder / name).read_bytes()).decode("ascii")
-            rules.append(f'@font-face {{ font-family: "DejaVu Sans"; font-weight: {weight}; '
-                         f'src: url(data:font/ttf;base64,{data}); }}')
-        data = base64.b64encode((folder / _MONO).read_bytes()).decode("ascii")
-        rules.append(f'@font-face {{ font-family: "DejaVu Sans Mono"; src: url(data:font/ttf;base64,{data}); }}')
-        return "\n".join(rules)
-    except (OSError, ModuleNotFoundError):
-        return ""

@@ -2,7 +2,8 @@
 
 Vendor metadata in the report is untrusted, so the URL fetcher serves only data: URLs; nothing is
 fetched from the file system or the network. The fonts travel inside the document (data:
-@font-face), so the PDF does not depend on the host's fonts.
+@font-face, subset to the report's characters: fonts.py), so the PDF does not depend on the host's
+fonts.
 """
 
 from __future__ import annotations
@@ -45,9 +46,16 @@ def html_to_pdf(html: str, identifier: bytes) -> bytes:
         import weasyprint
     except OSError as exc:  # Pango missing on the host
         raise OutputError(f"PDF output needs Pango (WeasyPrint could not load it): {exc}") from None
-    document = weasyprint.HTML(string=html, url_fetcher=_fetcher(), base_url=".")
+    from wwaudit.formats.fonts import font_face_css
+
+    from weasyprint.text.fonts import FontConfiguration
+
+    fetcher = _fetcher()
+    font_config = FontConfiguration()  # @font-face in a separate stylesheet needs one shared configuration
+    document = weasyprint.HTML(string=html, url_fetcher=fetcher, base_url=".")
+    fonts = weasyprint.CSS(string=font_face_css(html), url_fetcher=fetcher, base_url=".", font_config=font_config)
     with _fixed_font_timestamp():
-        return document.write_pdf(pdf_identifier=identifier)
+        return document.write_pdf(pdf_identifier=identifier, stylesheets=[fonts], font_config=font_config)
 
 
 def render(result: AuditResult, ctx: RenderContext) -> bytes:
