@@ -311,10 +311,8 @@ def _powerlaw_reference(tail: np.ndarray, xmin: float, alpha: float) -> dict[str
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_tpl_comparison_reproduces_powerlaw(seed: int) -> None:
-    """compare_distributions (its own classes: no KS step, α in [0, 50]) gives powerlaw 2.0's fitted
-    TPL and likelihood ratio. Replacing powerlaw's mpmath normalisers by scipy ones, even accurate
-    to 1e-9, moved R by up to 1 on BERT-shaped spectra (its Nelder-Mead path is that sensitive),
-    so any speed-up must keep passing this."""
+    """compare_distributions (its own classes: no KS step, α in [0, 50], double-precision
+    normalisers) gives powerlaw 2.0's fitted TPL and likelihood ratio on well-posed tails."""
     rng = np.random.default_rng(seed)
     tails = [_tpl_sample(rng, 1.5 + seed, 0.3, 300), pareto(rng, 3.0 + seed, 300)]
     for x in tails:
@@ -374,3 +372,51 @@ def test_shuffled_copies_are_solved_in_float32_within_its_rounding() -> None:
     np.testing.assert_allclose(spectra.reference_evals(huge), spectra._gram_eigvals(huge, "float64", "cpu"), rtol=1e-12)
     tiny = rng.standard_normal((80, 40)) * 1e-25  # squares vanish in float32
     assert spectra.reference_evals(tiny)[-1] > 0
+
+
+def test_upper_incomplete_gamma_matches_mpmath_at_50_digits() -> None:
+    import mpmath
+
+    from wwaudit.auditor.distributions import upper_incomplete_gamma
+
+    checked = 0
+    for a in (-48.7, -20.25, -3.5, -1.9995, -0.4, 0.3, 0.999):
+        for x in (1e-6, 0.05, 0.7, 1.0, 3.3, 40.0, 300.0):
+            ours = upper_incomplete_gamma(a, x)
+            if ours is None:
+                continue
+            with mpmath.workdps(50):
+                exact = float(mpmath.gammainc(a, x))
+            assert ours == pytest.approx(exact, rel=1e-11), (a, x)
+            checked += 1
+    assert checked >= 40
+    assert upper_incomplete_gamma(-2.0, 0.5) is None  # integer a: left to mpmath
+    # where powerlaw's mpmath call (15 digits) is wrong: it returns a negative Γ(−49, 55.8)
+    assert float(mpmath.gammainc(-49, 55.829053336174134)) < 0
+    with mpmath.workdps(50):
+        exact = float(mpmath.gammainc(-49, 55.829053336174134))
+    assert upper_incomplete_gamma(-49.0, 55.829053336174134) == pytest.approx(exact, rel=1e-11)
+
+
+def test_lognormal_likelihood_is_exact_where_powerlaw_loses_digits() -> None:
+    """A degenerate lognormal fit (μ ≈ −580) puts powerlaw's erfc normaliser in float64's subnormal
+    range after mpmath: its log-likelihood is off by ~1 nat, enough to flip the Vuong test. Ours
+    agrees with a 40-digit evaluation."""
+    import mpmath
+
+    from wwaudit.auditor.distributions import _distribution_class
+
+    x = np.sort((1 - np.random.default_rng(5).random(300)) ** (-1 / 2.5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = _distribution_class("lognormal")(data=x, xmin=1.0, discrete=False, parameter_ranges=None, verbose=0)
+        theirs = powerlaw.Lognormal(data=x, xmin=1.0, discrete=False, verbose=0)
+
+    def exact(mu: float, sigma: float) -> float:
+        with mpmath.workdps(40):
+            c = sigma * mpmath.sqrt(mpmath.pi / 2) * mpmath.erfc((mpmath.log(1.0) - mu) / (sigma * mpmath.sqrt(2)))
+            return float(sum(-mpmath.log(v) - (mpmath.log(v) - mu) ** 2 / (2 * sigma**2) - mpmath.log(c) for v in x))
+
+    assert ours.mu < -100  # the degenerate case this test is about
+    assert abs(float(np.sum(ours.loglikelihoods(x))) - exact(ours.mu, ours.sigma)) < 1e-6
+    assert abs(float(np.sum(theirs.loglikelihoods(x))) - exact(theirs.mu, theirs.sigma)) > 1e-2
