@@ -252,6 +252,41 @@ def test_parallel_plotting_gives_the_serial_result() -> None:
     assert all(uri.startswith("data:image/jpeg") for key, uri in serial[1].items() if int(key) % 2)
 
 
+def test_deferred_layer_plots_are_fetched_as_the_eager_bytes() -> None:
+    """The PDF's layer plots are URLs drawn in the background: fetching one gives the bytes the
+    eager (HTML) path embeds, unknown keys fail, and a layer without a plot gets no URL."""
+    import base64
+    import contextlib
+
+    rng = np.random.default_rng(4)
+    jobs = [plots.LayerPlotJob(str(i), np.sort(rng.pareto(2.5, 64) + 0.1), None, {"alpha": 3.0, "xmin": 1.0}, fmt="jpeg")
+            for i in range(9)]
+    jobs.append(plots.LayerPlotJob("empty", np.zeros(5), None, {}, fmt="jpeg"))  # no positive eigenvalue
+    points = [plots.DepthPoint(i, str(i), "ok", 3.0, None, 1.0) for i in range(9)]
+    _model, eager = plots.render_all(points, jobs, fmt="jpeg", workers=1)
+    with contextlib.ExitStack() as stack:
+        renderer = stack.enter_context(plots.PlotRenderer(points, jobs, fmt="jpeg", workers=2))
+        assert renderer.url("empty") is None and eager["empty"] is None
+        for job in jobs[:-1]:
+            url = renderer.url(job.key)
+            assert url == f"{plots.PLOT_URL_SCHEME}:{job.key}"
+            data = renderer.fetch(url)
+            assert data[:2] == b"\xff\xd8" and data == base64.b64decode(eager[job.key].split(",", 1)[1])
+        with pytest.raises(KeyError):
+            renderer.fetch(f"{plots.PLOT_URL_SCHEME}:nope")
+
+
+def test_pdf_embeds_every_plot_of_the_document(result: AuditResult, pdf_bytes: bytes) -> None:
+    from pypdf import PdfReader
+
+    doc = build_document(result, RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC"))
+    expected = sum(1 for d in doc["details"] if d["plot"]) + sum(1 for uri in doc["model_plots"].values() if uri)
+    reader = PdfReader(io.BytesIO(pdf_bytes))
+    # WeasyPrint lists every image in every page's resources: count distinct image objects
+    embedded = {image.indirect_reference.idnum for page in reader.pages for image in page.images}
+    assert len(embedded) == expected >= 3
+
+
 def test_document_adds_quantization_and_phase_columns_only_when_present(result: AuditResult) -> None:
     keys = [c[0] for c in build_document(result, RenderContext(plots="none"))["columns"]]
     marked = copy.deepcopy(result)

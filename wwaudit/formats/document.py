@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import platform
 from importlib import metadata
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -105,8 +106,14 @@ def _shape(layer: LayerResult) -> str:
     return "×".join(map(str, layer.shape or [])) or "scalar"
 
 
-def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = False) -> dict[str, Any]:
-    """Everything the templates show, as strings and small lists (plots as data: URIs)."""
+def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = False,
+                   plots_until: ExitStack | None = None) -> dict[str, Any]:
+    """Everything the templates show, as strings and small lists (plots as data: URIs).
+
+    With `plots_until`, the layer plots are still being drawn when this returns: their entries are
+    ``wwaudit-plot:`` URLs, ``doc["plot_source"].fetch(url)`` gives their bytes, and the drawing
+    stops when that stack closes (the PDF renderer overlaps it with WeasyPrint's work).
+    """
     from wwaudit.formats import plots
 
     if ctx.plots not in PLOT_MODES:
@@ -166,8 +173,14 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
                     metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
                     fmt="jpeg" if for_pdf else "svg"))
 
-    model_plots, layer_plots = plots.render_all(points, jobs, fmt="jpeg" if for_pdf else "svg",
-                                                workers=ctx.extra.get("workers"))
+    renderer = plots.PlotRenderer(points, jobs, fmt="jpeg" if for_pdf else "svg", workers=ctx.extra.get("workers"))
+    if plots_until is None:
+        with renderer:
+            model_plots, layer_plots = renderer.model_plots(), renderer.uris()
+    else:
+        plots_until.enter_context(renderer)
+        model_plots = renderer.model_plots()
+        layer_plots = {job.key: renderer.url(job.key) for job in jobs}
     details = []
     for layer in result.layers:
         found = by_layer.get(layer.id, [])
@@ -206,6 +219,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
             ("ok", "no finding"), ("info", "info finding"), ("warning", "warning"), ("error", "error or unreadable"),
             ("fit_failed", "power-law fit failed"), ("skipped", "skipped"))],
         "model_plots": model_plots,
+        "plot_source": renderer if plots_until is not None else None,
         "details": details,
         "plots_mode": ctx.plots,
         "unplotted": sum(1 for layer in result.layers if _wants_plot(ctx.plots, layer, by_layer.get(layer.id, [])))

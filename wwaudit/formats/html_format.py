@@ -21,10 +21,15 @@ def _environment() -> Any:
     )
 
 
-def render_html(result: AuditResult, ctx: RenderContext, for_pdf: bool = False) -> str:
-    """The report as an HTML string (the PDF renderer prints this same document)."""
-    doc = build_document(result, ctx, for_pdf=for_pdf)
+def document_html(doc: dict[str, Any], for_pdf: bool = False) -> str:
+    """A built document (document.build_document) as the report's HTML."""
     return _environment().get_template("report.html.j2").render(doc=doc, for_pdf=for_pdf)
+
+
+def render_html(result: AuditResult, ctx: RenderContext, for_pdf: bool = False) -> str:
+    """The report as an HTML string with every plot embedded (the PDF renderer prints the same
+    document, with its layer plots fetched as they are drawn)."""
+    return document_html(build_document(result, ctx, for_pdf=for_pdf), for_pdf)
 
 
 def render(result: AuditResult, ctx: RenderContext) -> bytes:

@@ -16,41 +16,41 @@ from typing import Any, Iterator
 from wwaudit.auditor.results import AuditResult
 from wwaudit.errors import OutputError
 from wwaudit.formats import RenderContext
-from wwaudit.formats.html_format import render_html
+from wwaudit.formats.document import build_document
+from wwaudit.formats.html_format import document_html
 
 
-def _data_only_fetcher(url: str, *args: Any, **kwargs: Any) -> Any:
-    """WeasyPrint < 70 fetcher API: a function."""
-    if url.startswith("data:"):
-        from weasyprint.urls import default_url_fetcher
+def _fetcher(plots: Any = None) -> Any:
+    """WeasyPrint's fetcher serving data: URLs only, plus the report's own ``wwaudit-plot:`` URLs
+    from `plots` (a formats.plots.PlotRenderer): nothing from the file system or the network."""
+    from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-        return default_url_fetcher(url, *args, **kwargs)
-    raise ValueError(f"refusing to fetch {url!r}: reports use embedded data only")
+    from wwaudit.formats.plots import PLOT_URL_SCHEME
 
+    class ReportFetcher(URLFetcher):
+        def fetch(self, url: str, headers: Any = None) -> Any:
+            if plots is not None and url.startswith(f"{PLOT_URL_SCHEME}:"):
+                return URLFetcherResponse(url, body=plots.fetch(url), headers={"Content-Type": "image/jpeg"})
+            return super().fetch(url, headers)
 
-def _fetcher() -> Any:
-    """A fetcher that serves data: URLs only, in the API of the installed WeasyPrint (70 made it a class)."""
-    from weasyprint import urls
-
-    if hasattr(urls, "URLFetcher"):
-        return urls.URLFetcher(allowed_protocols={"data"}, allow_redirects=False)
-    return _data_only_fetcher
+    return ReportFetcher(allowed_protocols={"data"}, allow_redirects=False)
 
 
-def html_to_pdf(html: str, identifier: bytes) -> bytes:
-    """Print a self-contained HTML document to PDF: data: URLs only, fixed identifier and font
-    timestamps, so the same document gives the same bytes (used by the audit and compare reports)."""
+def html_to_pdf(html: str, identifier: bytes, plots: Any = None) -> bytes:
+    """Print a self-contained HTML document to PDF: data: URLs only (and `plots`' URLs, see
+    _fetcher), fixed identifier and font timestamps, so the same document gives the same bytes
+    (used by the audit and compare reports)."""
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     try:
         import weasyprint
     except OSError as exc:  # Pango missing on the host
         raise OutputError(f"PDF output needs Pango (WeasyPrint could not load it): {exc}") from None
-    from wwaudit.formats.fonts import font_face_css
-
     from weasyprint.text.fonts import FontConfiguration
 
-    fetcher = _fetcher()
+    from wwaudit.formats.fonts import font_face_css
+
+    fetcher = _fetcher(plots)
     font_config = FontConfiguration()  # @font-face in a separate stylesheet needs one shared configuration
     document = weasyprint.HTML(string=html, url_fetcher=fetcher, base_url=".")
     fonts = weasyprint.CSS(string=font_face_css(html), url_fetcher=fetcher, base_url=".", font_config=font_config)
@@ -60,8 +60,12 @@ def html_to_pdf(html: str, identifier: bytes) -> bytes:
 
 def render(result: AuditResult, ctx: RenderContext) -> bytes:
     """PDF bytes; the same audit and context give the same bytes (fixed identifier, no creation
-    date in the metadata, deterministic plots)."""
-    return html_to_pdf(render_html(result, ctx, for_pdf=True), result.model.sha256[:32].encode("ascii"))
+    date in the metadata, deterministic plots). The layer plots are drawn in worker processes
+    while WeasyPrint parses and lays out the document."""
+    with contextlib.ExitStack() as plots_until:
+        doc = build_document(result, ctx, for_pdf=True, plots_until=plots_until)
+        return html_to_pdf(document_html(doc, for_pdf=True), result.model.sha256[:32].encode("ascii"),
+                           plots=doc["plot_source"])
 
 
 @contextlib.contextmanager
