@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -226,9 +227,28 @@ def child_executor(model: Path, kind: str, workers: int, fast: bool) -> dict:
 # ------------------------------------------------------------------------------------------------
 # Parent
 # ------------------------------------------------------------------------------------------------
+# Timing runs are repeated this many times (--repeat) and the fastest kept: on a shared 2-core
+# machine the same run varies by ±5-10% (measured 21.1-23.0 s for one wwaudit command), and the
+# noise only ever adds time. Peak memory is the largest over the repeats.
+REPEAT = 1
+
+
+def best_of(run: Callable[[], dict]) -> dict:
+    """The fastest of REPEAT runs, with the highest peak memory seen and every wall time."""
+    runs = [run() for _ in range(REPEAT)]
+    best = dict(min(runs, key=lambda r: r["wall"]))
+    for key in ("tree_peak_mb", "proc_peak_mb"):
+        best[key] = max(r[key] for r in runs)
+    for key in ("serial_s", "parallel_s"):
+        if key in best:
+            best[key] = min(r[key] for r in runs)
+    best["walls"] = [r["wall"] for r in runs]
+    return best
+
+
 def wwaudit_run(model: Path, out: Path, workers: int, *flags: str, every: float = 0.5) -> dict:
     cmd = [sys.executable, "-m", "wwaudit", str(model), "--json", str(out), "--quiet", "--workers", str(workers), *flags]
-    return run_child(cmd, every)
+    return best_of(lambda: run_child(cmd, every))
 
 
 def _alphas(path: Path) -> dict[str, float]:
@@ -260,8 +280,8 @@ def bench_bert(small: bool, workers: int, skip_ww: bool, executors: bool, tmp: P
     a64, a32 = _alphas(tmp / "fast.json"), _alphas(tmp / "fast32.json")
     dalpha = max((abs(a64[k] - a32[k]) for k in a64 if k in a32), default=float("nan"))
     _line("(a) wwaudit --fast --precision float32", f32, f"max |Δα| {dalpha:.2e}")
-    floor = run_child(_self("floor", str(folder), "fast", str(workers)))
-    floor2 = run_child(_self("floor", str(folder), "shuffled", str(workers)))
+    floor = best_of(lambda: run_child(_self("floor", str(folder), "fast", str(workers))))
+    floor2 = best_of(lambda: run_child(_self("floor", str(folder), "shuffled", str(workers))))
     print(f"  (b) floor, {floor['matrices']} matrices x1: serial {floor['serial_s']:.2f} s, "
           f"{workers} processes {floor['parallel_s']:.2f} s")
     print(f"  (b) floor, each matrix + shuffled copy: serial {floor2['serial_s']:.2f} s, "
@@ -310,6 +330,7 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true", help="leave the decoder memory check out")
     parser.add_argument("--skip-bert", action="store_true", help="leave the BERT-large timings out")
     parser.add_argument("--executors", action="store_true", help="also time worker processes vs threads")
+    parser.add_argument("--repeat", type=int, default=1, help="repeat each wwaudit and floor timing, keep the fastest")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -324,10 +345,13 @@ def main() -> None:
         return
     from wwaudit.auditor.scheduler import default_workers
 
+    global REPEAT
+    REPEAT = max(1, args.repeat)
     workers = args.workers or default_workers()
     load = os.getloadavg()
     print(f"machine: {os.cpu_count()} CPUs ({default_workers()} usable), load average {load[0]:.1f}; "
-          f"wwaudit --workers {workers}; python {sys.version.split()[0]}, numpy {np.__version__}")
+          f"wwaudit --workers {workers}; python {sys.version.split()[0]}, numpy {np.__version__}; "
+          f"timings: fastest of {REPEAT}")
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_bert:
             bench_bert(args.small, workers, args.skip_ww, args.executors, Path(tmp))
