@@ -265,15 +265,19 @@ def test_deferred_layer_plots_are_fetched_as_the_eager_bytes() -> None:
     points = [plots.DepthPoint(i, str(i), "ok", 3.0, None, 1.0) for i in range(9)]
     _model, eager = plots.render_all(points, jobs, fmt="jpeg", workers=1)
     with contextlib.ExitStack() as stack:
-        renderer = stack.enter_context(plots.PlotRenderer(points, jobs, fmt="jpeg", workers=2))
+        renderer = stack.enter_context(plots.PlotRenderer(points, jobs, fmt="jpeg", workers=2, deferred=True))
         assert renderer.url("empty") is None and eager["empty"] is None
         for job in jobs[:-1]:
             url = renderer.url(job.key)
-            assert url == f"{plots.PLOT_URL_SCHEME}:{job.key}"
+            assert url == f"{plots.PLOT_URL_SCHEME}:layer-{job.key}"
             data = renderer.fetch(url)
             assert data[:2] == b"\xff\xd8" and data == base64.b64decode(eager[job.key].split(",", 1)[1])
         with pytest.raises(KeyError):
             renderer.fetch(f"{plots.PLOT_URL_SCHEME}:nope")
+        model = _model
+        for name in plots.MODEL_PLOT_NAMES:
+            data = renderer.fetch(renderer.model_url(name))
+            assert data == base64.b64decode(model[name].split(",", 1)[1])
 
 
 def test_pdf_embeds_every_plot_of_the_document(result: AuditResult, pdf_bytes: bytes) -> None:

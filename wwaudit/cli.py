@@ -124,7 +124,7 @@ def _run_audit(argv: Sequence[str]) -> int:
     from wwaudit import formats
     from wwaudit.auditor.core import audit
     from wwaudit.auditor.options import AuditOptions
-    from wwaudit.progress import make_progress, print_summary
+    from wwaudit.progress import BackgroundImports, make_progress, print_summary
 
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
@@ -147,7 +147,11 @@ def _run_audit(argv: Sequence[str]) -> int:
     options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
                            workers=args.workers or default_workers(), precision=args.precision, device=args.device,
                            max_memory=limits.parse_size(args.max_memory))
-    progress = limits.GuardedProgress(make_progress(enabled=not args.quiet), deadline)
+    # a PDF report's libraries load while the workers analyse (not with --reference: its second
+    # analysis forks workers again, which must not happen while a thread imports)
+    pdf = bool(args.report) and os.path.splitext(args.report)[1].lower() == ".pdf" and not args.reference
+    display = BackgroundImports(make_progress(enabled=not args.quiet), formats.PDF_MODULES if pdf else ())
+    progress = limits.GuardedProgress(display, deadline)
     from wwaudit.auditor.baseline import load_baseline
     from wwaudit.auditor.policy import load_policy
 
@@ -160,6 +164,7 @@ def _run_audit(argv: Sequence[str]) -> int:
 
             attach_reference(result, args.model, args.reference, options, progress)
         deadline.check("at the end of the analysis")
+    display.join()
 
     ctx = formats.RenderContext(
         command=command_line(argv),

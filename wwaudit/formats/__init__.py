@@ -72,6 +72,11 @@ def report_renderer(path: str) -> Renderer:
     return REPORT_FORMATS[ext]
 
 
+# Libraries a PDF report imports (WeasyPrint, matplotlib for the plots, fontTools for the font
+# subsets): progress.BackgroundImports loads them while the layers are analysed.
+PDF_MODULES = ("weasyprint", "fontTools.subset", "matplotlib.figure", "matplotlib.backends.backend_agg", "jinja2")
+
+
 def check_outputs(outputs: list[tuple[str, Renderer]]) -> None:
     """Before any analysis: at most one output on stdout, and every file target writable."""
     if sum(1 for path, _ in outputs if path == "-") > 1:

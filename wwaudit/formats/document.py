@@ -110,7 +110,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
                    plots_until: ExitStack | None = None) -> dict[str, Any]:
     """Everything the templates show, as strings and small lists (plots as data: URIs).
 
-    With `plots_until`, the layer plots are still being drawn when this returns: their entries are
+    With `plots_until`, the plots are still being drawn when this returns: their entries are
     ``wwaudit-plot:`` URLs, ``doc["plot_source"].fetch(url)`` gives their bytes, and the drawing
     stops when that stack closes (the PDF renderer overlaps it with WeasyPrint's work).
     """
@@ -173,13 +173,14 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
                     metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
                     fmt="jpeg" if for_pdf else "svg"))
 
-    renderer = plots.PlotRenderer(points, jobs, fmt="jpeg" if for_pdf else "svg", workers=ctx.extra.get("workers"))
+    renderer = plots.PlotRenderer(points, jobs, fmt="jpeg" if for_pdf else "svg", workers=ctx.extra.get("workers"),
+                                  deferred=plots_until is not None)
     if plots_until is None:
         with renderer:
             model_plots, layer_plots = renderer.model_plots(), renderer.uris()
     else:
         plots_until.enter_context(renderer)
-        model_plots = renderer.model_plots()
+        model_plots = {name: renderer.model_url(name) for name in plots.MODEL_PLOT_NAMES}
         layer_plots = {job.key: renderer.url(job.key) for job in jobs}
     details = []
     for layer in result.layers:

@@ -373,6 +373,16 @@ _MODEL_PLOTS = {
 }
 
 
+MODEL_PLOT_NAMES = tuple(_MODEL_PLOTS)
+
+
+def _has_model_plot(name: str, points: Sequence[DepthPoint]) -> bool:
+    """Whether the model plot `name` draws something (the same tests the plot functions make)."""
+    if name == "spectral_norm":
+        return any(_finite(p.log_spectral_norm) is not None for p in points)
+    return any(_finite(p.alpha) is not None for p in points)
+
+
 def can_plot(job: LayerPlotJob) -> bool:
     """Whether layer_plot draws something for `job` (it needs two positive eigenvalues)."""
     return _positive(job.evals).size >= 2
@@ -384,34 +394,39 @@ PLOT_URL_SCHEME = "wwaudit-plot"
 class PlotRenderer:
     """Draws a report's plots, in worker processes when there are enough of them.
 
-    Model plots are always waited for (the templates show a figure only when it exists). Layer
-    plots are either waited for too (`uris`: the HTML report embeds them) or handed out as
-    ``wwaudit-plot:<key>`` URLs (`url`) whose JPEG bytes the PDF renderer fetches (`fetch`) when
-    WeasyPrint reaches the image: WeasyPrint's parsing, styling and table layout then run on one
-    core while the plots are drawn on the others (measured: 1.2 s of a 6.8 s BERT-large report).
-    Results do not depend on the number of workers (a reused figure draws exactly as a fresh one).
-    Use as a context manager: leaving it stops the workers.
+    Plots are either waited for (`model_plots`, `uris`: the HTML report embeds them as data: URIs)
+    or, with `deferred`, handed out at once as ``wwaudit-plot:`` URLs (`model_url`, `url`) whose JPEG
+    bytes the PDF renderer fetches (`fetch`) when WeasyPrint reaches the image: WeasyPrint's import,
+    parsing, styling and table layout then run on one core while the plots are drawn on the others
+    (on the BERT-large benchmark WeasyPrint never waits for a plot). Results do not depend on the
+    number of workers (a reused figure draws exactly as a fresh one). Use as a context manager:
+    leaving it stops the workers.
     """
 
     def __init__(self, points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], fmt: str = "svg",
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, deferred: bool = False) -> None:
         if workers is None:
             workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
-        self._jobs = {job.key: job for job in jobs if can_plot(job)}
-        total = len(_MODEL_PLOTS) + len(self._jobs)
+        models = [name for name in _MODEL_PLOTS if _has_model_plot(name, points)]
+        layers = [job for job in jobs if can_plot(job)]
         self._pool: ProcessPoolExecutor | None = None
-        self._model: dict[str, Any] = {}
-        self._layers: dict[str, Any] = {}
-        if workers > 1 and total >= _PARALLEL_MIN and _fork_available():
+        self._plots: dict[str, Any] = {}
+        if workers > 1 and len(models) + len(layers) >= _PARALLEL_MIN and _fork_available():
             import multiprocessing
 
-            _preload()  # children inherit the imported modules instead of importing them once each
-            self._pool = ProcessPoolExecutor(max_workers=min(workers, total), mp_context=multiprocessing.get_context("fork"))
-            self._model = {name: self._pool.submit(_model_task, name, points, fmt) for name in _MODEL_PLOTS}
-            self._layers = {key: self._pool.submit(layer_plot, job) for key, job in self._jobs.items()}
+            if not deferred:
+                _preload()  # children inherit the modules; deferred, they import them while this process goes on
+            self._pool = ProcessPoolExecutor(max_workers=min(workers, len(models) + len(layers)),
+                                             mp_context=multiprocessing.get_context("fork"))
+            for name in models:
+                self._plots[f"model-{name}"] = self._pool.submit(_model_task, name, points, fmt)
+            for job in layers:
+                self._plots[f"layer-{job.key}"] = self._pool.submit(layer_plot, job)
         else:
-            self._model = {name: fn(points, fmt) for name, fn in _MODEL_PLOTS.items()}
-            self._layers = {key: layer_plot(job) for key, job in self._jobs.items()}
+            for name in models:
+                self._plots[f"model-{name}"] = _model_task(name, points, fmt)
+            for job in layers:
+                self._plots[f"layer-{job.key}"] = layer_plot(job)
 
     def __enter__(self) -> "PlotRenderer":
         return self
@@ -420,26 +435,34 @@ class PlotRenderer:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
 
-    @staticmethod
-    def _result(value: Any) -> str | None:
+    def _uri(self, key: str) -> str | None:
+        value = self._plots.get(key)
         return value.result() if hasattr(value, "result") else value
 
     def model_plots(self) -> dict[str, str | None]:
-        """The model-level plots by name (waits for them)."""
-        return {name: self._result(value) for name, value in self._model.items()}
+        """The model-level plots as data: URIs by name (waits for them)."""
+        return {name: self._uri(f"model-{name}") for name in _MODEL_PLOTS}
 
     def uris(self) -> dict[str, str | None]:
         """Every layer plot as a data: URI by job key (waits for all of them)."""
-        return {key: self._result(value) for key, value in self._layers.items()}
+        return {key.removeprefix("layer-"): self._uri(key) for key in self._plots if key.startswith("layer-")}
+
+    def _url(self, key: str) -> str | None:
+        return f"{PLOT_URL_SCHEME}:{key}" if key in self._plots else None
+
+    def model_url(self, name: str) -> str | None:
+        """A URL for a model plot that `fetch` resolves later; None when the plot would be empty."""
+        return self._url(f"model-{name}")
 
     def url(self, key: str) -> str | None:
         """A URL for one layer's plot that `fetch` resolves later; None when it has no plot."""
-        return f"{PLOT_URL_SCHEME}:{key}" if key in self._layers else None
+        return self._url(f"layer-{key}")
 
     def fetch(self, url: str) -> bytes:
-        """The image bytes behind a `url` (waits for that plot). KeyError for any other URL."""
-        uri = self._result(self._layers[url.removeprefix(f"{PLOT_URL_SCHEME}:")])
-        if uri is None:
+        """The image bytes behind a URL from `url`/`model_url` (waits for that plot); KeyError
+        for any other URL."""
+        key = url.removeprefix(f"{PLOT_URL_SCHEME}:")
+        if key not in self._plots or (uri := self._uri(key)) is None:
             raise KeyError(url)
         return base64.b64decode(uri.split(",", 1)[1])
 
