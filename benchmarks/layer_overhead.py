@@ -10,7 +10,8 @@ as layers.py hands ONNX (in×out) weights over), it times in ONE process: the fl
 + eigvalsh of each matrix and of an element-shuffled copy, the shuffling itself not timed, as in
 bench_audit.py), analyse_matrices with the default metrics, and its parts (the shuffle, the layer
 seed, the distribution comparison). Every figure is printed as a ratio to the floor measured in
-the same run, so runs on a loaded machine stay comparable; best of --repeat.
+the same run, so runs on a loaded machine stay comparable; best of --repeat; one BLAS thread, as in
+the scheduler's worker tasks.
 """
 
 from __future__ import annotations
@@ -54,30 +55,39 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread, as the scheduler runs every layer task: with more, numpy's and scipy's two
+    # OpenBLAS pools spin against each other and the float32 solve of the shuffled copy gets slower
+    with threadpool_limits(1):
+        _measure(args.repeat)
+
+
+def _measure(repeat: int) -> None:
     rng = np.random.default_rng(0)
     mats = [heavy_tailed(rng, 1024, 4096, np.float32).T, heavy_tailed(rng, 1024, 1024, np.float32).T]
     shuffled = []
     for W in mats:
-        flat = np.array(W, order="C").reshape(-1)
+        flat = np.array(W, order="K").ravel(order="K")
         rng.shuffle(flat)
         shuffled.append(flat.reshape(W.shape))
     options = AuditOptions(fast=False)
-    floor = best_of(args.repeat, lambda: [floor_eigen(W) for W in mats + shuffled])
-    full = best_of(args.repeat, lambda: [analyse_matrices([W], "dense", 1e-10, options) for W in mats])
-    fast = best_of(args.repeat, lambda: [analyse_matrices([W], "dense", 1e-10, AuditOptions(fast=True)) for W in mats])
+    floor = best_of(repeat, lambda: [floor_eigen(W) for W in mats + shuffled])
+    full = best_of(repeat, lambda: [analyse_matrices([W], "dense", 1e-10, options) for W in mats])
+    fast = best_of(repeat, lambda: [analyse_matrices([W], "dense", 1e-10, AuditOptions(fast=True)) for W in mats])
 
     def shuffle_only() -> None:
         for W in mats:
-            flat = np.array(W, copy=True, order="C").reshape(-1)
+            flat = np.array(W, copy=True, order="K").ravel(order="K")  # as traps.shuffled_spectrum
             np.random.default_rng(1).shuffle(flat)
 
     evs = [floor_eigen(W) for W in mats]
     fits = [fit_power_law(ev) for ev in evs]
     parts = {
-        "shuffle (copy + rng.shuffle)": best_of(args.repeat, shuffle_only),
-        "layer seed (layer_rng)": best_of(args.repeat, lambda: [layer_rng([W], 0) for W in mats]),
+        "shuffle (copy + rng.shuffle)": best_of(repeat, shuffle_only),
+        "layer seed (layer_rng)": best_of(repeat, lambda: [layer_rng([W], 0) for W in mats]),
         "distribution comparison": best_of(
-            args.repeat,
+            repeat,
             lambda: [compare_distributions(ev, f.xmin, f.alpha) for ev, f in zip(evs, fits) if f.status == "ok"],
         ),
     }
