@@ -171,6 +171,17 @@ def test_torch_backend_on_cpu_agrees_with_numpy() -> None:
     assert torch_cpu.rank_loss == ref.rank_loss
 
 
+def test_torch_backend_solves_the_shuffled_copy_in_float32_like_numpy() -> None:
+    pytest.importorskip("torch")
+    W = _heavy_tailed(np.random.default_rng(6), 500, 120)
+    ref = spectra.reference_evals(W)
+    torch_cpu = spectra.reference_evals(W, spectra.Backend(device="torch-cpu"))
+    exact = spectra.layer_spectrum([W], float(np.finfo(np.float32).eps)).evals
+    assert torch_cpu.dtype == np.float64 and torch_cpu.shape == ref.shape
+    for evals in (ref, torch_cpu):  # both float32 solves, both within float32 rounding of float64
+        assert np.abs(evals - exact).max() <= 1e-5 * exact[-1]
+
+
 def test_float32_gram_keeps_the_tail_and_exact_rank_counts() -> None:
     rng = np.random.default_rng(11)
     eps = float(np.finfo(np.float32).eps)
