@@ -175,6 +175,16 @@ def test_max_plots_keeps_the_most_severe_layers_and_says_how_many_are_left_out(r
     assert len(everything["details"]) > 1 and everything["unplotted"] == 0
 
 
+def test_finding_messages_do_not_repeat_the_layer_named_beside_them(result: AuditResult) -> None:
+    doc = build_document(result, RenderContext(plots="findings", max_plots=0))
+    layer_findings = [f for f in result.findings if f.layer and f.message.startswith(f"{f.layer}: ")]
+    assert layer_findings  # the rules word their messages "<layer>: ..."
+    shown = [item["message"] for group in doc["findings"] for item in group["items"]]
+    shown += [f["message"] for d in doc["details"] for f in d["findings"]]
+    for f in layer_findings:
+        assert f.message[len(f.layer) + 2:] in shown and f.message not in shown
+
+
 def test_cli_rejects_a_negative_max_plots(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(model_path), "--report", str(tmp_path / "r.html"), "--max-plots", "-1", "--quiet"]) == 2
     assert "--max-plots" in capsys.readouterr().err

@@ -193,7 +193,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
             "op": layer.op, "shape": _shape(layer), "dtype": layer.dtype or "", "quantization": layer.quantization,
             "status": layer.status, "reason": layer.reason or "", "cls": layer_class(layer, found),
             "metrics": [(label, fmt(layer.metric(key))) for key, label in DETAIL_METRICS if layer.metric(key) is not None],
-            "findings": [{"rule": f.rule, "severity": f.severity, "message": f.message} for f in found],
+            "findings": [{"rule": f.rule, "severity": f.severity, "message": _without_layer(f)} for f in found],
             "plot": uri,
             "no_plot": "" if uri else ("no eigenvalues (layer not analysed)" if not layer.analysed else "no eigenvalues kept for this layer"),
         })
@@ -310,6 +310,13 @@ def _key_metrics(result: AuditResult) -> list[tuple[str, str, str]]:
     ]
 
 
+def _without_layer(f: Finding) -> str:
+    """The finding's message without its leading "<layer>: ": wherever the report shows a message,
+    the layer is named beside it (a Layer column, the layer's own section)."""
+    prefix = f"{f.layer}: " if f.layer else ""
+    return f.message[len(prefix):] if prefix and f.message.startswith(prefix) else f.message
+
+
 def _finding_groups(findings: list[Finding]) -> list[dict[str, Any]]:
     """Findings grouped by rule (worst severity first): the rule's why and what-to-do once, then each case."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
@@ -324,12 +331,9 @@ def _finding_groups(findings: list[Finding]) -> list[dict[str, Any]]:
                 "remedy": getattr(rule, "remedy", "") or "",
                 "items": [],
             }
-        # the Layer column names the layer: the message's own "<layer>: " prefix would repeat it
-        prefix = f"{f.layer}: " if f.layer else ""
-        message = f.message[len(prefix):] if prefix and f.message.startswith(prefix) else f.message
         groups[key]["items"].append({
             "layer": f.layer or "model", "anchor": f"layer-{f.layer_id}" if f.layer_id is not None else "",
-            "message": message})
+            "message": _without_layer(f)})
     return sorted(groups.values(), key=lambda g: (SEVERITY_ORDER.get(g["severity"], 3), g["rule"]))
 
 
