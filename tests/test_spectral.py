@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import warnings
+from pathlib import Path
 
 import numpy as np
 import powerlaw
@@ -420,3 +421,53 @@ def test_lognormal_likelihood_is_exact_where_powerlaw_loses_digits() -> None:
     assert ours.mu < -100  # the degenerate case this test is about
     assert abs(float(np.sum(ours.loglikelihoods(x))) - exact(ours.mu, ours.sigma)) < 1e-6
     assert abs(float(np.sum(theirs.loglikelihoods(x))) - exact(theirs.mu, theirs.sigma)) > 1e-2
+
+
+@pytest.mark.parametrize("blocked_above", [10**9, 0])
+def test_shuffled_copy_draws_every_permutation_equally_often(blocked_above: int) -> None:
+    """Fisher-Yates and the blocked (Rao-Sandelius) path, forced here with blocks of 2 elements:
+    all 120 orders of 5 elements, each ~1/120 of 24,000 draws (chi-square, 119 degrees of
+    freedom, 0.1% critical value 167); the input stays untouched."""
+    from scipy import stats
+
+    from wwaudit.auditor.traps import shuffled_copy
+
+    W = np.arange(5, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    counts: dict[tuple[float, ...], int] = {}
+    draws = 24_000
+    for _ in range(draws):
+        out = shuffled_copy(W, rng, block=2, blocked_above=blocked_above)
+        counts[tuple(out)] = counts.get(tuple(out), 0) + 1
+    assert len(counts) == 120 and all(sorted(k) == list(range(5)) for k in counts)
+    expected = draws / 120
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    assert chi2 < stats.chi2.ppf(0.999, 119)
+    assert np.array_equal(W, np.arange(5, dtype=np.float32))
+
+
+def test_blocked_shuffle_keeps_every_element_of_a_transposed_view() -> None:
+    from wwaudit.auditor.traps import shuffled_copy
+
+    base = np.random.default_rng(1).standard_normal((300, 70)).astype(np.float32)
+    view = base.T  # F-contiguous, as layers.py hands over ONNX MatMul weights
+    out = shuffled_copy(view, np.random.default_rng(2), block=64, blocked_above=1000)
+    assert out.dtype == np.float32 and out.size == view.size and not np.shares_memory(out, base)
+    np.testing.assert_array_equal(np.sort(out), np.sort(base, axis=None))
+    assert not np.array_equal(out, base.ravel())  # actually moved
+
+
+@pytest.mark.parametrize("blocked_above", [10**9, 1000])
+def test_shuffled_copy_of_a_memory_map_is_a_plain_array(tmp_path: Path, blocked_above: int) -> None:
+    """External-data weights arrive as memory maps: the copy must be a plain ndarray, which numpy
+    shuffles in C (a np.memmap subclass would take the element-by-element Python path)."""
+    from wwaudit.auditor.traps import shuffled_copy
+
+    data = np.random.default_rng(3).standard_normal((200, 30)).astype(np.float32)
+    path = tmp_path / "w.bin"
+    data.tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="r", shape=(200, 30))
+    for W in (mapped, mapped.T):
+        out = shuffled_copy(W, np.random.default_rng(4), block=64, blocked_above=blocked_above)
+        assert type(out) is np.ndarray
+        np.testing.assert_array_equal(np.sort(out), np.sort(data, axis=None))
