@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import platform
-from importlib import metadata
 from contextlib import ExitStack
+from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -135,7 +135,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         columns.append(("phase", "phase", False))
     columns.append(("findings", "findings", False))
 
-    plotted = _plotted_layers(result.layers, by_layer, ctx.plots, ctx.max_plots)
+    plotted, with_sections = _plotted_layers(result.layers, by_layer, ctx.plots, ctx.max_plots)
     rows, points, jobs = [], [], []
     for layer in result.layers:
         found = by_layer.get(layer.id, [])
@@ -223,8 +223,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "plot_source": renderer if plots_until is not None else None,
         "details": details,
         "plots_mode": ctx.plots,
-        "unplotted": sum(1 for layer in result.layers if _wants_plot(ctx.plots, layer, by_layer.get(layer.id, [])))
-        - len(plotted),
+        "unplotted": with_sections - len(plotted),
         "findings": _finding_groups(result.findings),
         "waived": [{"rule": f.rule, "severity": f.severity, "layer": f.layer or "model", "message": f.message,
                     "by": ": ".join(x for x in (getattr(f, "suppressed_by", None) or "policy",
@@ -257,9 +256,11 @@ def _wants_plot(mode: str, layer: LayerResult, found: list[Finding]) -> bool:
     return bool(found) or (mode == "all" and layer.analysed)
 
 
-def _plotted_layers(layers: list[LayerResult], by_layer: dict[int, list[Finding]], mode: str, limit: int) -> set[int]:
-    """Ids of the layers that get a detail section. With 'findings' and a limit, the most severe
-    first (error, warning, info; then more distinct rules; then layer order).
+def _plotted_layers(layers: list[LayerResult], by_layer: dict[int, list[Finding]], mode: str,
+                    limit: int) -> tuple[set[int], int]:
+    """Ids of the layers that get a detail section, and how many would without the limit. With
+    'findings' and a limit, the most severe first (error, warning, info; then more distinct rules;
+    then layer order).
 
     Why a limit: a detail section costs ~0.1 s of plotting and page layout per layer, so a model
     where every one of 150 layers carries the same warning would spend longer on the report than
@@ -267,14 +268,14 @@ def _plotted_layers(layers: list[LayerResult], by_layer: dict[int, list[Finding]
     """
     wanted = [layer for layer in layers if _wants_plot(mode, layer, by_layer.get(layer.id, []))]
     if mode != "findings" or limit <= 0 or len(wanted) <= limit:
-        return {layer.id for layer in wanted}
+        return {layer.id for layer in wanted}, len(wanted)
 
     def severity(layer: LayerResult) -> tuple[int, int, int]:
         found = by_layer.get(layer.id, [])
         worst = min((SEVERITY_ORDER.get(f.severity, len(SEVERITY_ORDER)) for f in found), default=len(SEVERITY_ORDER))
         return worst, -len({f.rule for f in found}), layer.id
 
-    return {layer.id for layer in sorted(wanted, key=severity)[:limit]}
+    return {layer.id for layer in sorted(wanted, key=severity)[:limit]}, len(wanted)
 
 
 def _column_widths(keys: list[str]) -> list[str]:

@@ -1,7 +1,8 @@
 """PDF report: the HTML report printed by WeasyPrint with CSS paged media.
 
-Vendor metadata in the report is untrusted, so the URL fetcher serves only data: URLs; nothing is
-fetched from the file system or the network. The fonts travel inside the document (data:
+Vendor metadata in the report is untrusted, so the URL fetcher serves only data: URLs and the
+report's own ``wwaudit-plot:`` URLs (plots drawn in memory); nothing is fetched from the file
+system or the network. The fonts travel inside the document (data:
 @font-face, subset to the report's characters: fonts.py), so the PDF does not depend on the host's
 fonts.
 """
