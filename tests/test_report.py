@@ -22,7 +22,7 @@ from wwaudit.auditor.core import audit
 from wwaudit.auditor.results import AuditResult
 from wwaudit.cli import main
 from wwaudit.formats import RenderContext, html_format, pdf_format, plots
-from wwaudit.formats.document import build_document
+from wwaudit.formats.document import build_document, fmt, text_width
 
 HOSTILE = '<script>alert("x")</script><img src="http://evil.example/p.png">'
 
@@ -314,6 +314,55 @@ def test_document_adds_quantization_and_phase_columns_only_when_present(result: 
     assert ("quantization", "int8 per-channel (axis 0) QDQ") in [(c[0], c[1]) for c in row["cells"]]
 
 
+def test_pdf_layer_listing_puts_every_value_under_its_header(result: AuditResult) -> None:
+    doc = build_document(result, RenderContext(plots="none"), for_pdf=True)
+    header = doc["listing"]["header"]
+    labels = {key: label for key, label, *_rest in doc["columns"]}
+    for row, layer in zip(doc["layers"], result.layers):
+        line = row["line"]
+        assert line.startswith(layer.op or "–") and HOSTILE not in line  # the name has a cell of its own
+        if layer.analysed:
+            assert text_width(line) == text_width(header)
+            for key in ("alpha", "D", "num_spikes"):
+                # numbers are right-aligned: a value ends where its column's label ends
+                end = header.index(labels[key]) + len(labels[key])
+                assert line[:end].endswith(" " + fmt(layer.metric(key))), (key, line)
+        else:
+            start = header.index(labels["alpha"]) - (doc["listing"]["widths"]["alpha"] - len(labels["alpha"]))
+            assert line[start:].startswith(layer.reason or "–")
+    assert doc["listing"]["font_pt"] == "6.50pt"
+
+
+def test_pdf_layer_listing_shrinks_then_wraps_a_line_too_wide_for_the_page(result: AuditResult) -> None:
+    wide = copy.deepcopy(result)
+    wide.layers[1].quantization = "int8 per-channel QDQ"
+    font = build_document(wide, RenderContext(plots="none"), for_pdf=True)["listing"]["font_pt"]
+    wider = copy.deepcopy(result)
+    wider.layers[1].quantization = "int8 per-channel (axis 0) QDQ " * 12
+    doc = build_document(wider, RenderContext(plots="none"), for_pdf=True)
+    assert 5.0 < float(font.removesuffix("pt")) < 6.5
+    assert doc["listing"]["font_pt"] == "5.00pt"  # the floor: the cell wraps the line instead
+    assert wider.layers[1].quantization.strip() in doc["layers"][1]["line"]
+
+
+def test_pdf_prints_the_layer_listing_on_landscape_pages(result: AuditResult, pdf_bytes: bytes) -> None:
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(pdf_bytes))
+    orientation = {}
+    for page in reader.pages:
+        text = page.extract_text()
+        landscape = float(page.mediabox.width) > float(page.mediabox.height)
+        orientation[landscape] = orientation.get(landscape, "") + text
+    assert "Layers" in orientation[True] and "log λmax  stable rank" in orientation[True]
+    for layer in result.layers:
+        if layer.name != HOSTILE:  # its name wraps across lines in the PDF text
+            assert layer.name in orientation[True]
+        if layer.analysed:
+            assert fmt(layer.metric("alpha")) in orientation[True]
+    assert "Verdict" in orientation[False]  # cover, findings, plots and method stay portrait
+
+
 def test_pdf_has_pages_text_images_and_embedded_font(result: AuditResult, pdf_bytes: bytes) -> None:
     from pypdf import PdfReader
 
@@ -347,8 +396,8 @@ def test_pdf_letter_is_byte_identical_for_the_same_audit(result: AuditResult) ->
     ctx = RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC", page_size="Letter", plots="none")
     first = pdf_format.render(result, ctx)
     assert pdf_format.render(result, ctx) == first
-    page = PdfReader(io.BytesIO(first)).pages[0]
-    assert (round(float(page.mediabox.width)), round(float(page.mediabox.height))) == (612, 792)
+    sizes = {(round(float(page.mediabox.width)), round(float(page.mediabox.height))) for page in PdfReader(io.BytesIO(first)).pages}
+    assert sizes == {(612, 792), (792, 612)}  # the layer listing on landscape pages
 
 
 def test_cli_writes_report_with_plots_option(model_path: Path, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import unicodedata
 from contextlib import ExitStack
 from importlib import metadata
 from typing import Any
@@ -45,12 +46,26 @@ DETAIL_METRICS = (
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
-# Relative column widths of the layer table (the PDF lays it out with fixed widths: fast and stable).
+# Relative column widths of the HTML layer table (fixed widths: stable while it is sorted and filtered).
 _COLUMN_WEIGHTS = {"id": 4.2, "name": 13.5, "log_norm": 6.3, "op": 7, "shape": 9, "quantization": 10, "status": 6.3,
                    "stable_rank": 6.3, "rank_loss": 4.6, "num_spikes": 5.4, "num_traps": 5.0, "phase": 7.5,
                    "findings": 7.5}
 _METRIC_WEIGHT = 5.8
 _SPANNED = {key for key, _label, _tip in METRIC_TABLE} | {"phase"}
+
+# The PDF prints the layer table as a listing: per row a '#' cell, a name cell and ONE cell of
+# fixed-width fields in a monospace font, on landscape pages. Why: WeasyPrint spends ~1 ms on every
+# table cell (style, boxes, line layout, drawing), so a 150-layer table of 16 cells took 2.1 s, the
+# largest part of a PDF report; as a listing it takes 0.45 s and shows the same values.
+_LISTING_GAP = "  "
+_MONO_ADVANCE = 0.602  # advance width of every DejaVu Sans Mono glyph, in em
+# text width of the fields column on a landscape page, in pt: 74% (report.css) of the content
+# width that report.css's 13 mm side margins leave (A4: 271 mm, Letter: 253.4 mm), less the
+# cell's 3 px padding on each side
+_LISTING_FIELDS_PT = {size: 0.74 * mm * 72 / 25.4 - 4.5 for size, mm in (("A4", 271.0), ("Letter", 253.4))}
+_LISTING_FONT_PT = (5.0, 6.5)  # smallest and largest font size of the fields
+# labels the monospace face cannot show as in the table: its combining hat does not sit on the α
+_LISTING_LABELS = {"alpha_weighted": "α-hat"}
 
 
 def fmt(value: Any, digits: int = 3) -> str:
@@ -215,6 +230,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "columns": [(key, label, numeric, _tooltip(key), width) for (key, label, numeric), width
                     in zip(columns, _column_widths([key for key, _label, _numeric in columns]))],
         "layers": rows,
+        "listing": _listing(columns, rows, ctx.page_size) if for_pdf else None,
         "layer_map": [{"id": r["id"], "anchor": r["anchor"], "cls": r["cls"], "name": r["name"]} for r in rows],
         "legend": [(cls, text) for cls, text in (
             ("ok", "no finding"), ("info", "info finding"), ("warning", "warning"), ("error", "error or unreadable"),
@@ -282,6 +298,47 @@ def _column_widths(keys: list[str]) -> list[str]:
     weights = [_COLUMN_WEIGHTS.get(key, _METRIC_WEIGHT) for key in keys]
     total = sum(weights)
     return [f"{100 * w / total:.2f}%" for w in weights]
+
+
+def text_width(text: str) -> int:
+    """Columns a string takes in a monospace font: combining marks take none (the hat of α̂), wide
+    East Asian characters two."""
+    return sum(0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _listing(columns: list[tuple[str, str, bool]], rows: list[dict[str, Any]], page_size: str) -> dict[str, Any]:
+    """The PDF's layer listing (see _LISTING_GAP): sets each row's "line", the fields of every
+    column but '#' and the name, padded to a common width (numbers right-aligned); a layer without
+    metrics shows its reason where the metrics would be. Returns the header line, each field's
+    width in characters, and the font size at which the longest line fits the fields column
+    (lines that still do not fit wrap)."""
+    fields = [(key, _LISTING_LABELS.get(key, label), numeric) for key, label, numeric in columns if key not in ("id", "name")]
+    widths = {key: max([text_width(label)] + [text_width(text) for row in rows
+                                               for k, text, _sort, _num, spanned in row["cells"]
+                                               if k == key and (row["analysed"] or not spanned)])
+              for key, label, _numeric in fields}
+
+    def pad(text: str, key: str, numeric: bool) -> str:
+        gap = " " * (widths[key] - text_width(text))
+        return gap + text if numeric else text + gap
+
+    header = _LISTING_GAP.join(pad(label, key, numeric) for key, label, numeric in fields)
+    span = _LISTING_GAP.join(" " * widths[key] for key, _label, _numeric in fields if key in _SPANNED)
+    longest = text_width(header)
+    for row in rows:
+        cells = {key: (text, spanned) for key, text, _sort, _num, spanned in row["cells"]}
+        parts = []
+        for key, _label, numeric in fields:
+            text, spanned = cells[key]
+            if row["analysed"] or not spanned:
+                parts.append(pad(text, key, numeric))
+            elif key == row["first_metric"]:
+                reason = row["reason"] or "–"
+                parts.append(reason + span[text_width(reason):])
+        row["line"] = _LISTING_GAP.join(parts)
+        longest = max(longest, text_width(row["line"]))
+    font = min(_LISTING_FONT_PT[1], _LISTING_FIELDS_PT.get(page_size, _LISTING_FIELDS_PT["A4"]) / (longest * _MONO_ADVANCE))
+    return {"header": header, "widths": widths, "font_pt": f"{max(font, _LISTING_FONT_PT[0]):.2f}pt"}
 
 
 def _tooltip(key: str) -> str:
