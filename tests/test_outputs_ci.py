@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 
 from gating_models import save_model, trigger_weights
@@ -157,6 +158,29 @@ def test_markdown_escapes_untrusted_names() -> None:
     out = escape(hostile)
     assert "<img" not in out and "](" not in out and "\n" not in out
     assert "\\|" in out and "\\`" in out
+
+
+def test_csv_escapes_names_a_spreadsheet_would_run_as_formulas(tmp_path: Path) -> None:
+    import csv
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    names = ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "plain.weight"]
+    inits = [numpy_helper.from_array(rng.standard_normal((40, 24)).astype(np.float32), n) for n in names]
+    nodes = [helper.make_node("MatMul", ["x", n], [f"y{i}"], name=n) for i, n in enumerate(names)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40])],
+                              [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 24]) for i in range(len(names))],
+                              inits)
+    model = tmp_path / "formulas.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    out = tmp_path / "audit.csv"
+    main([str(model), "--csv", str(out), "--json", str(tmp_path / "audit.json"), "--fast", "--quiet"])
+    rows = list(csv.DictReader(out.open(newline="")))
+    assert [r["name"] for r in rows] == ["'" + n for n in names[:4]] + ["plain.weight"]
+    assert [r["tensor"] for r in rows] == [r["name"] for r in rows]
+    assert float(rows[0]["alpha"]) > 0 and rows[0]["N"] == "40"  # numbers stay numbers
+    assert [layer["name"] for layer in _json(tmp_path / "audit.json")["layers"]] == names  # JSON unchanged
 
 
 def test_only_one_output_to_stdout_and_bad_baseline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,8 +8,10 @@ untrusted names escaped, nothing fetched from outside, stable PDF bytes, no part
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import re
+from html import escape as html_escape
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -183,6 +185,26 @@ def test_finding_messages_do_not_repeat_the_layer_named_beside_them(result: Audi
     shown += [f["message"] for d in doc["details"] for f in d["findings"]]
     for f in layer_findings:
         assert f.message[len(f.layer) + 2:] in shown and f.message not in shown
+
+
+def test_findings_say_each_message_once_with_every_layer_it_applies_to(result: AuditResult) -> None:
+    repeated = copy.deepcopy(result)
+    template = next(f for f in repeated.findings if f.layer_id is not None)
+    others = [layer for layer in repeated.layers if layer.id != template.layer_id][:3]
+    for layer in others:  # the same finding, worded the same, on three more layers
+        repeated.findings.append(dataclasses.replace(template, layer=layer.name, layer_id=layer.id,
+                                                     message=template.message.replace(template.layer, layer.name, 1)))
+    doc = build_document(repeated, RenderContext(plots="none"))
+    group = next(g for g in doc["findings"] if g["rule"] == template.rule and g["severity"] == template.severity)
+    messages = [item["message"] for item in group["items"]]
+    assert len(messages) == len(set(messages))
+    item = next(i for i in group["items"] if template.message.endswith(i["message"]))
+    assert [layer["anchor"] for layer in item["layers"]] == [f"layer-{template.layer_id}"] + [f"layer-{l.id}" for l in others]
+    assert group["count"] == sum(len(i["layers"]) for i in group["items"]) == sum(
+        f.rule == template.rule and f.severity == template.severity for f in repeated.findings)
+    page = html_format.document_html(doc)
+    # the message is printed once for the four layers, each linked to its row of the layer table
+    assert page.count(html_escape(item["message"])) == 1 and all(f'href="#layer-{l.id}"' in page for l in others)
 
 
 def test_cli_rejects_a_negative_max_plots(model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,9 @@
-"""CSV output: one row per layer with every metric column (spreadsheet-friendly)."""
+"""CSV output: one row per layer with every metric column (spreadsheet-friendly).
+
+Layer names, tensor names and reasons come from the vendor's file, and a spreadsheet runs a cell
+that starts with '=', '+', '-' or '@' as a formula (CSV injection): such text cells get a leading
+apostrophe, which spreadsheets show as text and do not display. Numbers are written as numbers.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +25,23 @@ def render(result: AuditResult, ctx: object = None) -> bytes:
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ";".join(map(str, v)) if isinstance(v, list) else ("" if v is None else v) for k, v in row.items()})
+        writer.writerow({k: _cell(v) for k, v in row.items()})
     return buf.getvalue().encode("utf-8")
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    """A CSV cell: lists joined with ';', None empty, text that a spreadsheet would evaluate
+    escaped with a leading apostrophe (OWASP's advice for CSV injection)."""
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        value = ";".join(map(str, value))
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
 
 
 def _flat(row: dict) -> dict:

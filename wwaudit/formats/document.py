@@ -376,7 +376,10 @@ def _without_layer(f: Finding) -> str:
 
 
 def _finding_groups(findings: list[Finding]) -> list[dict[str, Any]]:
-    """Findings grouped by rule (worst severity first): the rule's why and what-to-do once, then each case."""
+    """Findings grouped by rule (worst severity first): the rule's why and what-to-do once, then
+    each distinct message once with every layer it applies to, in depth order. Why merge: rules
+    such as WW003 or WW004 often say the same thing of dozens of layers ("1 of 1024 singular
+    values are numerically zero"); a row per layer made 9 pages of repeats on BERT-large."""
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for f in findings:
         key = (f.rule, f.severity)
@@ -387,11 +390,15 @@ def _finding_groups(findings: list[Finding]) -> list[dict[str, Any]]:
                 "title": getattr(rule, "title", "") or f.rule,
                 "rationale": getattr(rule, "rationale", "") or "",
                 "remedy": getattr(rule, "remedy", "") or "",
-                "items": [],
+                "count": 0, "by_message": {},
             }
-        groups[key]["items"].append({
-            "layer": f.layer or "model", "anchor": f"layer-{f.layer_id}" if f.layer_id is not None else "",
-            "message": _without_layer(f)})
+        group = groups[key]
+        group["count"] += 1
+        message = _without_layer(f)
+        group["by_message"].setdefault(message, []).append(
+            {"name": f.layer or "model", "anchor": f"layer-{f.layer_id}" if f.layer_id is not None else ""})
+    for group in groups.values():
+        group["items"] = [{"message": message, "layers": layers} for message, layers in group.pop("by_message").items()]
     return sorted(groups.values(), key=lambda g: (SEVERITY_ORDER.get(g["severity"], 3), g["rule"]))
 
 
