@@ -56,7 +56,7 @@ _SPANNED = {key for key, _label, _tip in METRIC_TABLE} | {"phase"}
 # The PDF prints the layer table as a listing: per row a '#' cell, a name cell and ONE cell of
 # fixed-width fields in a monospace font, on landscape pages. Why: WeasyPrint spends ~1 ms on every
 # table cell (style, boxes, line layout, drawing), so a 150-layer table of 16 cells took 2.1 s, the
-# largest part of a PDF report; as a listing it takes 0.45 s and shows the same values.
+# largest part of a PDF report; as a listing it takes about 0.5 s and shows the same values.
 _LISTING_GAP = "  "
 _MONO_ADVANCE = 0.602  # advance width of every DejaVu Sans Mono glyph, in em
 # text width of the fields column on a landscape page, in pt: 74% (report.css) of the content
