@@ -220,6 +220,21 @@ def test_cli_bad_input_is_one_line_exit_2(models: dict[str, Path], tmp_path: Pat
     assert len(err) == 3 and all(line.startswith("wwaudit: error:") for line in err)
 
 
+def test_cli_keeps_the_audit_limits(models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "c.json"
+    args = ["compare", str(models["base"]), str(models["tuned"]), "--quiet", "--json", str(out)]
+    assert main([*args, "--timeout", "0.000001"]) == 2
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "time limit" in err[0] and "--timeout" in err[0]
+    assert main([*args, "--timeout", "soon"]) == 2 and "--timeout" in capsys.readouterr().err
+    # a layer budget below every layer's working set: both sides skip every layer, with the reason
+    assert main([*args, "--max-memory", "1K"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["pairs"] and all(pair["status"] == "skipped" for pair in doc["pairs"])
+    assert all("--max-memory" in pair["reason"] for pair in doc["pairs"])
+
+
 @pytest.mark.slow
 def test_pdf_report(models: dict[str, Path], tmp_path: Path) -> None:
     from pypdf import PdfReader

@@ -68,11 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     # torch-cpu (torch's code path on the CPU) is accepted but not advertised: it exists to test it.
     perf.add_argument("--device", default="cpu", metavar="{cpu,cuda}",
                       help="where Gram matrices and eigensolves run (default cpu; cuda needs torch)")
-    lim = parser.add_argument_group("limits (untrusted or huge models; see SECURITY.md)")
-    lim.add_argument("--max-memory", metavar="SIZE", default="8G",
-                     help="skip layers whose float64 working set would exceed SIZE, per worker (default 8G)")
-    lim.add_argument("--timeout", metavar="SECONDS", default="3600",
-                     help="stop with exit 2 and no output past this wall-clock time; 30m, 2h, none (default 3600)")
+    add_limit_options(parser)
     ui = parser.add_argument_group("display")
     ui.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
     return parser
@@ -181,6 +177,16 @@ def _run_audit(argv: Sequence[str]) -> int:
     return EXIT_FINDINGS if result.verdict == "fail" else EXIT_OK
 
 
+def add_limit_options(parser: argparse.ArgumentParser) -> None:
+    """--max-memory and --timeout, the same for `wwaudit` and `wwaudit compare`: both read
+    untrusted files, so both keep SECURITY.md's limits."""
+    lim = parser.add_argument_group("limits (untrusted or huge models; see SECURITY.md)")
+    lim.add_argument("--max-memory", metavar="SIZE", default="8G",
+                     help="skip layers whose float64 working set would exceed SIZE, per worker (default 8G)")
+    lim.add_argument("--timeout", metavar="SECONDS", default="3600",
+                     help="stop with exit 2 and no output past this wall-clock time; 30m, 2h, none (default 3600)")
+
+
 def _compare_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="wwaudit compare", description="Compare two ONNX models layer by layer (base -> candidate): "
                      "metric deltas, relative distance, kept singular subspaces, and the layers that got worse.")
@@ -194,6 +200,7 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled copies (default 0)")
     parser.add_argument("--max-evals", type=int, metavar="N", help="skip layers with more than N eigenvalues")
     parser.add_argument("--workers", type=int, metavar="N", help="layers analysed in parallel (default: usable CPU cores)")
+    add_limit_options(parser)
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary")
     return parser
 

@@ -26,6 +26,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run a parsed `wwaudit compare` command; returns the exit code."""
     from wwaudit import formats
     from wwaudit.cli import check_counts, command_line, run_date
+    from wwaudit.auditor import limits
     from wwaudit.auditor.options import AuditOptions
     from wwaudit.auditor.scheduler import default_workers
     from wwaudit.compare import report
@@ -39,9 +40,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         outputs.append((args.report, report.renderer(args.report)))
     formats.check_outputs(outputs)
     check_counts(args)
+    deadline = limits.Deadline(limits.parse_timeout(args.timeout))
     options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
-                           workers=args.workers or default_workers())
-    result = compare(args.base, args.candidate, options, make_progress(enabled=not args.quiet))
+                           workers=args.workers or default_workers(), max_memory=limits.parse_size(args.max_memory))
+    # the deadline covers both audits and the layer-by-layer comparison; outputs are written after
+    with limits.watchdog(deadline):
+        result = compare(args.base, args.candidate, options,
+                         limits.GuardedProgress(make_progress(enabled=not args.quiet), deadline))
+        deadline.check("at the end of the comparison")
     ctx = formats.RenderContext(
         command=command_line(argv),
         generated=run_date(),
