@@ -313,9 +313,9 @@ def _listing(columns: list[tuple[str, str, bool]], rows: list[dict[str, Any]], p
     width in characters, and the font size at which the longest line fits the fields column
     (lines that still do not fit wrap)."""
     fields = [(key, _LISTING_LABELS.get(key, label), numeric) for key, label, numeric in columns if key not in ("id", "name")]
-    widths = {key: max([text_width(label)] + [text_width(text) for row in rows
-                                               for k, text, _sort, _num, spanned in row["cells"]
-                                               if k == key and (row["analysed"] or not spanned)])
+    cells = [{key: (text, row["analysed"] or not spanned) for key, text, _sort, _num, spanned in row["cells"]}
+             for row in rows]  # per row: key -> (text, shown in its own column)
+    widths = {key: max([text_width(label)] + [text_width(c[key][0]) for c in cells if c[key][1]])
               for key, label, _numeric in fields}
 
     def pad(text: str, key: str, numeric: bool) -> str:
@@ -325,12 +325,11 @@ def _listing(columns: list[tuple[str, str, bool]], rows: list[dict[str, Any]], p
     header = _LISTING_GAP.join(pad(label, key, numeric) for key, label, numeric in fields)
     span = _LISTING_GAP.join(" " * widths[key] for key, _label, _numeric in fields if key in _SPANNED)
     longest = text_width(header)
-    for row in rows:
-        cells = {key: (text, spanned) for key, text, _sort, _num, spanned in row["cells"]}
+    for row, row_cells in zip(rows, cells):
         parts = []
         for key, _label, numeric in fields:
-            text, spanned = cells[key]
-            if row["analysed"] or not spanned:
+            text, shown = row_cells[key]
+            if shown:
                 parts.append(pad(text, key, numeric))
             elif key == row["first_metric"]:
                 reason = row["reason"] or "–"
