@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from wwaudit.auditor.core import audit, dtype_eps
-from wwaudit.auditor.graph import walk
-from wwaudit.auditor.layers import LayerSpec, plan_layers, safe_name
-from wwaudit.auditor.loader import load_model
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.results import AuditResult, LayerResult
+from wwaudit.engine.core import audit, dtype_eps
+from wwaudit.ingest.walker import walk
+from wwaudit.ingest.plan import LayerSpec, plan_layers, safe_name
+from wwaudit.ingest.loader import load_model
+from wwaudit.options import AuditOptions
+from wwaudit.records import AuditResult, LayerResult
 from wwaudit.compare import rules
 from wwaudit.compare.diff import DELTA_KEYS, metric_deltas, pair_diff
 from wwaudit.compare.matching import Pair, match_layers

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from wwaudit.auditor.results import AuditResult, Finding, clean_number
+from wwaudit.records import AuditResult, Finding, clean_number
 
 SCHEMA = "wwaudit-compare/1"
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from wwaudit.auditor.results import finite_or_none, Finding, LayerResult
+from wwaudit.records import finite_or_none, Finding, LayerResult
 
 if TYPE_CHECKING:  # policy imports this module; only the annotation is needed here
-    from wwaudit.auditor.baseline import Baseline
-    from wwaudit.auditor.policy import Policy
+    from wwaudit.rules.baseline import Baseline
+    from wwaudit.rules.policy import Policy
 
 SEVERITIES = ("info", "warning", "error")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
