@@ -1,6 +1,6 @@
 """Orchestration of a comparison: audit both models, match their layers, measure each pair.
 
-Both models are audited by auditor.core.audit (same metrics, same findings as a single audit);
+Both models are audited by engine.core.audit (same metrics, same findings as a single audit);
 the layers' matrices are then read again through LayerSpec.matrices, one pair at a time, so at
 most one pair's matrices are in memory. `wwaudit compare` and the audit's `--reference` option
 share this code: a reference check is a comparison whose base is the float reference.

@@ -2,7 +2,7 @@
 
 The registry is the single list every output shows (`wwaudit rules`, SARIF rules, the report's
 findings section). A rule's `check` reads finished layer results only; it never computes spectra.
-Thresholds are parameters with defaults here, so a team's policy file (auditor/policy.py) can move
+Thresholds are parameters with defaults here, so a team's policy file (rules/policy.py) can move
 them without touching code; the verdict follows the policy's `fail-on` level.
 """
 
