@@ -213,8 +213,8 @@ def child_weightwatcher(folder: Path, full: bool) -> dict:
 def child_executor(model: Path, kind: str, workers: int, fast: bool) -> dict:
     from concurrent.futures import ThreadPoolExecutor
 
-    from wwaudit.auditor.core import audit
-    from wwaudit.auditor.options import AuditOptions
+    from wwaudit.engine.core import audit
+    from wwaudit.options import AuditOptions
 
     t0 = time.perf_counter()
     if kind == "threads":
@@ -261,8 +261,8 @@ def child_report(args: list[str]) -> dict:
     building the document, drawing the plots, printing and writing the PDF). The wall-time
     difference between runs with and without a report is too noisy for this (±5–10% of the
     analysis from run to run)."""
-    import wwaudit.auditor.core as core
-    from wwaudit.cli import main as cli_main
+    import wwaudit.engine.core as core
+    from wwaudit.cli.main import main as cli_main
 
     analysed: list[float] = []
     real_audit = core.audit
@@ -298,7 +298,7 @@ def bench_bert(small: bool, workers: int, skip_ww: bool, executors: bool, tmp: P
     model = make_synthetic.ensure("bert-large", small)
     folder = model.parent
     print(f"\nBERT-large shape ({'small' if small else 'full'}): {model}", flush=True)
-    imports = run_child([sys.executable, "-c", "import wwaudit.cli, wwaudit.auditor.core, wwaudit.formats"])
+    imports = run_child([sys.executable, "-c", "import wwaudit.cli.main, wwaudit.engine.core, wwaudit.formats"])
     print(f"  python start-up + wwaudit imports            {imports['wall']:8.2f} s (included in every wwaudit figure)")
     fast = wwaudit_run(model, tmp / "fast.json", workers, "--fast")
     _line("(a) wwaudit --fast", fast)
@@ -377,7 +377,7 @@ def main() -> None:
             result = child_executor(Path(rest[0]), rest[1], int(rest[2]), rest[3] == "fast")
         print(json.dumps(result))
         return
-    from wwaudit.auditor.scheduler import default_workers
+    from wwaudit.engine.scheduler import default_workers
 
     global REPEAT
     REPEAT = max(1, args.repeat)

@@ -19,8 +19,8 @@ import argparse
 
 import numpy as np
 
-from wwaudit.auditor.analysis import analyse_matrices
-from wwaudit.auditor.options import AuditOptions
+from wwaudit.spectral.analysis import analyse_matrices
+from wwaudit.options import AuditOptions
 
 ALPHAS = (1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0)
 

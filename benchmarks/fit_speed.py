@@ -2,7 +2,7 @@
 
 Compared, on ESDs of n eigenvalues (a Marchenko-Pastur bulk plus a power-law tail):
 ``powerlaw.Fit`` (powerlaw 2.0, the package the method was built on), weightwatcher 0.7.7's
-default ``WWFit`` (a Python loop over xmin candidates), and ``wwaudit.auditor.powerlaw_fit``.
+default ``WWFit`` (a Python loop over xmin candidates), and ``wwaudit.spectral.powerlaw_fit``.
 Absolute times depend on the machine; the ratios measured in one run are what to compare.
 
     python benchmarks/fit_speed.py [--sizes 256 1024 4096] [--repeat 5]
@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 import powerlaw
 
-from wwaudit.auditor.powerlaw_fit import fit_power_law
+from wwaudit.spectral.powerlaw_fit import fit_power_law
 
 
 def esd(rng: np.random.Generator, n: int) -> np.ndarray:

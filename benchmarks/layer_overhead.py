@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from make_synthetic import heavy_tailed  # noqa: E402
 
-from wwaudit.auditor.analysis import analyse_matrices  # noqa: E402
-from wwaudit.auditor.distributions import compare_distributions  # noqa: E402
-from wwaudit.auditor.options import AuditOptions  # noqa: E402
-from wwaudit.auditor.powerlaw_fit import fit_power_law  # noqa: E402
-from wwaudit.auditor.traps import layer_rng  # noqa: E402
+from wwaudit.spectral.analysis import analyse_matrices  # noqa: E402
+from wwaudit.spectral.distributions import compare_distributions  # noqa: E402
+from wwaudit.options import AuditOptions  # noqa: E402
+from wwaudit.spectral.powerlaw_fit import fit_power_law  # noqa: E402
+from wwaudit.spectral.traps import layer_rng  # noqa: E402
 
 
 def best_of(repeat: int, fn: Callable[[], Any]) -> float:

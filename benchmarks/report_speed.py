@@ -51,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plots", choices=("findings", "all", "none"), default="findings")
     args = parser.parse_args(argv)
 
-    from wwaudit.auditor.core import audit
-    from wwaudit.formats import RenderContext, html_format, pdf_format
+    from wwaudit.engine.core import audit
+    from wwaudit.formats import RenderContext
+    from wwaudit.formats.report import html as html_format
+    from wwaudit.formats.report import pdf as pdf_format
 
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "bench.onnx")

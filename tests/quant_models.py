@@ -14,8 +14,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from wwaudit.auditor.graph import walk
-from wwaudit.auditor.layers import LayerSpec, plan_layers
+from wwaudit.ingest.walker import walk
+from wwaudit.ingest.plan import LayerSpec, plan_layers
 
 
 def structured(rng: np.random.Generator, out: int, inn: int, decay: float = 0.7) -> np.ndarray:

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from wwaudit.cli import main
+from wwaudit.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +93,7 @@ def test_html_report_lists_every_layer(tmp_path: Path) -> None:
 def test_background_imports_load_modules_after_start_and_pass_calls_through() -> None:
     import sys
 
-    from wwaudit.progress import BackgroundImports
+    from wwaudit.cli.progress import BackgroundImports
 
     class Recorder:
         def __init__(self) -> None:

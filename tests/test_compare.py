@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from wwaudit.auditor.results import LayerResult
-from wwaudit.cli import main
+from wwaudit.records import LayerResult
+from wwaudit.cli.main import main
 from wwaudit.compare.diff import metric_deltas, pair_diff, subspace_k
 from wwaudit.compare.engine import compare
 from wwaudit.compare.matching import is_generated_name, match_layers
@@ -127,7 +127,7 @@ def test_dynamo_reexport_matches_by_tensor_name(models: dict[str, Path], tmp_pat
 
 
 def test_size_gate_skips_pairs_without_reading_them(models: dict[str, Path]) -> None:
-    from wwaudit.auditor.options import AuditOptions
+    from wwaudit.options import AuditOptions
 
     result = compare(str(models["base"]), str(models["tuned"]), AuditOptions(max_evals=30))
     by_status = {p.base: p.status for p in result.pairs}

@@ -21,10 +21,10 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from test_hostile import recording_opens
-from wwaudit.auditor.graph import walk
-from wwaudit.auditor.layers import plan_layers
-from wwaudit.auditor.limits import memory_refusal, working_set_bytes
-from wwaudit.auditor.loader import load_model
+from wwaudit.ingest.walker import walk
+from wwaudit.ingest.plan import plan_layers
+from wwaudit.engine.limits import memory_refusal, working_set_bytes
+from wwaudit.ingest.loader import load_model
 from wwaudit.errors import InputError
 
 # Small on purpose: any tensor a mutation inflates beyond this is refused like --max-memory would.
@@ -175,7 +175,7 @@ def test_byte_mutations_raise_only_input_errors(sandbox, edits) -> None:
 
 # -- field-level mutations ---------------------------------------------------------------------
 def _all_tensors(model: onnx.ModelProto) -> list[TensorProto]:
-    from wwaudit.auditor.loader import all_tensors
+    from wwaudit.ingest.loader import all_tensors
 
     return list(all_tensors(model))
 

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 import make_hostile
-from wwaudit.auditor import limits
-from wwaudit.cli import main
+from wwaudit.engine import limits
+from wwaudit.cli.main import main
 from wwaudit.errors import ResourceLimitError, UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,7 +162,7 @@ def test_console_script_never_prints_a_traceback(name: str, corpus) -> None:
                                         (RecursionError("deep"), "internal error")])
 def test_unexpected_exceptions_are_one_line_exit_2(exc, words, corpus, tmp_path: Path, monkeypatch, capsys) -> None:
     _, cases = corpus
-    import wwaudit.auditor.core as core
+    import wwaudit.engine.core as core
 
     def explode(*args, **kwargs):
         raise exc
@@ -191,7 +191,7 @@ def test_watchdog_kills_a_stuck_audit(tmp_path: Path) -> None:
     """A layer stuck in native code past deadline + grace: the process ends with exit 2."""
     script = (
         "import time\n"
-        "from wwaudit.auditor.limits import Deadline, watchdog\n"
+        "from wwaudit.engine.limits import Deadline, watchdog\n"
         "with watchdog(Deadline(0.01)):\n"
         "    time.sleep(120)\n"
     )

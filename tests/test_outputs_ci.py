@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from gating_models import save_model, trigger_weights
-from wwaudit.cli import main
+from wwaudit.cli.main import main
 from wwaudit.formats import artifact_uri
 from wwaudit.formats.markdown_format import escape
 

@@ -20,9 +20,9 @@ import pytest
 torch = pytest.importorskip("torch")
 weightwatcher = pytest.importorskip("weightwatcher")
 
-from wwaudit.auditor.core import audit  # noqa: E402
-from wwaudit.auditor.metrics import CONV_NORM_FACTOR  # noqa: E402
-from wwaudit.auditor.options import AuditOptions  # noqa: E402
+from wwaudit.engine.core import audit  # noqa: E402
+from wwaudit.spectral.metrics import CONV_NORM_FACTOR  # noqa: E402
+from wwaudit.options import AuditOptions  # noqa: E402
 
 pytestmark = pytest.mark.parity
 

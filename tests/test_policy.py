@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from gating_models import power_law_matrix, save_model
-from wwaudit.auditor.policy import Policy, find_policy_file, load_policy
-from wwaudit.cli import main
+from wwaudit.rules.policy import Policy, find_policy_file, load_policy
+from wwaudit.cli.main import main
 from wwaudit.errors import UsageError
 
 
@@ -131,7 +131,7 @@ def test_readme_policy_example_is_valid() -> None:
     import re
     import tomllib
 
-    from wwaudit.auditor.policy import parse_policy
+    from wwaudit.rules.policy import parse_policy
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = re.search(r"### Policy file.*?```toml\n(.*?)```", readme, re.S)

@@ -25,11 +25,11 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantiz
 from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
 from quant_models import analysed, cnn_model, layer_specs, ort_dequantize, rnn_model, run_one_node, stored
-from wwaudit.auditor.core import audit
-from wwaudit.auditor.layers import materialise
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.quant import describe
-from wwaudit.cli import main
+from wwaudit.engine.core import audit
+from wwaudit.ingest.plan import materialise
+from wwaudit.options import AuditOptions
+from wwaudit.ingest.quant import describe
+from wwaudit.cli.main import main
 
 
 class _Batches(CalibrationDataReader):

@@ -14,9 +14,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quant_models import analysed, layer_specs, ort_dequantize, run_one_node
-from wwaudit.auditor import quant
-from wwaudit.auditor.core import audit
-from wwaudit.auditor.layers import materialise
+from wwaudit.ingest import quant
+from wwaudit.engine.core import audit
+from wwaudit.ingest.plan import materialise
 
 MS = "com.microsoft"
 

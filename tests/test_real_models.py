@@ -21,10 +21,10 @@ import numpy as np
 import onnx
 import pytest
 
-from wwaudit.auditor.graph import walk
-from wwaudit.auditor.layers import plan_layers
-from wwaudit.auditor.loader import load_model
-from wwaudit.cli import main
+from wwaudit.ingest.walker import walk
+from wwaudit.ingest.plan import plan_layers
+from wwaudit.ingest.loader import load_model
+from wwaudit.cli.main import main
 
 pytestmark = pytest.mark.realmodel
 

@@ -20,11 +20,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from wwaudit.auditor.core import audit
-from wwaudit.auditor.results import AuditResult
-from wwaudit.cli import main
-from wwaudit.formats import RenderContext, html_format, pdf_format, plots
-from wwaudit.formats.document import build_document, fmt, text_width
+from wwaudit.engine.core import audit
+from wwaudit.records import AuditResult
+from wwaudit.cli.main import main
+from wwaudit.formats import RenderContext
+from wwaudit.formats.report import html as html_format
+from wwaudit.formats.report import pdf as pdf_format
+from wwaudit.formats.report import plots
+from wwaudit.formats.report.document import build_document, fmt, text_width
 
 HOSTILE = '<script>alert("x")</script><img src="http://evil.example/p.png">'
 
@@ -214,7 +217,7 @@ def test_cli_rejects_a_negative_max_plots(model_path: Path, tmp_path: Path, caps
 
 
 def test_pdf_fonts_are_subset_to_the_report_text() -> None:
-    from wwaudit.formats import fonts
+    from wwaudit.formats.report import fonts
 
     page = '<p title="x">α = 2 &lt; 3 &#955;</p><img src="data:image/jpeg;base64,QUJDRE%E2%82%AC">'
     chars = fonts.used_characters(page)
@@ -262,7 +265,7 @@ def test_layer_plot_draws_fit_and_mp_bulk_from_the_metrics() -> None:
 
 
 def test_waived_findings_are_listed_apart_from_the_verdict(result: AuditResult) -> None:
-    from wwaudit.auditor.results import Finding
+    from wwaudit.records import Finding
 
     waived = copy.deepcopy(result)
     waived.suppressed = [Finding("WW002", "warning", "fc1: alpha = 6.4 > 6", "fc1", 2,

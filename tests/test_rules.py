@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 
 from gating_models import clean_weights, save_model, trigger_weights
-from wwaudit.auditor import findings
-from wwaudit.auditor.core import audit
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.phases import PHASES, assign_phases, classify
-from wwaudit.auditor.results import LayerResult
-from wwaudit.cli import main
+from wwaudit.rules import findings
+from wwaudit.engine.core import audit
+from wwaudit.options import AuditOptions
+from wwaudit.rules.phases import PHASES, assign_phases, classify
+from wwaudit.records import LayerResult
+from wwaudit.cli.main import main
 
 CLEAN = {"alpha": 3.2, "D": 0.04, "num_traps": 0, "rank_loss": 0, "matrix_rank": 64, "num_evals": 64,
          "lambda_max": 10.0, "log_spectral_norm": 1.0, "alpha_weighted": 3.2}

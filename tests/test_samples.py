@@ -17,8 +17,8 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from wwaudit.auditor.core import audit
-from wwaudit.auditor.results import AuditResult, LayerResult
+from wwaudit.engine.core import audit
+from wwaudit.records import AuditResult, LayerResult
 
 SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 MLP_SHAPES = {"fc1.weight": (256, 64), "fc2.weight": (256, 256), "fc3.weight": (256, 256), "out.weight": (256, 10)}

@@ -15,10 +15,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from wwaudit.auditor import scheduler, spectra
-from wwaudit.auditor.core import audit
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.cli import main
+from wwaudit.engine import scheduler
+from wwaudit.spectral import spectra
+from wwaudit.engine.core import audit
+from wwaudit.options import AuditOptions
+from wwaudit.cli.main import main
 
 
 def _heavy_tailed(rng: np.random.Generator, rows: int, cols: int, dtype: type = np.float32) -> np.ndarray:
@@ -214,7 +215,7 @@ def test_unavailable_device_is_a_usage_error(tmp_path: Path, capsys: pytest.Capt
 def test_memory_estimate_follows_the_streaming_scheduler() -> None:
     """A 250k x 4k float32 table in external data needs its Gram work and one shuffled copy, not
     a float64 copy of the table (8 GiB): the default --max-memory must not gate it."""
-    from wwaudit.auditor.limits import DEFAULT_MAX_MEMORY, memory_refusal, working_set_bytes
+    from wwaudit.engine.limits import DEFAULT_MAX_MEMORY, memory_refusal, working_set_bytes
 
     n, m = 250_000, 4096
     external = working_set_bytes(n * m, n, m, 4, in_memory=False, traps=True)

@@ -15,13 +15,13 @@ import numpy as np
 import powerlaw
 import pytest
 
-from wwaudit.auditor.analysis import analyse_matrices
-from wwaudit.auditor.distributions import compare_distributions
-from wwaudit.auditor.metrics import CONV_NORM_FACTOR, matrix_entropy
-from wwaudit.auditor.mp_fit import fit_mp, linear_kde
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.powerlaw_fit import alpha_interval, fit_power_law
-from wwaudit.auditor.traps import correlation_traps
+from wwaudit.spectral.analysis import analyse_matrices
+from wwaudit.spectral.distributions import compare_distributions
+from wwaudit.spectral.metrics import CONV_NORM_FACTOR, matrix_entropy
+from wwaudit.spectral.mp_fit import fit_mp, linear_kde
+from wwaudit.options import AuditOptions
+from wwaudit.spectral.powerlaw_fit import alpha_interval, fit_power_law
+from wwaudit.spectral.traps import correlation_traps
 
 ww_powerlaw = pytest.importorskip("weightwatcher.WW_powerlaw")
 EPS32 = float(np.finfo(np.float32).eps)
@@ -297,7 +297,7 @@ def test_degenerate_layers_give_nulls_or_errors_never_nan() -> None:
 
 def _powerlaw_reference(tail: np.ndarray, xmin: float, alpha: float) -> dict[str, float]:
     """TPL parameters and R/p straight from powerlaw 2.0 (mpmath normaliser), α widened as ours."""
-    from wwaudit.auditor.distributions import power_law_loglikelihoods
+    from wwaudit.spectral.distributions import power_law_loglikelihoods
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -328,7 +328,7 @@ def test_tpl_comparison_reproduces_powerlaw(seed: int) -> None:
 
 
 def test_layer_seed_ignores_memory_layout_and_samples_content() -> None:
-    from wwaudit.auditor.traps import layer_rng
+    from wwaudit.spectral.traps import layer_rng
 
     rng = np.random.default_rng(14)
     W = rng.normal(size=(700, 300)).astype(np.float32)
@@ -346,8 +346,8 @@ def test_fast_path_imports_neither_powerlaw_nor_matplotlib() -> None:
 
     code = (
         "import sys, numpy as np\n"
-        "from wwaudit.auditor.analysis import analyse_matrices\n"
-        "from wwaudit.auditor.options import AuditOptions\n"
+        "from wwaudit.spectral.analysis import analyse_matrices\n"
+        "from wwaudit.options import AuditOptions\n"
         "W = np.random.default_rng(0).standard_t(3, size=(200, 100))\n"
         "analyse_matrices([W], 'dense', 1e-7, AuditOptions(fast=True))\n"
         "print(sorted(m for m in ('powerlaw', 'matplotlib', 'mpmath', 'scipy.stats') if m in sys.modules))\n"
@@ -359,7 +359,7 @@ def test_fast_path_imports_neither_powerlaw_nor_matplotlib() -> None:
 def test_shuffled_copies_are_solved_in_float32_within_its_rounding() -> None:
     """traps' random reference: float32 Gram + ssyevr, eigenvalues within ~eps32·λmax·√M of float64;
     entries whose squares leave float32's range take the float64 path."""
-    from wwaudit.auditor import spectra
+    from wwaudit.spectral import spectra
 
     rng = np.random.default_rng(7)
     for shape in ((300, 120), (120, 300), (200, 200)):
@@ -378,7 +378,7 @@ def test_shuffled_copies_are_solved_in_float32_within_its_rounding() -> None:
 def test_upper_incomplete_gamma_matches_mpmath_at_50_digits() -> None:
     import mpmath
 
-    from wwaudit.auditor.distributions import upper_incomplete_gamma
+    from wwaudit.spectral.distributions import upper_incomplete_gamma
 
     checked = 0
     for a in (-48.7, -20.25, -3.5, -1.9995, -0.4, 0.3, 0.999):
@@ -405,7 +405,7 @@ def test_lognormal_likelihood_is_exact_where_powerlaw_loses_digits() -> None:
     agrees with a 40-digit evaluation."""
     import mpmath
 
-    from wwaudit.auditor.distributions import _distribution_class
+    from wwaudit.spectral.distributions import _distribution_class
 
     x = np.sort((1 - np.random.default_rng(5).random(300)) ** (-1 / 2.5))
     with warnings.catch_warnings():
@@ -430,7 +430,7 @@ def test_shuffled_copy_draws_every_permutation_equally_often(blocked_above: int)
     freedom, 0.1% critical value 167); the input stays untouched."""
     from scipy import stats
 
-    from wwaudit.auditor.traps import shuffled_copy
+    from wwaudit.spectral.traps import shuffled_copy
 
     W = np.arange(5, dtype=np.float32)
     rng = np.random.default_rng(0)
@@ -447,7 +447,7 @@ def test_shuffled_copy_draws_every_permutation_equally_often(blocked_above: int)
 
 
 def test_blocked_shuffle_keeps_every_element_of_a_transposed_view() -> None:
-    from wwaudit.auditor.traps import shuffled_copy
+    from wwaudit.spectral.traps import shuffled_copy
 
     base = np.random.default_rng(1).standard_normal((300, 70)).astype(np.float32)
     view = base.T  # F-contiguous, as layers.py hands over ONNX MatMul weights
@@ -461,7 +461,7 @@ def test_blocked_shuffle_keeps_every_element_of_a_transposed_view() -> None:
 def test_shuffled_copy_of_a_memory_map_is_a_plain_array(tmp_path: Path, blocked_above: int) -> None:
     """External-data weights arrive as memory maps: the copy must be a plain ndarray, which numpy
     shuffles in C (a np.memmap subclass would take the element-by-element Python path)."""
-    from wwaudit.auditor.traps import shuffled_copy
+    from wwaudit.spectral.traps import shuffled_copy
 
     data = np.random.default_rng(3).standard_normal((200, 30)).astype(np.float32)
     path = tmp_path / "w.bin"

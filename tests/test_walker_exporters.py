@@ -19,9 +19,9 @@ import pytest
 import torch
 from torch import nn
 
-from wwaudit.auditor.graph import walk
-from wwaudit.auditor.layers import LayerSpec, plan_layers
-from wwaudit.auditor.loader import load_model
+from wwaudit.ingest.walker import walk
+from wwaudit.ingest.plan import LayerSpec, plan_layers
+from wwaudit.ingest.loader import load_model
 
 pytestmark = pytest.mark.slow
 
@@ -278,7 +278,7 @@ class ConvBN(nn.Module):
 
 @pytest.mark.parametrize("dynamo", [True, False], ids=["dynamo", "torchscript"])
 def test_batchnorm_folded_into_conv_is_noted(dynamo: bool, tmp_path: Path) -> None:
-    from wwaudit.auditor.layers import BN_FOLDED_NOTE, BN_MAYBE_FOLDED_NOTE
+    from wwaudit.ingest.plan import BN_FOLDED_NOTE, BN_MAYBE_FOLDED_NOTE
 
     torch.manual_seed(0)
     module = ConvBN().eval()

@@ -16,10 +16,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from wwaudit.auditor.core import audit
-from wwaudit.auditor.graph import walk
-from wwaudit.auditor.layers import LayerSpec, plan_layers
-from wwaudit.auditor.loader import load_model
+from wwaudit.engine.core import audit
+from wwaudit.ingest.walker import walk
+from wwaudit.ingest.plan import LayerSpec, plan_layers
+from wwaudit.ingest.loader import load_model
 
 RNG = np.random.default_rng(0)
 OPSET = [helper.make_opsetid("", 17)]

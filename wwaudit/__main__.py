@@ -2,6 +2,6 @@
 
 import sys
 
-from wwaudit.cli import main
+from wwaudit.cli.main import main
 
 sys.exit(main())

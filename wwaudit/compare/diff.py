@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from wwaudit.auditor.analysis import analyse_matrices
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.spectra import gram
+from wwaudit.spectral.analysis import analyse_matrices
+from wwaudit.options import AuditOptions
+from wwaudit.spectral.spectra import gram
 
 DELTA_KEYS: tuple[str, ...] = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "mp_softrank")
 SUBSPACE_K_MAX = 10

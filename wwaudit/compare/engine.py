@@ -1,6 +1,6 @@
 """Orchestration of a comparison: audit both models, match their layers, measure each pair.
 
-Both models are audited by auditor.core.audit (same metrics, same findings as a single audit);
+Both models are audited by engine.core.audit (same metrics, same findings as a single audit);
 the layers' matrices are then read again through LayerSpec.matrices, one pair at a time, so at
 most one pair's matrices are in memory. `wwaudit compare` and the audit's `--reference` option
 share this code: a reference check is a comparison whose base is the float reference.
@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from wwaudit.auditor.core import audit, dtype_eps
-from wwaudit.auditor.graph import walk
-from wwaudit.auditor.layers import LayerSpec, plan_layers, safe_name
-from wwaudit.auditor.loader import load_model
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.results import AuditResult, LayerResult
+from wwaudit.engine.core import audit, dtype_eps
+from wwaudit.ingest.walker import walk
+from wwaudit.ingest.plan import LayerSpec, plan_layers, safe_name
+from wwaudit.ingest.loader import load_model
+from wwaudit.options import AuditOptions
+from wwaudit.records import AuditResult, LayerResult
 from wwaudit.compare import rules
 from wwaudit.compare.diff import DELTA_KEYS, metric_deltas, pair_diff
 from wwaudit.compare.matching import Pair, match_layers

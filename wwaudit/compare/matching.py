@@ -20,7 +20,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 
-from wwaudit.auditor.results import LayerResult
+from wwaudit.records import LayerResult
 
 # Names that exporters generate from an op type and a counter: they identify nothing across versions.
 _GENERATED = re.compile(

@@ -1,6 +1,6 @@
 """The comparison's result document (`schema: wwaudit-compare/1`): what every compare output reads.
 
-Like auditor/results.py for one model: renderers format what is here and compute nothing. The two
+Like records.py for one model: renderers format what is here and compute nothing. The two
 audits stay attached (not serialised) so the report can plot both models' spectra.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from wwaudit.auditor.results import AuditResult, Finding, clean_number
+from wwaudit.records import AuditResult, Finding, clean_number
 
 SCHEMA = "wwaudit-compare/1"
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from wwaudit.auditor.findings import ALPHA_HIGH, ALPHA_LOW
-from wwaudit.auditor.results import Finding
+from wwaudit.rules.findings import ALPHA_HIGH, ALPHA_LOW
+from wwaudit.records import Finding
 from wwaudit.compare.result import PairResult
 
 ALPHA_RISE = 1.0  # Δalpha above this: the candidate's ESD moved towards a random matrix's

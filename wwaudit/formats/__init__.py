@@ -16,7 +16,7 @@ from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from wwaudit.auditor.results import AuditResult
+from wwaudit.records import AuditResult
 from wwaudit.errors import OutputError, UsageError
 
 
@@ -43,12 +43,13 @@ def _lazy(module: str) -> Renderer:
     def render(result: AuditResult, ctx: RenderContext) -> bytes:
         return importlib.import_module(f"wwaudit.formats.{module}").render(result, ctx)
 
-    render.__name__ = f"render_{module}"
+    render.__name__ = "render_" + module.replace(".", "_")
     return render
 
 
-FORMATS: dict[str, Renderer] = {name: _lazy(f"{name}_format") for name in
-                                ("json", "csv", "html", "pdf", "sarif", "junit", "markdown")}
+_MODULES = {"json": "json_format", "csv": "csv_format", "html": "report.html", "pdf": "report.pdf",
+            "sarif": "sarif_format", "junit": "junit_format", "markdown": "markdown_format"}
+FORMATS: dict[str, Renderer] = {name: _lazy(module) for name, module in _MODULES.items()}
 
 
 REPORT_FORMATS: dict[str, Renderer] = {".html": FORMATS["html"], ".htm": FORMATS["html"], ".pdf": FORMATS["pdf"]}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 
-from wwaudit.auditor.results import AuditResult
+from wwaudit.records import AuditResult
 
 
 def render(result: AuditResult, ctx: object = None) -> bytes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from wwaudit.auditor.results import AuditResult
+from wwaudit.records import AuditResult
 
 
 def render(result: AuditResult, ctx: object = None) -> bytes:

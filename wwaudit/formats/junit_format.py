@@ -13,8 +13,8 @@ import re
 import xml.etree.ElementTree as ET
 from typing import Any
 
-from wwaudit.auditor.findings import SEVERITY_RANK
-from wwaudit.auditor.results import AuditResult, Finding
+from wwaudit.rules.findings import SEVERITY_RANK
+from wwaudit.records import AuditResult, Finding
 
 
 # Characters XML 1.0 cannot carry at all (vendor names are untrusted): replaced, not escaped.

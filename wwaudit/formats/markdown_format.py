@@ -11,8 +11,8 @@ import html
 import re
 from typing import Any
 
-from wwaudit.auditor.findings import RULES_BY_ID
-from wwaudit.auditor.results import AuditResult, Finding
+from wwaudit.rules.findings import RULES_BY_ID
+from wwaudit.records import AuditResult, Finding
 
 MAX_ROWS = 50
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")

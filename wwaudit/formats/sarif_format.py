@@ -15,8 +15,8 @@ import json
 from typing import Any
 
 from wwaudit import __version__
-from wwaudit.auditor.findings import RULES
-from wwaudit.auditor.results import AuditResult, Finding
+from wwaudit.rules.findings import RULES
+from wwaudit.records import AuditResult, Finding
 
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
 LEVELS = {"info": "note", "warning": "warning", "error": "error"}

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from wwaudit.auditor.mp_fit import fit_mp
-from wwaudit.auditor.spectra import Backend, reference_evals
+from wwaudit.spectral.mp_fit import fit_mp
+from wwaudit.spectral.spectra import Backend, reference_evals
 
 SMALL_LAYER_EVALS = 100  # below this many eigenvalues, 5 shuffled copies for the MP fit (reference)
 SMALL_LAYER_REPLICAS = 5

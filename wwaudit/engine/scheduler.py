@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterable, Protocol
 
 import numpy as np
 
-from wwaudit.auditor.analysis import LayerAnalysis, analyse_matrices
-from wwaudit.auditor.layers import LayerSpec
-from wwaudit.auditor.options import AuditOptions
+from wwaudit.spectral.analysis import LayerAnalysis, analyse_matrices
+from wwaudit.ingest.plan import LayerSpec
+from wwaudit.options import AuditOptions
 from wwaudit.errors import InputError
 
 # dtypes numpy computes with natively; others (bfloat16, float8, float4 from ml_dtypes) are

@@ -12,10 +12,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
-from wwaudit.auditor.results import AuditResult
+from wwaudit.records import AuditResult
 
 if TYPE_CHECKING:
-    from wwaudit.auditor.scheduler import SilentProgress
+    from wwaudit.engine.scheduler import SilentProgress
 
 
 class RichProgress:
@@ -108,7 +108,7 @@ def make_progress(enabled: bool = True) -> "RichProgress | SilentProgress":
     """A bar when enabled and stderr is a terminal, else nothing."""
     if enabled and sys.stderr.isatty():
         return RichProgress()
-    from wwaudit.auditor.scheduler import SilentProgress
+    from wwaudit.engine.scheduler import SilentProgress
 
     return SilentProgress()
 
@@ -126,7 +126,7 @@ def print_summary(result: AuditResult) -> None:
     from rich.markup import escape  # names come from the model file: never read them as rich markup
     from rich.table import Table
 
-    from wwaudit.formats.document import fmt
+    from wwaudit.formats.report.document import fmt
 
     console = Console(stderr=True, highlight=False)
     s = result.summary

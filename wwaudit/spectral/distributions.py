@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from wwaudit.auditor.powerlaw_fit import EVALS_THRESH
+from wwaudit.spectral.powerlaw_fit import EVALS_THRESH
 
 SIGNIFICANCE = 0.05
 ALTERNATIVES: tuple[str, ...] = ("truncated_power_law", "lognormal", "exponential")

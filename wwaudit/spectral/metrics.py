@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from wwaudit.auditor.spectra import Spectrum
+from wwaudit.spectral.spectra import Spectrum
 
 WEAK_RANK_TOLERANCE = 1e-6  # eigenvalues below this count as weak rank loss (reference default)
 CONV_NORM_FACTOR = 0.5  # conv ESDs are scaled by this (the reference's default conv2d_norm)

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from wwaudit.auditor.results import AuditResult
+from wwaudit.records import AuditResult
 from wwaudit.formats import RenderContext
-from wwaudit.formats.document import build_document
+from wwaudit.formats.report.document import build_document
 
 
 def _environment() -> Any:
     import jinja2
 
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("wwaudit", "templates"),
+        loader=jinja2.PackageLoader("wwaudit.formats.report", "templates"),
         autoescape=True,  # node names and doc strings come from an untrusted vendor file
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,

@@ -26,7 +26,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from onnx import AttributeProto, TensorProto
 
-from wwaudit.auditor.tensors import safe_open
+from wwaudit.ingest.tensors import safe_open
 from wwaudit.errors import InputError
 
 # protobuf refuses messages above 2 GiB; anything larger must keep its weights in external data.

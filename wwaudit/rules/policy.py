@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from wwaudit.auditor.findings import FAIL_ON_LEVELS, RULES, RULES_BY_ID, SEVERITIES
+from wwaudit.rules.findings import FAIL_ON_LEVELS, RULES, RULES_BY_ID, SEVERITIES
 from wwaudit.errors import UsageError
 
 POLICY_FILE = "wwaudit.toml"

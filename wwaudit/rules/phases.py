@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping
 
-from wwaudit.auditor.results import finite_or_none, LayerResult
+from wwaudit.records import finite_or_none, LayerResult
 
 PHASES = ("random-like", "bleeding-out", "bulk+spikes", "bulk-decay", "heavy-tailed", "rank-collapse")
 RANK_COLLAPSE_SHARE = 0.25

@@ -14,11 +14,11 @@ import logging
 import os
 from typing import Any, Iterator
 
-from wwaudit.auditor.results import AuditResult
+from wwaudit.records import AuditResult
 from wwaudit.errors import OutputError
 from wwaudit.formats import RenderContext
-from wwaudit.formats.document import build_document
-from wwaudit.formats.html_format import document_html
+from wwaudit.formats.report.document import build_document
+from wwaudit.formats.report.html import document_html
 
 
 def _fetcher(plots: Any = None) -> Any:
@@ -26,7 +26,7 @@ def _fetcher(plots: Any = None) -> Any:
     from `plots` (a formats.plots.PlotRenderer): nothing from the file system or the network."""
     from weasyprint.urls import URLFetcher, URLFetcherResponse
 
-    from wwaudit.formats.plots import PLOT_URL_SCHEME
+    from wwaudit.formats.report.plots import PLOT_URL_SCHEME
 
     class ReportFetcher(URLFetcher):
         def fetch(self, url: str, headers: Any = None) -> Any:
@@ -49,7 +49,7 @@ def html_to_pdf(html: str, identifier: bytes, plots: Any = None) -> bytes:
         raise OutputError(f"PDF output needs Pango (WeasyPrint could not load it): {exc}") from None
     from weasyprint.text.fonts import FontConfiguration
 
-    from wwaudit.formats.fonts import font_face_css
+    from wwaudit.formats.report.fonts import font_face_css
 
     fetcher = _fetcher(plots)
     font_config = FontConfiguration()  # @font-face in a separate stylesheet needs one shared configuration

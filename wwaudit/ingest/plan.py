@@ -24,9 +24,9 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from wwaudit.auditor import quant
-from wwaudit.auditor.graph import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
-from wwaudit.auditor.tensors import TensorRef, as_float64, dtype_name
+from wwaudit.ingest import quant
+from wwaudit.ingest.walker import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
+from wwaudit.ingest.tensors import TensorRef, as_float64, dtype_name
 from wwaudit.errors import InputError
 
 MIN_EVALS = 8

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from wwaudit.auditor.limits import DEFAULT_MAX_MEMORY
+# per layer task; engine/limits.py reads it from here (options sit below the engine)
+DEFAULT_MAX_MEMORY = 8 * 1024**3  # fits the 16 GB runners of common CI services with room to spare
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """`wwaudit compare` once its arguments are parsed: check outputs, compare, write, exit code.
 
-cli.py owns the parser; this module owns what the command does with it, so the CLI stays free of
+cli/main.py owns the parser; this module owns what the command does with it, so the CLI stays free of
 comparison logic. Exit codes follow the audit: 0 pass/review, 1 fail, 2 unusable input or output.
 """
 
@@ -25,13 +25,13 @@ def render_json(result: "CompareResult") -> bytes:
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run a parsed `wwaudit compare` command; returns the exit code."""
     from wwaudit import formats
-    from wwaudit.cli import check_counts, command_line, run_date
-    from wwaudit.auditor import limits
-    from wwaudit.auditor.options import AuditOptions
-    from wwaudit.auditor.scheduler import default_workers
-    from wwaudit.compare import report
+    from wwaudit.cli.common import check_counts, command_line, run_date
+    from wwaudit.engine import limits
+    from wwaudit.options import AuditOptions
+    from wwaudit.engine.scheduler import default_workers
+    from wwaudit.formats.report import compare as report
     from wwaudit.compare.engine import compare
-    from wwaudit.progress import make_progress
+    from wwaudit.cli.progress import make_progress
 
     outputs = []
     if args.json:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _print_summary(result: "CompareResult") -> None:
-    from wwaudit.formats.document import fmt
+    from wwaudit.formats.report.document import fmt
 
     s = result.summary()
     err = sys.stderr

@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto
 
-from wwaudit.auditor.tensors import TensorRef
+from wwaudit.ingest.tensors import TensorRef
 from wwaudit.errors import InputError
 
 MAX_SUBGRAPH_DEPTH = 64

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from wwaudit.auditor.distributions import compare_distributions
-from wwaudit.auditor.metrics import CONV_NORM_FACTOR, alpha_metrics, matrix_entropy, scale_metrics
-from wwaudit.auditor.mp_fit import fit_mp
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.powerlaw_fit import fit_power_law
-from wwaudit.auditor.spectra import Backend, Spectrum, layer_spectrum
-from wwaudit.auditor.traps import correlation_traps
+from wwaudit.spectral.distributions import compare_distributions
+from wwaudit.spectral.metrics import CONV_NORM_FACTOR, alpha_metrics, matrix_entropy, scale_metrics
+from wwaudit.spectral.mp_fit import fit_mp
+from wwaudit.options import AuditOptions
+from wwaudit.spectral.powerlaw_fit import fit_power_law
+from wwaudit.spectral.spectra import Backend, Spectrum, layer_spectrum
+from wwaudit.spectral.traps import correlation_traps
 
 _MP_KEYS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_min", "bulk_max")
 _COMPARE_KEYS = ("best_fit", "tpl_alpha", "tpl_lambda") + tuple(

@@ -2,7 +2,7 @@
 
 The registry is the single list every output shows (`wwaudit rules`, SARIF rules, the report's
 findings section). A rule's `check` reads finished layer results only; it never computes spectra.
-Thresholds are parameters with defaults here, so a team's policy file (auditor/policy.py) can move
+Thresholds are parameters with defaults here, so a team's policy file (rules/policy.py) can move
 them without touching code; the verdict follows the policy's `fail-on` level.
 """
 
@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from wwaudit.auditor.results import finite_or_none, Finding, LayerResult
+from wwaudit.records import finite_or_none, Finding, LayerResult
 
 if TYPE_CHECKING:  # policy imports this module; only the annotation is needed here
-    from wwaudit.auditor.baseline import Baseline
-    from wwaudit.auditor.policy import Policy
+    from wwaudit.rules.baseline import Baseline
+    from wwaudit.rules.policy import Policy
 
 SEVERITIES = ("info", "warning", "error")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}

@@ -25,9 +25,9 @@ from contextlib import contextmanager
 from typing import Any, Iterator
 
 from wwaudit.errors import EXIT_ERROR, ResourceLimitError, UsageError
+from wwaudit.options import DEFAULT_MAX_MEMORY  # noqa: F401  (re-exported: the limits' default)
 
 GIB = 1 << 30
-DEFAULT_MAX_MEMORY = 8 * GIB  # fits the 16 GB runners of common CI services with room to spare
 DEFAULT_TIMEOUT = 3600.0  # seconds; an audit of a BERT-class model takes well under a minute
 # Gram matrix + eigensolver workspace: about three M x M float64 arrays at the peak.
 GRAM_COPIES = 3
@@ -75,7 +75,7 @@ def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_mem
     to float64, so a 250k x 4k external embedding table needs its Gram work and one shuffled
     slice, not 8 bytes per element.
     """
-    from wwaudit.auditor.spectra import GRAM_CHUNK_ELEMENTS
+    from wwaudit.spectral.spectra import GRAM_CHUNK_ELEMENTS
 
     values = value_itemsize * elements if in_memory else 0
     shuffled = value_itemsize * N * M if traps else 0

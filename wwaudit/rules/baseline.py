@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from wwaudit.auditor.results import SCHEMA, Finding
+from wwaudit.records import SCHEMA, Finding
 from wwaudit.errors import UsageError
 
 Key = tuple[str, str | None, str | None]

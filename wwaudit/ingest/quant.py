@@ -30,8 +30,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
-from wwaudit.auditor.graph import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
-from wwaudit.auditor.tensors import dtype_name
+from wwaudit.ingest.walker import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
+from wwaudit.ingest.tensors import dtype_name
 from wwaudit.errors import InputError
 
 # Transform ops this module applies (the graph walker emits "dequantize", "quantize" and "rescale").

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import sys
 from typing import Sequence
 
 from wwaudit import __version__
+from wwaudit.cli.common import check_counts, command_line, run_date
 from wwaudit.errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, UsageError, WwauditError
 
 SUBCOMMANDS = ("audit", "rules", "compare")
@@ -79,7 +79,7 @@ def _run_rules(argv: Sequence[str]) -> int:
     parser.add_argument("--format", choices=("text", "json"), default="text",
                         help="text (default) or json: id, title, severity, scope, rationale, remedy, thresholds")
     args = parser.parse_args(list(argv))
-    from wwaudit.auditor.findings import RULES
+    from wwaudit.rules.findings import RULES
 
     if args.format == "json":
         import json
@@ -95,32 +95,12 @@ def _run_rules(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def check_counts(args: argparse.Namespace) -> None:
-    """Usage errors of the analysis counts shared by `audit` and `compare`."""
-    if args.max_evals is not None and args.max_evals < 1:
-        raise UsageError("--max-evals must be a positive number")
-    if args.workers is not None and args.workers < 1:
-        raise UsageError("--workers must be a positive number")
-
-
-def command_line(argv: Sequence[str]) -> str:
-    """The command as a reader can re-run it (shown in the reports' reproducibility block)."""
-    return "wwaudit " + " ".join(shlex.quote(a) for a in argv)
-
-
-def run_date() -> str:
-    """The run's date for reports (never in the JSON: it would break byte-identical output)."""
-    from datetime import datetime, timezone
-
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _run_audit(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     from wwaudit import formats
-    from wwaudit.auditor.core import audit
-    from wwaudit.auditor.options import AuditOptions
-    from wwaudit.progress import BackgroundImports, make_progress, print_summary
+    from wwaudit.engine.core import audit
+    from wwaudit.options import AuditOptions
+    from wwaudit.cli.progress import BackgroundImports, make_progress, print_summary
 
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
@@ -136,8 +116,8 @@ def _run_audit(argv: Sequence[str]) -> int:
     check_counts(args)
     if args.max_plots < 0:
         raise UsageError("--max-plots must be 0 (no limit) or a positive number")
-    from wwaudit.auditor import limits
-    from wwaudit.auditor.scheduler import default_workers
+    from wwaudit.engine import limits
+    from wwaudit.engine.scheduler import default_workers
 
     deadline = limits.Deadline(limits.parse_timeout(args.timeout))
     options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
@@ -148,8 +128,8 @@ def _run_audit(argv: Sequence[str]) -> int:
     pdf = bool(args.report) and os.path.splitext(args.report)[1].lower() == ".pdf" and not args.reference
     display = BackgroundImports(make_progress(enabled=not args.quiet), formats.PDF_MODULES if pdf else ())
     progress = limits.GuardedProgress(display, deadline)
-    from wwaudit.auditor.baseline import load_baseline
-    from wwaudit.auditor.policy import load_policy
+    from wwaudit.rules.baseline import load_baseline
+    from wwaudit.rules.policy import load_policy
 
     policy = load_policy(args.policy, fail_on=args.fail_on)
     baseline = load_baseline(args.baseline) if args.baseline else None
@@ -207,7 +187,7 @@ def _compare_parser() -> argparse.ArgumentParser:
 
 def _run_compare(argv: Sequence[str]) -> int:
     args = _compare_parser().parse_args(list(argv))
-    from wwaudit.compare.command import run
+    from wwaudit.cli.compare import run
 
     return run(args, ["compare", *argv])
 

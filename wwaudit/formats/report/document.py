@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 import wwaudit
-from wwaudit.auditor.findings import RULES_BY_ID
-from wwaudit.auditor.results import AuditResult, Finding, LayerResult
+from wwaudit.rules.findings import RULES_BY_ID
+from wwaudit.records import AuditResult, Finding, LayerResult
 from wwaudit.formats import RenderContext
 
 PLOT_MODES = ("findings", "all", "none")
@@ -129,7 +129,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
     ``wwaudit-plot:`` URLs, ``doc["plot_source"].fetch(url)`` gives their bytes, and the drawing
     stops when that stack closes (the PDF renderer overlaps it with WeasyPrint's work).
     """
-    from wwaudit.formats import plots
+    from wwaudit.formats.report import plots
 
     if ctx.plots not in PLOT_MODES:
         raise ValueError(f"plots mode {ctx.plots!r} is not one of {PLOT_MODES}")

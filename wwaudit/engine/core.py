@@ -13,22 +13,22 @@ import time
 import numpy as np
 import onnx
 
-from wwaudit.auditor import findings as findings_mod
-from wwaudit.auditor.baseline import Baseline
-from wwaudit.auditor.phases import assign_phases
-from wwaudit.auditor.policy import Policy
-from wwaudit.auditor.graph import walk
-from wwaudit.auditor.layers import LayerSpec, plan_layers, safe_name, storage_dtype
-from wwaudit.auditor.loader import LoadedModel, load_model
-from wwaudit.auditor.limits import memory_refusal, working_set_bytes
-from wwaudit.auditor.options import AuditOptions
-from wwaudit.auditor.quant import describe as describe_quantization
-from wwaudit.auditor.quant import value_dtype as quantized_value_dtype
-from wwaudit.auditor.results import AuditResult, LayerResult, ModelInfo
-from wwaudit.auditor.scheduler import (
+from wwaudit.rules import findings as findings_mod
+from wwaudit.rules.baseline import Baseline
+from wwaudit.rules.phases import assign_phases
+from wwaudit.rules.policy import Policy
+from wwaudit.ingest.walker import walk
+from wwaudit.ingest.plan import LayerSpec, plan_layers, safe_name, storage_dtype
+from wwaudit.ingest.loader import LoadedModel, load_model
+from wwaudit.engine.limits import memory_refusal, working_set_bytes
+from wwaudit.options import AuditOptions
+from wwaudit.ingest.quant import describe as describe_quantization
+from wwaudit.ingest.quant import value_dtype as quantized_value_dtype
+from wwaudit.records import AuditResult, LayerResult, ModelInfo
+from wwaudit.engine.scheduler import (
     LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
 )
-from wwaudit.auditor.spectra import Backend, check_backend
+from wwaudit.spectral.spectra import Backend, check_backend
 from wwaudit.errors import UsageError
 
 # Machine epsilon of the stored dtype, for the rank threshold σ_max·N·eps.

@@ -21,8 +21,8 @@ from wwaudit.compare.result import CAVEAT, CompareResult, PairResult
 from wwaudit.compare.rules import OVERLAP_MIN, RULES
 from wwaudit.errors import UsageError
 from wwaudit.formats import RenderContext
-from wwaudit.formats.document import fmt, human_bytes
-from wwaudit.formats.plots import PLOT_STYLE
+from wwaudit.formats.report.document import fmt, human_bytes
+from wwaudit.formats.report.plots import PLOT_STYLE
 
 LARGEST_CHANGES = 20  # rows of the "largest changes" table
 ESD_LAYERS = 4  # layers whose overlaid ESDs are drawn
@@ -74,7 +74,7 @@ def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
     """Both models' alpha per matched layer, in base graph order, over the [2, 6] band."""
     import matplotlib
 
-    from wwaudit.formats.plots import ALPHA_BAND, BAND_COLOUR
+    from wwaudit.formats.report.plots import ALPHA_BAND, BAND_COLOUR
 
     xs = list(range(len(pairs)))
     a = [p.base_metrics.get("alpha") for p in pairs]
@@ -211,7 +211,7 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
 
 def render_html(result: CompareResult, ctx: RenderContext, for_pdf: bool = False) -> str:
     """The comparison report as an HTML string (the PDF renderer prints this same document)."""
-    from wwaudit.formats.html_format import _environment
+    from wwaudit.formats.report.html import _environment
 
     doc = build_document(result, ctx, for_pdf=for_pdf)
     return _environment().get_template("compare.html.j2").render(doc=doc, for_pdf=for_pdf)
@@ -219,7 +219,7 @@ def render_html(result: CompareResult, ctx: RenderContext, for_pdf: bool = False
 
 def render_pdf(result: CompareResult, ctx: RenderContext) -> bytes:
     """PDF bytes through WeasyPrint, fetching data: URLs only (the images are embedded)."""
-    from wwaudit.formats.pdf_format import html_to_pdf
+    from wwaudit.formats.report.pdf import html_to_pdf
 
     identifier = (result.base.model.sha256[:16] + result.candidate.model.sha256[:16]).encode("ascii")
     return html_to_pdf(render_html(result, ctx, for_pdf=True), identifier)

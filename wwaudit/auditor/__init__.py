@@ -1,1 +1,0 @@
-"""The analysis engine: load → matrices → spectra → metrics → findings (see core.audit)."""
