@@ -435,7 +435,7 @@ def test_font_subsets_do_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch
 
     from fontTools.ttLib import TTFont
 
-    from wwaudit.formats import fonts
+    from wwaudit.formats.report import fonts
 
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.setattr(time, "time", lambda: 1.9e9)
@@ -460,7 +460,7 @@ def test_pdf_embeds_the_report_font_subsets_unchanged(result: AuditResult, monke
 
     from pypdf import PdfReader
 
-    from wwaudit.formats import fonts
+    from wwaudit.formats.report import fonts
 
     made: list[str] = []
     original = fonts.font_face_css
@@ -491,7 +491,7 @@ def test_pdf_bytes_are_the_same_in_another_process(result: AuditResult, tmp_path
 
     ctx = RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC")
     (tmp_path / "result.pkl").write_bytes(pickle.dumps((result, ctx)))
-    script = ("import pickle, sys; from wwaudit.formats import pdf_format; "
+    script = ("import pickle, sys; from wwaudit.formats.report import pdf as pdf_format; "
               "r, c = pickle.load(open(sys.argv[1], 'rb')); sys.stdout.buffer.write(pdf_format.render(r, c))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     env.pop("SOURCE_DATE_EPOCH", None)
