@@ -31,6 +31,7 @@ import onnx
 from onnx import TensorProto
 
 from wwaudit.auditor.graph import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
+from wwaudit.auditor.spectra import Storage
 from wwaudit.auditor.tensors import dtype_name
 from wwaudit.errors import InputError
 
@@ -371,6 +372,48 @@ def value_dtype(source: Source) -> int:
             if step.op != "rescale":
                 return TensorProto.FLOAT
     return source.tensor.data_type
+
+
+def _float_storage(data_type: int, scaled: bool) -> Storage | None:
+    """Storage of values rounded to an ONNX float type (None for other types); a scale after the
+    codes makes their subnormal spacing irrelevant."""
+    np_type = _FLOAT8.get(data_type) or {
+        TensorProto.DOUBLE: np.float64, TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
+        TensorProto.BFLOAT16: ml_dtypes.bfloat16,
+    }.get(data_type)
+    if np_type is None:
+        return None
+    info = ml_dtypes.finfo(np_type)
+    return Storage(float(info.eps), 0.0 if scaled else float(info.smallest_subnormal))
+
+
+def storage_noise(source: Source) -> Storage:
+    """How the values an op computes with were rounded when stored: the codes' float format, or
+    for integer codes the quantisation step (about max|W|/levels), plus the rounding of the
+    dequantized values to the scale's dtype (value_dtype).
+
+    Integer codes of b bits have levels 2^(b−1) − 1 (asymmetric uint codes: (max − min)/(2^b − 1)
+    ≤ 2·max|W|/(2^b − 1), the same step); bitsandbytes' 4-bit code books have gaps up to a third
+    of the block's absmax, hence 3 levels.
+    """
+    steps = [t for t in source.transforms if t.op in STEP_OPS]
+    value = _float_storage(value_dtype(source), False) or Storage(float(np.finfo(np.float32).eps))
+    code, bits = source.tensor.data_type, 0
+    for t in steps:
+        if t.op == "quantize":
+            code = t.params[2] if len(t.params) > 2 else (
+                t.extra[1].tensor.data_type if len(t.extra) > 1 and t.extra[1] is not None else TensorProto.UINT8)
+        elif t.op in ("nbits", "block_gather"):
+            bits = int(t.params[2] if t.op == "nbits" else t.params[0])
+        elif t.op == "bnb4":
+            return Storage(value.eps, 0.0, 3)
+    if bits:
+        return Storage(value.eps, 0.0, 2 ** (bits - 1) - 1)
+    floating = _float_storage(code, scaled=bool(steps))
+    if floating is not None:
+        return Storage(max(floating.eps, value.eps), floating.tiny)
+    lo, hi = _INT_RANGES.get(code, (0, 255))
+    return Storage(value.eps, 0.0, max(1, (hi - lo) // 2))
 
 
 # ---------------------------------------------------------------------------------------------
