@@ -387,33 +387,33 @@ def _float_storage(data_type: int, scaled: bool) -> Storage | None:
     return Storage(float(info.eps), 0.0 if scaled else float(info.smallest_subnormal))
 
 
-def storage_noise(source: Source) -> Storage:
-    """How the values an op computes with were rounded when stored: the codes' float format, or
-    for integer codes the quantisation step (about max|W|/levels), plus the rounding of the
-    dequantized values to the scale's dtype (value_dtype).
+def _step_rms(step: Transform) -> float:
+    """Root mean square of the quantisation step (in the dequantized values' units) that one
+    integer-code step applies: its scale (the codes are integers), 1 without a scale; for
+    bitsandbytes' 4-bit code books the widest gap, 0.34 of the block's absmax."""
+    scale = step.extra[0] if step.extra else None
+    if not isinstance(scale, Source) or not scale.tensor.is_float:
+        return 1.0
+    values = np.asarray(scale.tensor.load(), dtype=np.float64)
+    rms = float(np.sqrt(np.mean(values * values))) if values.size else 0.0
+    return rms * (0.34 if step.op == "bnb4" else 1.0)
 
-    Integer codes of b bits have levels 2^(b−1) − 1 (asymmetric uint codes: (max − min)/(2^b − 1)
-    ≤ 2·max|W|/(2^b − 1), the same step); bitsandbytes' 4-bit code books have gaps up to a third
-    of the block's absmax, hence 3 levels.
-    """
-    steps = [t for t in source.transforms if t.op in STEP_OPS]
+
+def storage_noise(source: Source) -> Storage:
+    """How the values an op computes with were rounded when stored (spectra.Storage): the codes'
+    float format, or for integer codes the quantisation step (the scale), plus the rounding of
+    the dequantized values to the scale's dtype (value_dtype)."""
+    steps = [t for t in source.transforms if t.op in STEP_OPS and not (t.op == "rescale" and t.params[0] == "sub")]
     value = _float_storage(value_dtype(source), False) or Storage(float(np.finfo(np.float32).eps))
-    code, bits = source.tensor.data_type, 0
+    code = source.tensor.data_type
     for t in steps:
         if t.op == "quantize":
             code = t.params[2] if len(t.params) > 2 else (
                 t.extra[1].tensor.data_type if len(t.extra) > 1 and t.extra[1] is not None else TensorProto.UINT8)
-        elif t.op in ("nbits", "block_gather"):
-            bits = int(t.params[2] if t.op == "nbits" else t.params[0])
-        elif t.op == "bnb4":
-            return Storage(value.eps, 0.0, 3)
-    if bits:
-        return Storage(value.eps, 0.0, 2 ** (bits - 1) - 1)
     floating = _float_storage(code, scaled=bool(steps))
     if floating is not None:
         return Storage(max(floating.eps, value.eps), floating.tiny)
-    lo, hi = _INT_RANGES.get(code, (0, 255))
-    return Storage(value.eps, 0.0, max(1, (hi - lo) // 2))
+    return Storage(value.eps, 0.0, _step_rms(steps[-1]) if steps else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,8 +8,8 @@ Rank. A singular value counts as numerically zero (rank_loss) when it is indisti
 zero given how it was computed and stored (README, "Method in brief"): below the computation's
 resolution (σ_max·max(N, M)·eps64 for an SVD; σ_max·√(M·eps64)·10 for the Gram route, whose
 results are kept only where that settles the count, else the slice is recomputed with an SVD), or below the noise floor that
-rounding at storage time adds, τ = (eps_s·rms(W) + tiny_s/2 + step_s/2)·(√N + √M), where the
-singular values there form a noise bulk (more of them below τ than between τ and 4τ: a rank-k
+rounding at storage time adds, τ = (eps_s·rms(W) + tiny_s + step_s)·(√N + √M) (storage_floor), where the
+singular values there form a noise bulk (clearly more of them below τ than between τ and 4τ: a rank-k
 matrix rounded to a coarse dtype has N−k singular values below τ and few above; a full-rank
 matrix's spectrum runs on continuously through τ and then only the computation's floor applies).
 
@@ -102,13 +102,13 @@ class Storage:
 
     eps: machine epsilon of the stored float format (relative error ≤ eps/2 per element); tiny:
     its smallest subnormal (absolute error ≤ tiny/2 near zero; 0 where a scale makes it
-    irrelevant); levels: for integer codes, the largest code magnitude (2^(bits−1) − 1), so that
-    the quantisation step is about max|W|/levels (0 for float storage).
+    irrelevant); step: for integer codes, the root mean square of the quantisation step (the
+    scale, in the dequantized values' units; error ≤ step/2), 0 for float storage.
     """
 
     eps: float
     tiny: float = 0.0
-    levels: int = 0
+    step: float = 0.0
 
     @classmethod
     def of(cls, storage: "Storage | float") -> "Storage":
@@ -128,33 +128,35 @@ class Spectrum:
     rank_loss: int
 
 
-def storage_floor(W: np.ndarray, sq_norm: float, storage: Storage) -> float:
+def storage_floor(shape: tuple[int, ...], sq_norm: float, storage: Storage) -> float:
     """Largest singular value that storage rounding alone can put in place of a zero one.
 
     Rounding adds E to the exact matrix, with independent elements of rms at most
-    eps/2·|w|/√3 (float: relative error uniform in ±eps/2), tiny/(2√3) (subnormals) or
-    step/√12 (integer codes); a random N×M matrix of elementwise rms s has ‖E‖₂ ≈ s(√N + √M)
-    (Bai-Yin). Weyl: each singular value moves by at most ‖E‖₂, so a stored σ below it is
-    consistent with a zero one. The bound here is eps·rms(W)(√N + √M) + …, 3.5× the homogeneous
-    estimate, to cover weights whose element magnitudes vary by row or column (on the collapsed
-    sample stored in float16, ‖E‖₂ was 2.2× the homogeneous estimate).
+    eps/2·|w|/√3 (float: relative error uniform in ±eps/2), tiny/√12 (subnormals) or step/√12
+    (integer codes); a random N×M matrix of elementwise rms s has ‖E‖₂ ≈ s(√N + √M) (Bai-Yin).
+    Weyl: each singular value moves by at most ‖E‖₂, so a stored σ below it is consistent with a
+    zero one. The bound here, (eps·rms(W) + tiny + step)(√N + √M), is 2√3 ≈ 3.5× that estimate,
+    to cover weights whose magnitudes vary by row or column (the collapsed sample stored in
+    float16: ‖E‖₂ was 2.2× the homogeneous estimate).
     """
-    n, m = W.shape
+    n, m = shape
     rms = np.sqrt(sq_norm / max(n * m, 1))
-    per_element = storage.eps * rms + storage.tiny / 2
-    if storage.levels:
-        peak = float(max(np.max(W), -np.min(W))) if W.size else 0.0
-        per_element += peak / storage.levels / 2
-    return float(per_element * (np.sqrt(n) + np.sqrt(m)))
+    return float((storage.eps * rms + storage.tiny + storage.step) * (np.sqrt(n) + np.sqrt(m)))
 
 
 def _noise_bulk(sv: np.ndarray, floor: float) -> bool:
-    """Whether the singular values below `floor` form a bulk of their own (more of them below it
-    than in [floor, 4·floor]): what a rank-deficient matrix plus rounding noise looks like, as
-    opposed to a continuous spectrum that merely runs on through the floor."""
+    """Whether the singular values below `floor` form a bulk of their own: more of them below it
+    than in (floor, 4·floor], by more than twice the count's Poisson spread (√(band + 1)).
+
+    That is what a rank-deficient matrix plus rounding noise looks like (N − k values below the
+    floor, few above), as opposed to a continuous spectrum that merely runs on through the floor
+    (a density near zero puts about three times as many values in the band as below it). One or
+    two isolated values are not a bulk: the smallest singular value of a full-rank square matrix
+    sits alone near zero too (exact zeros are still counted, by the computation's resolution).
+    """
     below = int(np.count_nonzero(sv <= floor))
     band = int(np.count_nonzero((sv > floor) & (sv <= 4 * floor)))
-    return below > band
+    return below > band + 2 * np.sqrt(band + 1)
 
 
 def count_rank_loss(sv: np.ndarray, resolution: float, cut: float) -> int:
@@ -245,7 +247,7 @@ def _slice_spectrum(W: np.ndarray, storage: Storage, backend: Backend) -> tuple[
     evals = _gram_eigvals(W, precision, backend.device)
     if not evals.size:
         return evals, 0.0, 0.0
-    floor = storage_floor(W, float(np.sum(evals)), storage)
+    floor = storage_floor(W.shape, float(np.sum(evals)), storage)
     if precision == "float32" and _float32_ambiguous(evals, M, floor):
         evals = _gram_eigvals(W, "float64", backend.device)
     sv = np.sqrt(evals)
