@@ -7,11 +7,12 @@ Gram matrix and call a symmetric eigensolver, 3-5x faster than an SVD.
 Rank. A singular value counts as numerically zero (rank_loss) when it is indistinguishable from
 zero given how it was computed and stored (README, "Method in brief"): below the computation's
 resolution (σ_max·max(N, M)·eps64 for an SVD; σ_max·√(M·eps64)·10 for the Gram route, whose
-results are kept only where that settles the count, else the slice is recomputed with an SVD), or below the noise floor that
-rounding at storage time adds, τ = (eps_s·rms(W) + tiny_s + step_s)·(√N + √M) (storage_floor), where the
-singular values there form a noise bulk (clearly more of them below τ than between τ and 4τ: a rank-k
-matrix rounded to a coarse dtype has N−k singular values below τ and few above; a full-rank
-matrix's spectrum runs on continuously through τ and then only the computation's floor applies).
+results are kept only where that settles the count, else the slice is recomputed with an SVD),
+or below the noise floor that rounding at storage time adds, τ = (eps_s·rms(W) + tiny_s +
+step_s)·(√N + √M) (storage_floor), where the singular values there form a noise bulk (clearly
+more of them below τ than in (τ, 4τ]: a rank-k matrix rounded to a coarse dtype has N−k singular
+values below τ and few above; a full-rank matrix's spectrum runs on continuously through τ, and
+then only the computation's resolution applies).
 
 Precision. By default the Gram matrix is accumulated in float64: its absolute eigenvalue error
 is about eps64·λ_max·M, i.e. σ errors of about σ_max·√(M·eps64) (GRAM_NOISE). Slices with a
