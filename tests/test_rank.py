@@ -215,3 +215,38 @@ def test_constant_and_rank_one_half_precision_layers_are_still_dead(tmp_path: Pa
     assert ranks["const"] == 1 and ranks["rank_one"] == 1 and ranks["healthy"] == 200
     assert "WW007" in rules["const"] and "WW007" in rules["rank_one"]
     assert not {"WW003", "WW007"} & rules.get("healthy", set())
+
+
+def _qdq_model(path: Path, weights: dict[str, np.ndarray], bits: int) -> Path:
+    """MatMul(x, DequantizeLinear(q, scale per output column)) per weight: int8 or int4 codes."""
+    levels = 2 ** (bits - 1) - 1
+    code_type, np_code = (TensorProto.INT8, np.int8) if bits == 8 else (TensorProto.INT4, ml_dtypes.int4)
+    nodes, inputs, outputs, inits = [], [], [], []
+    for name, w in weights.items():
+        w = np.ascontiguousarray(w.T)  # MatMul [in, out]
+        scale = (np.abs(w).max(axis=0) / levels).astype(np.float32)
+        q = np.clip(np.rint(w / scale), -levels - 1, levels).astype(np_code)
+        inits += [onnx.helper.make_tensor(f"{name}_q", code_type, q.shape, q.astype(np.int8).ravel().tolist()),
+                  numpy_helper.from_array(scale, f"{name}_scale")]
+        nodes += [onnx.helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale"], [f"{name}_w"], axis=1),
+                  onnx.helper.make_node("MatMul", [f"x_{name}", f"{name}_w"], [f"y_{name}"], name=name)]
+        inputs.append(onnx.helper.make_tensor_value_info(f"x_{name}", TensorProto.FLOAT, [1, w.shape[0]]))
+        outputs.append(onnx.helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, w.shape[1]]))
+    graph = onnx.helper.make_graph(nodes, "qdq", inputs, outputs, inits)
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_dequantized_integer_layers_full_rank_and_collapsed(tmp_path: Path, bits: int) -> None:
+    """End to end through quant.storage_noise: the quantisation step is read from the scale."""
+    rng = np.random.default_rng(17)
+    weights = {
+        "full": rng.standard_normal((384, 256)) / np.sqrt(384),
+        "square": rng.standard_normal((256, 256)) / 16.0,
+        "rank12": rng.standard_normal((384, 12)) @ rng.standard_normal((12, 256)) / np.sqrt(384 * 12),
+    }
+    result = audit(str(_qdq_model(tmp_path / f"q{bits}.onnx", weights, bits)), AuditOptions(fast=True, workers=1))
+    ranks = {layer.name: (layer.dtype, layer.metric("matrix_rank")) for layer in result.layers if layer.analysed}
+    code = f"int{bits}"
+    assert ranks == {"full": (code, 256), "square": (code, 256), "rank12": (code, 12)}, ranks
