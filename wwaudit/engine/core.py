@@ -23,7 +23,7 @@ from wwaudit.ingest.loader import LoadedModel, load_model
 from wwaudit.engine.limits import memory_refusal, working_set_bytes
 from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe as describe_quantization
-from wwaudit.ingest.quant import value_dtype as quantized_value_dtype
+from wwaudit.ingest.quant import storage_noise
 from wwaudit.records import AuditResult, LayerResult, ModelInfo
 from wwaudit.engine.scheduler import (
     LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
@@ -31,7 +31,7 @@ from wwaudit.engine.scheduler import (
 from wwaudit.spectral.spectra import Backend, check_backend
 from wwaudit.errors import UsageError
 
-# Machine epsilon of the stored dtype, for the rank threshold σ_max·N·eps.
+# Machine epsilon of a stored dtype (compare's difference matrices: their storage noise floor).
 _EPS = {
     onnx.TensorProto.DOUBLE: float(np.finfo(np.float64).eps),
     onnx.TensorProto.FLOAT: float(np.finfo(np.float32).eps),
@@ -160,7 +160,7 @@ def audit(
         if too_big:
             layer.status, layer.reason = "skipped", too_big
             continue
-        eps = dtype_eps(quantized_value_dtype(spec.source))
+        eps = storage_noise(spec.source)
         cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
         tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, eps, options, cost))
     for outcome in run_layers(tasks, progress, options.workers, executor):

@@ -31,6 +31,7 @@ import onnx
 from onnx import TensorProto
 
 from wwaudit.ingest.walker import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
+from wwaudit.spectral.spectra import Storage
 from wwaudit.ingest.tensors import dtype_name
 from wwaudit.errors import InputError
 
@@ -371,6 +372,48 @@ def value_dtype(source: Source) -> int:
             if step.op != "rescale":
                 return TensorProto.FLOAT
     return source.tensor.data_type
+
+
+def _float_storage(data_type: int, scaled: bool) -> Storage | None:
+    """Storage of values rounded to an ONNX float type (None for other types); a scale after the
+    codes makes their subnormal spacing irrelevant."""
+    np_type = _FLOAT8.get(data_type) or {
+        TensorProto.DOUBLE: np.float64, TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
+        TensorProto.BFLOAT16: ml_dtypes.bfloat16,
+    }.get(data_type)
+    if np_type is None:
+        return None
+    info = ml_dtypes.finfo(np_type)
+    return Storage(float(info.eps), 0.0 if scaled else float(info.smallest_subnormal))
+
+
+def _step_rms(step: Transform) -> float:
+    """Root mean square of the quantisation step (in the dequantized values' units) that one
+    integer-code step applies: its scale (the codes are integers), 1 without a scale; for
+    bitsandbytes' 4-bit code books the widest gap, 0.34 of the block's absmax."""
+    scale = step.extra[0] if step.extra else None
+    if not isinstance(scale, Source) or not scale.tensor.is_float:
+        return 1.0
+    values = np.asarray(scale.tensor.load(), dtype=np.float64)
+    rms = float(np.sqrt(np.mean(values * values))) if values.size else 0.0
+    return rms * (0.34 if step.op == "bnb4" else 1.0)
+
+
+def storage_noise(source: Source) -> Storage:
+    """How the values an op computes with were rounded when stored (spectra.Storage): the codes'
+    float format, or for integer codes the quantisation step (the scale), plus the rounding of
+    the dequantized values to the scale's dtype (value_dtype)."""
+    steps = [t for t in source.transforms if t.op in STEP_OPS and not (t.op == "rescale" and t.params[0] == "sub")]
+    value = _float_storage(value_dtype(source), False) or Storage(float(np.finfo(np.float32).eps))
+    code = source.tensor.data_type
+    for t in steps:
+        if t.op == "quantize":
+            code = t.params[2] if len(t.params) > 2 else (
+                t.extra[1].tensor.data_type if len(t.extra) > 1 and t.extra[1] is not None else TensorProto.UINT8)
+    floating = _float_storage(code, scaled=bool(steps))
+    if floating is not None:
+        return Storage(max(floating.eps, value.eps), floating.tiny)
+    return Storage(value.eps, 0.0, _step_rms(steps[-1]) if steps else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from wwaudit.spectral.metrics import CONV_NORM_FACTOR, alpha_metrics, matrix_ent
 from wwaudit.spectral.mp_fit import fit_mp
 from wwaudit.options import AuditOptions
 from wwaudit.spectral.powerlaw_fit import fit_power_law
-from wwaudit.spectral.spectra import Backend, Spectrum, layer_spectrum
+from wwaudit.spectral.spectra import Backend, Spectrum, Storage, layer_spectrum
 from wwaudit.spectral.traps import correlation_traps
 
 _MP_KEYS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_min", "bulk_max")
@@ -48,11 +48,12 @@ class LayerAnalysis:
     problem: str | None = None
 
 
-def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: AuditOptions) -> LayerAnalysis:
+def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, options: AuditOptions) -> LayerAnalysis:
     """Eigenvalues of the pooled slices and the metrics computed from them.
 
     `kind` is the layer kind (dense, conv, embedding, recurrent, attention): conv layers follow the
-    reference's conv normalisation (see metrics.CONV_NORM_FACTOR).
+    reference's conv normalisation (see metrics.CONV_NORM_FACTOR). `eps` says how the values were
+    stored (spectra.Storage, or a float format's epsilon): it sets the rank-loss noise floor.
     """
     for W in mats:
         if not np.all(np.isfinite(W)):
