@@ -42,7 +42,7 @@ class RichProgress:
             console=Console(stderr=True),
             transient=True,
         )
-        self._task = None
+        self._task: Any = None  # rich's TaskID once started
         self._done = 0
         self._total = 0
         self._t0 = 0.0

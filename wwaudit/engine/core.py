@@ -11,7 +11,6 @@ import re
 import time
 
 import numpy as np
-import onnx
 
 from wwaudit.rules import findings as findings_mod
 from wwaudit.rules.baseline import Baseline
@@ -24,30 +23,13 @@ from wwaudit.engine.limits import memory_refusal, working_set_bytes
 from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe as describe_quantization
 from wwaudit.ingest.quant import value_dtype as quantized_value_dtype
+from wwaudit.ingest.tensors import dtype_eps, numpy_dtype
 from wwaudit.records import AuditResult, LayerResult, ModelInfo
 from wwaudit.engine.scheduler import (
     LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
 )
 from wwaudit.spectral.spectra import Backend, check_backend
 from wwaudit.errors import UsageError
-
-# Machine epsilon of the stored dtype, for the rank threshold σ_max·N·eps.
-_EPS = {
-    onnx.TensorProto.DOUBLE: float(np.finfo(np.float64).eps),
-    onnx.TensorProto.FLOAT: float(np.finfo(np.float32).eps),
-    onnx.TensorProto.FLOAT16: float(np.finfo(np.float16).eps),
-    onnx.TensorProto.BFLOAT16: 2.0**-7,
-    onnx.TensorProto.FLOAT8E4M3FN: 2.0**-3,
-    onnx.TensorProto.FLOAT8E4M3FNUZ: 2.0**-3,
-    onnx.TensorProto.FLOAT8E5M2: 2.0**-2,
-    onnx.TensorProto.FLOAT8E5M2FNUZ: 2.0**-2,
-}
-
-
-def dtype_eps(data_type: int) -> float:
-    """Epsilon of the weights' own dtype (float32's for integer/quantized storage: scales are float32)."""
-    return _EPS.get(data_type, float(np.finfo(np.float32).eps))
-
 
 def model_info(loaded: LoadedModel, parameters: int, external: bool) -> ModelInfo:
     """Identity block of the audited file."""
@@ -92,9 +74,9 @@ def _layer_result(index: int, spec: LayerSpec) -> LayerResult:
 
 def _working_set(spec: LayerSpec, layer: LayerResult, options: AuditOptions) -> int:
     """The layer task's estimated peak memory (limits.working_set_bytes), from shapes and dtypes only."""
-    stored = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(spec.tensor.data_type)) if spec.tensor.is_float else None
+    stored = numpy_dtype(spec.tensor.data_type) if spec.tensor.is_float else None
     native = stored is not None and stored in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-    itemsize = stored.itemsize if native and not spec.source.quantized else 4
+    itemsize = stored.itemsize if stored is not None and native and not spec.source.quantized else 4
     in_memory = not spec.tensor.is_external or not native or spec.source.quantized
     return working_set_bytes(spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast)
 

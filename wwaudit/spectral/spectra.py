@@ -115,7 +115,7 @@ def _chunks(W: np.ndarray, dtype: type) -> Any:
 def gram(W: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """The small-side Gram matrix (M x M) of W, accumulated in row chunks in `dtype`."""
     W = _tall(W)
-    G = np.zeros((W.shape[1], W.shape[1]), dtype=dtype)
+    G: np.ndarray = np.zeros((W.shape[1], W.shape[1]), dtype=dtype)
     for block in _chunks(W, dtype):
         G += block.T @ block
     return G

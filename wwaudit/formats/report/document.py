@@ -151,7 +151,9 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
     columns.append(("findings", "findings", False))
 
     plotted, with_sections = _plotted_layers(result.layers, by_layer, ctx.plots, ctx.max_plots)
-    rows, points, jobs = [], [], []
+    rows: list[dict[str, Any]] = []
+    points: list[dict[str, Any]] = []
+    jobs: list[Any] = []
     for layer in result.layers:
         found = by_layer.get(layer.id, [])
         cls = layer_class(layer, found)

@@ -37,7 +37,7 @@ SHUFFLED_COLOUR = "#8a8f99"
 FIT_COLOUR = "#d1495b"
 BAND_COLOUR = "#d8eed9"
 
-PLOT_STYLE = {
+PLOT_STYLE: dict[str, Any] = {
     "svg.hashsalt": "wwaudit",  # stable element ids: same audit, same bytes
     "svg.fonttype": "path",  # glyphs as paths: the HTML reader's browser may lack DejaVu Sans
     "font.family": "DejaVu Sans",
