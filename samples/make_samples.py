@@ -2,7 +2,8 @@
 
 The samples are real trained networks, not random matrices, so that their audits differ for the
 reasons the method is about: how far training went and whether capacity collapsed. The script is
-deterministic (fixed seeds, one CPU thread, torch 2.13): rerunning it rewrites the same files.
+deterministic on one machine (fixed seeds, one CPU thread, torch 2.13): rerunning it there
+rewrites the same files; another CPU's torch kernels round differently (samples/README.md).
 
     python samples/make_samples.py            # writes samples/*.onnx, prints test accuracies
 

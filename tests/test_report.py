@@ -416,6 +416,8 @@ def test_pdf_has_pages_text_images_and_embedded_font(result: AuditResult, pdf_by
 
 
 def test_pdf_letter_is_byte_identical_for_the_same_audit(result: AuditResult) -> None:
+    """Same result, same process, same host and library versions: the same bytes (README, "The
+    audit report"). Across hosts only the text and structure are promised, not the bytes."""
     from pypdf import PdfReader
 
     ctx = RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC", page_size="Letter", plots="none")
@@ -423,6 +425,80 @@ def test_pdf_letter_is_byte_identical_for_the_same_audit(result: AuditResult) ->
     assert pdf_format.render(result, ctx) == first
     sizes = {(round(float(page.mediabox.width)), round(float(page.mediabox.height))) for page in PdfReader(io.BytesIO(first)).pages}
     assert sizes == {(612, 792), (792, 612)}  # the layer listing on landscape pages
+
+
+def test_font_subsets_do_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """fontTools stamps the wall-clock time into a saved font's head table unless told not to;
+    that timestamp made two renders a second apart differ (issue 15)."""
+    import base64
+    import time
+
+    from fontTools.ttLib import TTFont
+
+    from wwaudit.formats.report import fonts
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    monkeypatch.setattr(time, "time", lambda: 1.9e9)
+    early = fonts.font_face_css("Layer α = 2.5")
+    monkeypatch.setattr(time, "time", lambda: 2.1e9)
+    assert fonts.font_face_css("Layer α = 2.5") == early
+    face = re.search(r"base64,([^)]+)\)", early)
+    assert face is not None
+    from importlib import resources
+
+    source = resources.files("matplotlib") / "mpl-data" / "fonts" / "ttf" / fonts.FACES[0][0]
+    # the subset keeps the source font's timestamp rather than the (patched) time of the render
+    assert TTFont(io.BytesIO(base64.b64decode(face.group(1))))["head"].modified == \
+        TTFont(io.BytesIO(source.read_bytes()))["head"].modified
+
+
+def test_pdf_embeds_the_report_font_subsets_unchanged(result: AuditResult, monkeypatch: pytest.MonkeyPatch) -> None:
+    """WeasyPrint subsets fonts with HarfBuzz-Subset where libharfbuzz-subset is installed and with
+    fontTools elsewhere; their bytes differ. The PDF must carry fonts.py's subsets byte for byte,
+    so that neither subsetter ever touches them and the host's libraries do not change the PDF."""
+    import base64
+
+    from pypdf import PdfReader
+
+    from wwaudit.formats.report import fonts
+
+    made: list[str] = []
+    original = fonts.font_face_css
+
+    def recording(document: str) -> str:
+        made.append(original(document))
+        return made[-1]
+
+    monkeypatch.setattr(fonts, "font_face_css", recording)
+    pdf = pdf_format.render(result, RenderContext(plots="none"))
+    ours = {base64.b64decode(data) for data in re.findall(r"base64,([^)]+)\)", made[0])}
+    embedded = set()
+    for page in PdfReader(io.BytesIO(pdf)).pages:
+        for font in (page["/Resources"].get("/Font") or {}).values():
+            descriptor = font.get_object()["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object()
+            embedded.add(descriptor["/FontFile2"].get_object().get_data())
+    assert len(ours) == len(fonts.FACES) and embedded and embedded <= ours
+
+
+@pytest.mark.slow
+def test_pdf_bytes_are_the_same_in_another_process(result: AuditResult, tmp_path: Path) -> None:
+    """The same result rendered in a fresh process (another hash seed, its own font configuration
+    and plot workers) gives the same bytes on this host."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    ctx = RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC")
+    (tmp_path / "result.pkl").write_bytes(pickle.dumps((result, ctx)))
+    script = ("import pickle, sys; from wwaudit.formats.report import pdf as pdf_format; "
+              "r, c = pickle.load(open(sys.argv[1], 'rb')); sys.stdout.buffer.write(pdf_format.render(r, c))")
+    env = {**os.environ, "PYTHONHASHSEED": "12345"}
+    env.pop("SOURCE_DATE_EPOCH", None)
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "result.pkl")], capture_output=True,
+                          env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()[-2000:]
+    assert proc.stdout[:5] == b"%PDF-" and proc.stdout == pdf_format.render(result, ctx)
 
 
 def test_cli_writes_report_with_plots_option(model_path: Path, tmp_path: Path) -> None:

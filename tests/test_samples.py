@@ -7,11 +7,15 @@ good: full rank, hidden-layer alpha in the well-trained band; under-trained: nea
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import onnx
 import pytest
+from onnx import numpy_helper
 
 from wwaudit.engine.core import audit
 from wwaudit.records import AuditResult, LayerResult
@@ -92,14 +96,68 @@ def test_cnn_sample_pools_kernel_positions_and_notes_batchnorm(audits: dict[str,
     assert all(layer.metric("rank_loss") == 0 for layer in layers.values())
 
 
+# What samples/README.md's table says each committed sample's audit shows, per tensor:
+# (alpha range, stable-rank range, rank_loss). The README rounds to one decimal; these bands hold
+# the audited values of the committed files with that rounding (the audit of fixed bytes moves by
+# ~1e-12 between BLAS builds and thread counts, far inside them).
+README_AUDITS = {
+    "digits_mlp_good": {t: ((2.35, 2.65), (13.0, 16.5), 0) for t in ("fc1.weight",) + HIDDEN},
+    "digits_mlp_undertrained": {"fc1.weight": ((6.75, 6.9), (29.0, 30.0), 0),
+                                "fc2.weight": ((10.85, 10.95), (64.5, 65.5), 0),
+                                "fc3.weight": ((8.9, 9.0), (64.5, 65.5), 0)},
+    "digits_mlp_collapsed": {"fc1.weight": ((1.35, 1.45), (3.5, 4.5), 4),
+                             "fc2.weight": ((1.25, 1.35), (3.5, 4.5), 147),
+                             "fc3.weight": ((1.25, 1.35), (3.5, 4.5), 147)},
+    "digits_cnn_good": {"conv2.weight": ((2.45, 2.55), (39.0, 40.0), 0)},
+}
+
+
+@pytest.mark.parametrize("name", sorted(README_AUDITS))
+def test_sample_audits_show_what_the_samples_readme_says(audits: dict[str, AuditResult], name: str) -> None:
+    layers = _layers(audits[name])
+    for tensor, ((alpha_lo, alpha_hi), (sr_lo, sr_hi), rank_loss) in README_AUDITS[name].items():
+        layer = layers[tensor]
+        assert alpha_lo <= layer.metric("alpha") <= alpha_hi, (tensor, layer.metric("alpha"))
+        assert sr_lo <= layer.metric("stable_rank") <= sr_hi, (tensor, layer.metric("stable_rank"))
+        assert layer.metric("rank_loss") == rank_loss, tensor
+
+
+def _weights(path: Path) -> dict[str, np.ndarray]:
+    return {t.name: numpy_helper.to_array(t).astype(np.float64) for t in onnx.load(str(path)).graph.initializer}
+
+
 @pytest.mark.slow
-def test_make_samples_is_deterministic(tmp_path: Path) -> None:
-    """Rebuilding the (quick) under-trained sample gives the committed file byte for byte."""
+def test_make_samples_rebuilds_the_undertrained_sample(tmp_path: Path, audits: dict[str, AuditResult]) -> None:
+    """Rebuilding the (quick) under-trained sample gives the committed model up to rounding.
+
+    Not byte for byte: torch picks its CPU kernels by instruction set (AVX-512, AVX2 or generic,
+    ATEN_CPU_CAPABILITY), and their sums round differently. After the recipe's 10 SGD steps that
+    moved each weight by at most 2.3e-7 of the tensor's largest weight (measured on AVX-512 and on
+    the generic kernels; ~2 float32 ulps); 1e-5 is 40x that, while a change of seed, data or recipe
+    moves the weights by far more. The audit of the rebuilt model (what users rely on) must then
+    give the committed sample's ranks exactly and its alpha and stable rank to 1%, and the
+    accuracy the samples README prints (53.3%, one test image = 0.28 points) to within a point.
+    The long 40-epoch recipes amplify such rounding into visibly different weights (the collapsed
+    one: 89-92% accuracy, rank loss 147-148), which is why only their committed files are audited.
+    """
     proc = subprocess.run(
         [sys.executable, str(SAMPLES / "make_samples.py"), "--out", str(tmp_path), "--only", "digits_mlp_undertrained"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert "digits_mlp_undertrained.onnx" in proc.stdout
-    rebuilt = (tmp_path / "digits_mlp_undertrained.onnx").read_bytes()
-    assert rebuilt == (SAMPLES / "digits_mlp_undertrained.onnx").read_bytes()
+    accuracy = re.search(r"digits_mlp_undertrained\.onnx` \| ([0-9.]+)%", proc.stdout)
+    assert accuracy is not None, proc.stdout
+    assert abs(float(accuracy.group(1)) - 53.3) <= 1.0
+    rebuilt_path = tmp_path / "digits_mlp_undertrained.onnx"
+    rebuilt, committed = _weights(rebuilt_path), _weights(SAMPLES / "digits_mlp_undertrained.onnx")
+    assert rebuilt.keys() == committed.keys()
+    for name, ref in committed.items():
+        assert rebuilt[name].shape == ref.shape
+        assert np.max(np.abs(rebuilt[name] - ref)) <= 1e-5 * np.max(np.abs(ref)), name
+    new, old = _layers(audit(str(rebuilt_path))), _layers(audits["digits_mlp_undertrained"])
+    assert new.keys() == old.keys()
+    for tensor, layer in old.items():
+        for metric in ("rank_loss", "matrix_rank"):
+            assert new[tensor].metric(metric) == layer.metric(metric), (tensor, metric)
+        for metric in ("alpha", "stable_rank"):
+            assert new[tensor].metric(metric) == pytest.approx(layer.metric(metric), rel=0.01), (tensor, metric)

@@ -5,7 +5,10 @@ here rather than leave it to WeasyPrint: the full DejaVu files are 2.4 MB as dat
 WeasyPrint's CSS tokenizer walks such a URL character by character (1.3 s on every report,
 measured), then fontTools subsets each face again at the end (0.8 s). A subset made here from the
 report's own text, without hinting and with only the kerning and ligature features, is ~25 KB a
-face and costs ~0.2 s for all four; WeasyPrint's own subsetting of it is then quick.
+face and costs ~0.2 s for all four. WeasyPrint embeds that subset as it is (pdf_format passes
+full_fonts): its own subsetter is HarfBuzz-Subset where the host has libharfbuzz-subset and
+fontTools elsewhere, and the two write different bytes, so leaving it to WeasyPrint would make the
+PDF depend on the host's libraries.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ def _subset(data: bytes, characters: set[str]) -> bytes:
     options.layout_features = ["kern", "liga"]
     options.hinting = False
     options.notdef_outline = True
-    font = TTFont(io.BytesIO(data), lazy=True)
+    # recalcTimestamp=False keeps the source's head.modified: fontTools would otherwise stamp the
+    # wall-clock time into every subset, and two renders a second apart would differ (issue 15)
+    font = TTFont(io.BytesIO(data), lazy=True, recalcTimestamp=False)
     subsetter = subset.Subsetter(options)
     subsetter.populate(unicodes={ord(c) for c in characters})
     subsetter.subset(font)

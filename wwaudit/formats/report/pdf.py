@@ -54,9 +54,14 @@ def html_to_pdf(html: str, identifier: bytes, plots: Any = None) -> bytes:
     fetcher = _fetcher(plots)
     font_config = FontConfiguration()  # @font-face in a separate stylesheet needs one shared configuration
     document = weasyprint.HTML(string=html, url_fetcher=fetcher, base_url=".")
-    fonts = weasyprint.CSS(string=font_face_css(html), url_fetcher=fetcher, base_url=".", font_config=font_config)
+    faces = font_face_css(html)
+    fonts = weasyprint.CSS(string=faces, url_fetcher=fetcher, base_url=".", font_config=font_config)
+    # full_fonts: embed fonts.py's subsets as they are. WeasyPrint would subset them again with
+    # HarfBuzz-Subset where the host has it and with fontTools elsewhere, which write different
+    # bytes (and HarfBuzz keeps the head table's timestamp, fontTools stamps its own).
     with _fixed_font_timestamp():
-        return document.write_pdf(pdf_identifier=identifier, stylesheets=[fonts], font_config=font_config)
+        return document.write_pdf(pdf_identifier=identifier, stylesheets=[fonts], font_config=font_config,
+                                  full_fonts=bool(faces))
 
 
 def render(result: AuditResult, ctx: RenderContext) -> bytes:
@@ -71,9 +76,10 @@ def render(result: AuditResult, ctx: RenderContext) -> bytes:
 
 @contextlib.contextmanager
 def _fixed_font_timestamp() -> Iterator[None]:
-    """Without HarfBuzz-Subset, WeasyPrint subsets fonts with fontTools, which stamps each subset
-    with the current time unless SOURCE_DATE_EPOCH is set: fix it (when the user has not) so the
-    same audit gives the same PDF bytes."""
+    """Where matplotlib's fonts cannot be read (no embedded faces), WeasyPrint subsets the host's
+    fonts; without HarfBuzz-Subset it does so with fontTools, which stamps each subset with the
+    current time unless SOURCE_DATE_EPOCH is set: fix it (when the user has not) so the same audit
+    still gives the same PDF bytes on that host."""
     if "SOURCE_DATE_EPOCH" in os.environ:
         yield
         return
