@@ -89,7 +89,7 @@ class LayerPlotJob:
     fmt: str = "svg"
 
 
-def _uri(fig: Any, fmt: str) -> str:
+def figure_uri(fig: Any, fmt: str) -> str:
     """The figure as a data: URI: SVG for the HTML report; JPEG at print resolution for the PDF.
 
     Why JPEG there: WeasyPrint spends far longer drawing an SVG plot (each label is laid out as
@@ -108,7 +108,7 @@ def _uri(fig: Any, fmt: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(width: float, height: float, ncols: int = 1, bottom: float = 0.5) -> tuple[Any, list[Any]]:
+def figure(width: float, height: float, ncols: int = 1, bottom: float = 0.5) -> tuple[Any, list[Any]]:
     """A figure with fixed margins (in inches): no tight-layout pass, so each plot is drawn once."""
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
@@ -165,7 +165,7 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | No
     if not fitted:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax,) = _figure(7.0, 2.5, bottom=0.62)
+        fig, (ax,) = figure(7.0, 2.5, bottom=0.62)
         alphas = np.array([p.alpha for p in fitted], dtype=float)
         top = float(min(max(8.0, alphas.max() * 1.1), 20.0))
         ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)  # explained in the caption: no legend over the points
@@ -185,7 +185,7 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | No
         ax.set_ylabel("alpha")
         ax.set_xlabel("layer (#, depth order)")
         _depth_ticks(ax, points)
-        return _uri(fig, fmt)
+        return figure_uri(fig, fmt)
 
 
 def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
@@ -196,7 +196,7 @@ def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str 
     if alphas.size == 0:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax,) = _figure(3.4, 2.4, bottom=0.45)
+        fig, (ax,) = figure(3.4, 2.4, bottom=0.45)
         top = float(min(max(8.0, alphas.max() * 1.05), 20.0))
         ax.axvspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)
         ax.hist(np.minimum(alphas, top), bins=np.linspace(0, top, 33), color=ESD_COLOUR, zorder=2)
@@ -204,7 +204,7 @@ def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str 
         ax.set_xlabel("alpha" + (" (clipped at %g)" % top if alphas.max() > top else ""))
         ax.set_ylabel("layers")
         ax.yaxis.get_major_locator().set_params(integer=True)
-        return _uri(fig, fmt)
+        return figure_uri(fig, fmt)
 
 
 def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
@@ -215,7 +215,7 @@ def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | 
     if not shown:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax,) = _figure(3.4, 2.4, bottom=0.62)
+        fig, (ax,) = figure(3.4, 2.4, bottom=0.62)
         # one line collection, not one rectangle per layer: a 1,000-layer model stays quick to draw
         ax.vlines([p.position for p in shown], 0, [p.log_spectral_norm for p in shown],
                   colors=[STATUS_COLOURS[p.status] for p in shown], lw=float(np.clip(160 / len(points), 0.6, 9)))
@@ -223,7 +223,7 @@ def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | 
         ax.set_ylabel("log10 λmax")
         ax.set_xlabel("layer (#)")
         _depth_ticks(ax, points, most=12)
-        return _uri(fig, fmt)
+        return figure_uri(fig, fmt)
 
 
 def _positive(values: Any) -> np.ndarray:
@@ -246,7 +246,7 @@ def layer_plot(job: LayerPlotJob) -> str | None:
         fig, ax_log, ax_lin = _layer_figure()
         _esd_loglog(ax_log, evals, rand, m)
         _esd_mp(ax_lin, evals, rand, m)
-        return _uri(fig, job.fmt)
+        return figure_uri(fig, job.fmt)
 
 
 # One reusable figure per process: axes, titles and tick objects are built once and only the data
@@ -266,7 +266,7 @@ def _layer_figure() -> tuple[Any, Any, Any]:
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
         return cached
-    fig, (ax_log, ax_lin) = _figure(7.0, 2.3, ncols=2, bottom=0.42)
+    fig, (ax_log, ax_lin) = figure(7.0, 2.3, ncols=2, bottom=0.42)
     ax_log.set_xscale("log")
     ax_log.set_yscale("log")
     _log_axes(ax_log)
