@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from wwaudit.rules import findings as findings_mod
+from wwaudit.rules.judge import judge
 from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.phases import assign_phases
 from wwaudit.rules.policy import Policy
@@ -151,7 +152,7 @@ def audit(
 
     assign_phases(layers)
     policy = policy or Policy()
-    judged = findings_mod.judge(layers, walked.problems, policy, baseline)
+    judged = judge(layers, walked.problems, policy, baseline)
     return AuditResult(
         model=model_info(loaded, parameters, external),
         layers=layers,
