@@ -11,51 +11,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from wwaudit.layer_metrics import METRIC_COLUMNS
+
 SCHEMA = "wwaudit/1"
 
-# Per-layer metric columns, in the order the JSON and the tables show them. Metrics a layer does
-# not have are null. Modules that compute more metrics add their keys here so that every
-# renderer shows them in one stable order.
-METRIC_COLUMNS: tuple[str, ...] = (
-    "num_evals",
-    "lambda_max",
-    "sv_max",
-    "alpha",
-    "alpha_ci_low",
-    "alpha_ci_high",
-    "alpha_weighted",
-    "D",
-    "xmin",
-    "xmax",
-    "sigma",
-    "num_pl_spikes",
-    "log_norm",
-    "log_spectral_norm",
-    "log_alpha_norm",
-    "stable_rank",
-    "matrix_rank",
-    "rank_loss",
-    "weak_rank_loss",
-    "entropy",
-    "num_spikes",
-    "sigma_mp",
-    "mp_softrank",
-    "bulk_min",
-    "bulk_max",
-    "num_traps",
-    "rand_distance",
-    "rand_bulk_max",
-    "best_fit",
-    "tpl_alpha",
-    "tpl_lambda",
-    "R_tpl",
-    "p_tpl",
-    "R_lognormal",
-    "p_lognormal",
-    "R_exponential",
-    "p_exponential",
-    "phase",
-)
+# Per-layer metric columns, in the order the JSON and the tables show them (layer_metrics.METRICS).
+# Metrics a layer does not have are null.
 
 
 @dataclass

@@ -10,6 +10,7 @@ import html
 from dataclasses import dataclass, field
 from typing import Any
 
+from wwaudit.layer_metrics import MODEL_METRICS as LAYER_MODEL_METRICS
 from wwaudit.records import AuditResult, Finding, clean_number, dataframe, flat_row, html_table
 
 SCHEMA = "wwaudit-compare/1"
@@ -20,12 +21,9 @@ CAVEAT = (
     "averages are not comparable, and no data-free metric replaces an evaluation on held-out data."
 )
 
-# Model-level metrics compared, from each audit's summary; for all three, lower is favoured.
-MODEL_METRICS: tuple[tuple[str, str], ...] = (
-    ("alpha_mean", "mean alpha"),
-    ("alpha_weighted_mean", "alpha-hat (mean α·log10 λmax)"),
-    ("log_norm_mean", "mean log-norm"),
-)
+# Model-level metrics compared, from each audit's summary (layer_metrics: those with a model_label);
+# for all of them, lower is favoured.
+MODEL_METRICS: tuple[tuple[str, str], ...] = LAYER_MODEL_METRICS
 
 
 @dataclass

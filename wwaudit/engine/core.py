@@ -12,7 +12,8 @@ import time
 
 import numpy as np
 
-from wwaudit.rules import findings as findings_mod
+from wwaudit.layer_metrics import MEAN_METRICS
+from wwaudit.rules.findings import ALPHA_BAND
 from wwaudit.rules.judge import judge
 from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.phases import assign_phases
@@ -160,7 +161,7 @@ def audit(
         verdict=judged.verdict,
         verdict_reasons=judged.reasons,
         options={**options.to_dict(), "policy": policy.to_dict(), "baseline": baseline.name if baseline else None},
-        summary={**summarise(layers, judged.verdict), **judged.counts()},
+        summary={**summarise(layers, judged.verdict, policy.alpha_band()), **judged.counts()},
         timings={"load_s": t_load, "analyse_s": t_analyse},
         suppressed=judged.suppressed,
     )
@@ -171,23 +172,22 @@ def _mean(values: list) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def summarise(layers: list[LayerResult], verdict: str) -> dict:
-    """Model-level averages over analysed layers (weightwatcher's summary convention)."""
+def summarise(layers: list[LayerResult], verdict: str, band: tuple[float, float] = ALPHA_BAND) -> dict:
+    """Model-level averages over analysed layers (weightwatcher's summary convention): the means of
+    layer_metrics.MEAN_METRICS, over the fitted or the analysed layers, and the share of fitted
+    alphas inside the policy's band."""
     analysed = [layer for layer in layers if layer.analysed]
     fitted = [layer for layer in layers if layer.status == "ok"]
     alphas = [layer.metric("alpha") for layer in fitted if layer.metric("alpha") is not None]
-    in_band = [a for a in alphas if findings_mod.ALPHA_LOW <= a <= findings_mod.ALPHA_HIGH]
+    in_band = [a for a in alphas if band[0] <= a <= band[1]]
+    over = {"fitted": fitted, "analysed": analysed}
     return {
         "layers": len(layers),
         "analysed": len(analysed),
         "skipped": sum(1 for layer in layers if layer.status == "skipped"),
         "errors": sum(1 for layer in layers if layer.status == "error"),
         "fit_failed": sum(1 for layer in layers if layer.status == "fit_failed"),
-        "alpha_mean": _mean(alphas),
-        "alpha_weighted_mean": _mean([layer.metric("alpha_weighted") for layer in fitted]),
-        "log_norm_mean": _mean([layer.metric("log_norm") for layer in analysed]),
-        "log_spectral_norm_mean": _mean([layer.metric("log_spectral_norm") for layer in analysed]),
-        "stable_rank_mean": _mean([layer.metric("stable_rank") for layer in analysed]),
+        **{f"{m.name}_mean": _mean([layer.metric(m.name) for layer in over[m.mean_over]]) for m in MEAN_METRICS},
         "share_alpha_in_band": (len(in_band) / len(alphas)) if alphas else None,
         "verdict": verdict,
     }

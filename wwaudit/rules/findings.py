@@ -19,6 +19,9 @@ SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
 FAIL_ON_LEVELS = SEVERITIES + ("never",)
 ALPHA_LOW = 2.0
 ALPHA_HIGH = 6.0
+# The band where well-trained layers' alpha usually lies: WW001's alpha_min and WW002's alpha_max
+# by default; a policy that moves those moves the band in the summary, the plots and the report text.
+ALPHA_BAND = (ALPHA_LOW, ALPHA_HIGH)
 # KS distance above which a power-law fit is too poor to judge a layer by its alpha.
 POOR_FIT_D = 0.15
 # Iglewicz & Hoaglin's modified z-score: 0.6745·(x − median)/MAD; |z| > 3.5 is their outlier cut.
@@ -265,3 +268,17 @@ RULES: tuple[Rule, ...] = (
 )
 
 RULES_BY_ID = {rule.id: rule for rule in RULES}
+
+
+def alpha_band(policy_settings: Mapping[str, Any] | None) -> tuple[float, float]:
+    """The alpha band of a policy's settings (Policy.settings(), as echoed in a result's
+    `options.policy`): WW001's alpha_min to WW002's alpha_max, ALPHA_BAND where not set."""
+    rules = (policy_settings or {}).get("rules") or {}
+    low = ((rules.get("WW001") or {}).get("params") or {}).get("alpha_min", ALPHA_LOW)
+    high = ((rules.get("WW002") or {}).get("params") or {}).get("alpha_max", ALPHA_HIGH)
+    return float(low), float(high)
+
+
+def band_text(band: tuple[float, float]) -> str:
+    """The band as the report writes it: [2, 6]."""
+    return f"[{band[0]:g}, {band[1]:g}]"

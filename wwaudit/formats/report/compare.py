@@ -18,6 +18,7 @@ import numpy as np
 from wwaudit.compare.result import CAVEAT, CompareResult, PairResult
 from wwaudit.compare.rules import OVERLAP_MIN, RULES
 from wwaudit.errors import UsageError
+from wwaudit.rules.findings import ALPHA_BAND, band_text
 from wwaudit.formats import RenderContext
 from wwaudit.formats.report.document import fmt, human_bytes
 from wwaudit.formats.report.plots import PLOT_STYLE, figure, figure_uri
@@ -44,10 +45,10 @@ def _integer_ticks(ax: Any) -> None:
 
 
 def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
-    """Both models' alpha per matched layer, in base graph order, over the [2, 6] band."""
+    """Both models' alpha per matched layer, in base graph order, over the default alpha band."""
     import matplotlib
 
-    from wwaudit.formats.report.plots import ALPHA_BAND, BAND_COLOUR
+    from wwaudit.formats.report.plots import BAND_COLOUR
 
     xs = list(range(len(pairs)))
     a = [p.base_metrics.get("alpha") for p in pairs]
@@ -56,7 +57,7 @@ def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax,) = figure(7.0, 2.5)
-        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0, label="[2, 6]")
+        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0, label=band_text(ALPHA_BAND))
         for values, colour, label, marker in ((a, BASE_COLOUR, "base", "o"), (b, CANDIDATE_COLOUR, "candidate", "s")):
             arr = np.array([np.nan if v is None else min(float(v), 20.0) for v in values])
             ax.plot(xs, arr, color=colour, lw=0.9, marker=marker, ms=3, label=label)

@@ -16,33 +16,20 @@ from typing import Any
 import numpy as np
 
 import wwaudit
-from wwaudit.rules.findings import RULES_BY_ID
+from wwaudit.rules.findings import RULES_BY_ID, alpha_band, band_text
+from wwaudit.layer_metrics import DETAIL_METRICS as LAYER_DETAIL
+from wwaudit.layer_metrics import TABLE_METRICS
 from wwaudit.records import AuditResult, Finding, LayerResult
 from wwaudit.formats import RenderContext
 
 PLOT_MODES = ("findings", "all", "none")
 
 # (metric key, column label, tooltip); the layer table shows these after the identity columns.
-METRIC_TABLE = (
-    ("alpha", "α", "power-law exponent of the ESD tail; [2, 6] is typical of well-trained layers"),
-    ("alpha_weighted", "α̂", "α · log10 λmax"),
-    ("D", "D", "Kolmogorov-Smirnov distance of the power-law fit (lower fits better)"),
-    ("log_norm", "log‖W‖²", "log10 of the squared Frobenius norm"),
-    ("log_spectral_norm", "log λmax", "log10 of the largest eigenvalue of WᵀW"),
-    ("stable_rank", "stable rank", "Σλ / λmax"),
-    ("rank_loss", "rank loss", "singular values that are numerically zero"),
-    ("num_spikes", "spikes", "eigenvalues above the Marchenko-Pastur bulk"),
-    ("num_traps", "traps", "correlation traps: spikes the element-shuffled copy also shows"),
-)
+# Tooltips may name the alpha band as {band}: build_document fills in the policy's.
+METRIC_TABLE: tuple[tuple[str, str, str], ...] = tuple((m.name, m.label, m.description) for m in TABLE_METRICS)
 
 # Per-layer metrics shown next to each layer's plots.
-DETAIL_METRICS = (
-    ("alpha", "α"), ("alpha_ci_low", "α CI low"), ("alpha_ci_high", "α CI high"), ("D", "KS distance D"),
-    ("xmin", "xmin"), ("num_pl_spikes", "eigenvalues in the tail"), ("best_fit", "best tail model"),
-    ("lambda_max", "λmax"), ("stable_rank", "stable rank"), ("rank_loss", "rank loss"),
-    ("sigma_mp", "σ (MP)"), ("bulk_max", "MP bulk edge"), ("num_spikes", "spikes"), ("num_traps", "traps"),
-    ("rand_distance", "distance to shuffled"), ("phase", "phase"),
-)
+DETAIL_METRICS: tuple[tuple[str, str], ...] = tuple((m.name, m.detail_label or m.label) for m in LAYER_DETAIL)
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -132,10 +119,11 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
     if ctx.plots not in PLOT_MODES:
         raise ValueError(f"plots mode {ctx.plots!r} is not one of {PLOT_MODES}")
     by_layer = _findings_by_layer(result.findings)
+    band = alpha_band(result.options.get("policy"))
     columns = _table_columns(result)
     plotted, with_sections = _plotted_layers(result.layers, by_layer, ctx.plots, ctx.max_plots)
     rows = [_table_row(layer, by_layer.get(layer.id, []), columns) for layer in result.layers]
-    renderer, model_plots, layer_plots = _draw_plots(result, by_layer, plotted, ctx, for_pdf, plots_until)
+    renderer, model_plots, layer_plots = _draw_plots(result, by_layer, plotted, ctx, for_pdf, plots_until, band)
     details = [_detail(layer, by_layer.get(layer.id, []), layer_plots.get(str(layer.id)))
                for layer in result.layers if layer.id in plotted]
     return {
@@ -143,9 +131,10 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "model": _model_block(result.model),
         "verdict": result.verdict,
         "verdict_reasons": result.verdict_reasons,
-        "summary": _key_metrics(result),
+        "summary": _key_metrics(result, band),
+        "alpha_band": {"text": band_text(band), "low": f"{band[0]:g}", "high": f"{band[1]:g}"},
         "counts": {sev: sum(1 for f in result.findings if f.severity == sev) for sev in ("error", "warning", "info")},
-        "columns": [(key, label, numeric, _tooltip(key), width) for (key, label, numeric), width
+        "columns": [(key, label, numeric, _tooltip(key, band), width) for (key, label, numeric), width
                     in zip(columns, _column_widths([key for key, _label, _numeric in columns]))],
         "layers": rows,
         "listing": _listing(columns, rows, ctx.page_size) if for_pdf else None,
@@ -215,7 +204,8 @@ def _table_row(layer: LayerResult, found: list[Finding], columns: list[tuple[str
 
 
 def _draw_plots(result: AuditResult, by_layer: dict[int, list[Finding]], plotted: set[int], ctx: RenderContext,
-                for_pdf: bool, plots_until: ExitStack | None) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+                for_pdf: bool, plots_until: ExitStack | None,
+                band: tuple[float, float]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Start the model plots (alpha and norm by depth) and the plotted layers' ESD plots: drawn
     here, or left drawing until `plots_until` closes. Returns (renderer, model plots, layer plots)."""
     from wwaudit.formats.report import plots
@@ -238,7 +228,7 @@ def _draw_plots(result: AuditResult, by_layer: dict[int, list[Finding]], plotted
                 metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
                 fmt="jpeg" if for_pdf else "svg"))
     renderer = plots.PlotRenderer(points, jobs, fmt="jpeg" if for_pdf else "svg", workers=ctx.extra.get("workers"),
-                                  deferred=plots_until is not None)
+                                  deferred=plots_until is not None, band=band)
     if plots_until is None:
         with renderer:
             return renderer, renderer.model_plots(), renderer.uris()
@@ -365,29 +355,29 @@ def _listing(columns: list[tuple[str, str, bool]], rows: list[dict[str, Any]], p
     return {"header": header, "widths": widths, "font_pt": f"{max(font, _LISTING_FONT_PT[0]):.2f}pt"}
 
 
-def _tooltip(key: str) -> str:
+def _tooltip(key: str, band: tuple[float, float]) -> str:
     if key == "shape":
         return "N×M, ×slices for conv kernels and stacked matrices"
     for k, _label, tip in METRIC_TABLE:
         if k == key:
-            return tip
+            return tip.format(band=band_text(band))
     return ""
 
 
-def _key_metrics(result: AuditResult) -> list[tuple[str, str, str]]:
+def _key_metrics(result: AuditResult, band: tuple[float, float]) -> list[tuple[str, str, str]]:
     s = result.summary
     return [
         ("Layers analysed", f"{s.get('analysed', 0)} of {s.get('layers', 0)}",
          f"{s.get('skipped', 0)} skipped, {s.get('errors', 0)} unreadable, {s.get('fit_failed', 0)} with a failed "
          "power-law fit. Every weight tensor in the file is listed; skipped ones carry their reason."),
         ("Mean alpha", fmt(s.get("alpha_mean")),
-         "Tail exponent of the eigenvalue spectrum. Well-trained layers lie in [2, 6]; below 2 suggests "
-         "over-training, above 6 a layer that learned little."),
+         f"Tail exponent of the eigenvalue spectrum. Well-trained layers lie in {band_text(band)}; below {band[0]:g} "
+         f"suggests over-training, above {band[1]:g} a layer that learned little."),
         ("Alpha-hat", fmt(s.get("alpha_weighted_mean")),
          "Mean α·log10 λmax; it tracks test accuracy across models of one architecture family (lower is better)."),
         ("Mean log-norm", fmt(s.get("log_norm_mean")),
          "Mean log10 of the squared Frobenius norm: the scale of the weights."),
-        ("Share of layers with α in [2, 6]", fmt(s.get("share_alpha_in_band")),
+        (f"Share of layers with α in {band_text(band)}", fmt(s.get("share_alpha_in_band")),
          "Fraction of fitted layers inside the usual range; 1 is best."),
     ]
 

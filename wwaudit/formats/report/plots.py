@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-ALPHA_BAND = (2.0, 6.0)
+from wwaudit.rules.findings import ALPHA_BAND
 
 # One palette for the plots and report.css, so a colour means the same thing everywhere.
 STATUS_COLOURS = {
@@ -157,8 +157,8 @@ def _depth_ticks(ax: Any, points: Sequence[DepthPoint], most: int = 25) -> None:
     ax.set_xlim(-0.8, max(p.position for p in points) + 0.8)
 
 
-def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
-    """Alpha per layer along depth, with the [2, 6] band; None when no layer has an alpha."""
+def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple[float, float] = ALPHA_BAND) -> str | None:
+    """Alpha per layer along depth, with the policy's alpha band; None when no layer has an alpha."""
     import matplotlib
 
     fitted = [p for p in points if _finite(p.alpha) is not None]
@@ -168,7 +168,7 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | No
         fig, (ax,) = figure(7.0, 2.5, bottom=0.62)
         alphas = np.array([p.alpha for p in fitted], dtype=float)
         top = float(min(max(8.0, alphas.max() * 1.1), 20.0))
-        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)  # explained in the caption: no legend over the points
+        ax.axhspan(*band, color=BAND_COLOUR, zorder=0)  # explained in the caption: no legend over the points
         pos = np.array([p.position for p in fitted], dtype=float)
         ax.plot(pos, np.minimum(alphas, top), color="#c9ced8", lw=0.8, zorder=1)
         ci = [p for p in fitted if p.alpha_ci is not None]
@@ -188,8 +188,9 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | No
         return figure_uri(fig, fmt)
 
 
-def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
-    """Distribution of alpha over layers, with the [2, 6] band; None when no layer has an alpha."""
+def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg",
+                         band: tuple[float, float] = ALPHA_BAND) -> str | None:
+    """Distribution of alpha over layers, with the policy's alpha band; None when no layer has an alpha."""
     import matplotlib
 
     alphas = np.array([p.alpha for p in points if _finite(p.alpha) is not None], dtype=float)
@@ -198,7 +199,7 @@ def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str 
     with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax,) = figure(3.4, 2.4, bottom=0.45)
         top = float(min(max(8.0, alphas.max() * 1.05), 20.0))
-        ax.axvspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)
+        ax.axvspan(*band, color=BAND_COLOUR, zorder=0)
         ax.hist(np.minimum(alphas, top), bins=np.linspace(0, top, 33), color=ESD_COLOUR, zorder=2)
         ax.set_xlim(0, top)
         ax.set_xlabel("alpha" + (" (clipped at %g)" % top if alphas.max() > top else ""))
@@ -207,8 +208,9 @@ def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str 
         return figure_uri(fig, fmt)
 
 
-def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
-    """log10 of the largest eigenvalue per layer along depth; None when no layer has one."""
+def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple[float, float] = ALPHA_BAND) -> str | None:
+    """log10 of the largest eigenvalue per layer along depth; None when no layer has one (`band`
+    unused: every model plot takes the same arguments)."""
     import matplotlib
 
     shown = [p for p in points if _finite(p.log_spectral_norm) is not None]
@@ -362,8 +364,8 @@ def _esd_mp(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> 
     legend._legend_box.align = "right"
 
 
-def _model_task(name: str, points: Sequence[DepthPoint], fmt: str) -> str | None:
-    return _MODEL_PLOTS[name](points, fmt)
+def _model_task(name: str, points: Sequence[DepthPoint], fmt: str, band: tuple[float, float]) -> str | None:
+    return _MODEL_PLOTS[name](points, fmt, band)
 
 
 _MODEL_PLOTS = {
@@ -404,7 +406,7 @@ class PlotRenderer:
     """
 
     def __init__(self, points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], fmt: str = "svg",
-                 workers: int | None = None, deferred: bool = False) -> None:
+                 workers: int | None = None, deferred: bool = False, band: tuple[float, float] = ALPHA_BAND) -> None:
         if workers is None:
             workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
         models = [name for name in _MODEL_PLOTS if _has_model_plot(name, points)]
@@ -419,12 +421,12 @@ class PlotRenderer:
             self._pool = ProcessPoolExecutor(max_workers=min(workers, len(models) + len(layers)),
                                              mp_context=multiprocessing.get_context("fork"))
             for name in models:
-                self._plots[f"model-{name}"] = self._pool.submit(_model_task, name, points, fmt)
+                self._plots[f"model-{name}"] = self._pool.submit(_model_task, name, points, fmt, band)
             for job in layers:
                 self._plots[f"layer-{job.key}"] = self._pool.submit(layer_plot, job)
         else:
             for name in models:
-                self._plots[f"model-{name}"] = _model_task(name, points, fmt)
+                self._plots[f"model-{name}"] = _model_task(name, points, fmt, band)
             for job in layers:
                 self._plots[f"layer-{job.key}"] = layer_plot(job)
 
