@@ -179,7 +179,7 @@ IN_PROJ_BIAS_SUFFIX = "in_proj_bias"
 
 def in_proj_outputs(walk: WalkResult) -> set[tuple[str, str]]:
     """(scope, tensor) names that an Add combines with an `in_proj_bias`: outputs of packed QKV MatMuls."""
-    out = set()
+    out: set[tuple[str, str]] = set()
     for use in walk.uses:
         if use.node.op_type == "Add" and use.source.tensor.name.endswith(IN_PROJ_BIAS_SUFFIX):
             out.update((use.scope, name) for name in use.node.input if name and not name.endswith(IN_PROJ_BIAS_SUFFIX))

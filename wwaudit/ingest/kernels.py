@@ -8,6 +8,8 @@ costs about twice its float32 size in memory. quant.py decides which kernel a we
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_dtypes
 import numpy as np
 from onnx import TensorProto
@@ -33,7 +35,7 @@ FP4_TABLE = np.array(
 )
 
 
-_INT_RANGES = {
+_INT_RANGES: dict[int, tuple[int, int]] = {
     TensorProto.INT8: (-128, 127),
     TensorProto.UINT8: (0, 255),
     TensorProto.INT16: (-32768, 32767),
@@ -44,7 +46,7 @@ _INT_RANGES = {
 }
 
 
-_FLOAT8 = {
+_FLOAT8: dict[int, Any] = {
     TensorProto.FLOAT8E4M3FN: ml_dtypes.float8_e4m3fn,
     TensorProto.FLOAT8E4M3FNUZ: ml_dtypes.float8_e4m3fnuz,
     TensorProto.FLOAT8E5M2: ml_dtypes.float8_e5m2,

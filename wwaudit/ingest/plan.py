@@ -52,6 +52,8 @@ class LayerSpec:
 
     def shape_info(self) -> tuple[int, int, int]:
         """(N, M, number of slices) without reading any data; N >= M."""
+        if self.view is None:
+            raise ValueError(f"{self.name} is skipped: it has no matrices")
         dims = transformed_dims(self.tensor.dims, self.source.transforms)
         rows, cols, count = view_shape(dims, self.view)
         return max(rows, cols), min(rows, cols), count
@@ -62,6 +64,8 @@ class LayerSpec:
         `widen=False` keeps the stored dtype (views into a memory map for external data), so the
         scheduler's streaming Gram widens chunk by chunk instead of copying a whole table.
         """
+        if self.view is None:
+            raise ValueError(f"{self.name} is skipped: it has no matrices")
         arr = materialise(self.source)
         mats = extract(arr, self.view)
         return [as_float64(m) for m in mats] if widen else mats
@@ -231,6 +235,8 @@ def _merge_tied_copies(specs: list[LayerSpec]) -> None:
         if spec.view is None or spec.view.kind == "embedding" or spec.view.recipe not in ("matrix", "matrix_t"):
             continue
         for emb in embeddings:
+            if emb.view is None:  # never: embeddings are layers (this tells mypy)
+                continue
             if emb.tensor.key == spec.tensor.key or emb.tensor.data_type != spec.tensor.data_type:
                 continue
             try:

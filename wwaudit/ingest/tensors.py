@@ -392,7 +392,7 @@ def as_float64(arr: np.ndarray) -> np.ndarray:
 
 
 # Machine epsilon of the stored dtype, for the rank threshold σ_max·N·eps.
-_EPS = {
+_EPS: dict[int, float] = {
     TensorProto.DOUBLE: float(np.finfo(np.float64).eps),
     TensorProto.FLOAT: float(np.finfo(np.float32).eps),
     TensorProto.FLOAT16: float(np.finfo(np.float16).eps),

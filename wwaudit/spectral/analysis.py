@@ -95,7 +95,7 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
         metrics["num_traps"] = traps.num_traps
         metrics["rand_distance"] = traps.rand_distance
         metrics["rand_bulk_max"] = traps.rand_bulk_max
-        if fit.status == "ok":
+        if fit.status == "ok" and fit.xmin is not None and fit.alpha is not None:  # a fit that is ok has both
             metrics.update(compare_distributions(evals, fit.xmin, fit.alpha))
         else:
             metrics.update(dict.fromkeys(_COMPARE_KEYS))

@@ -37,7 +37,7 @@ SHUFFLED_COLOUR = "#8a8f99"
 FIT_COLOUR = "#d1495b"
 BAND_COLOUR = "#d8eed9"
 
-PLOT_STYLE: dict[str, Any] = {
+PLOT_STYLE: dict[Any, Any] = {  # matplotlib types rc keys as Literals
     "svg.hashsalt": "wwaudit",  # stable element ids: same audit, same bytes
     "svg.fonttype": "path",  # glyphs as paths: the HTML reader's browser may lack DejaVu Sans
     "font.family": "DejaVu Sans",
@@ -171,10 +171,10 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple
         ax.axhspan(*band, color=BAND_COLOUR, zorder=0)  # explained in the caption: no legend over the points
         pos = np.array([p.position for p in fitted], dtype=float)
         ax.plot(pos, np.minimum(alphas, top), color="#c9ced8", lw=0.8, zorder=1)
-        ci = [p for p in fitted if p.alpha_ci is not None]
+        ci = [(p.position, p.alpha_ci) for p in fitted if p.alpha_ci is not None]
         if ci:
-            ax.vlines([p.position for p in ci], [min(p.alpha_ci[0], top) for p in ci],
-                      [min(p.alpha_ci[1], top) for p in ci], color="#5a6272", lw=0.8, zorder=2)
+            ax.vlines([x for x, _ in ci], [min(lo, top) for _, (lo, _hi) in ci],
+                      [min(hi, top) for _, (_lo, hi) in ci], color="#5a6272", lw=0.8, zorder=2)
         colours = np.array([STATUS_COLOURS[p.status] for p in fitted])
         for clipped, marker in ((False, "o"), (True, "^")):
             sel = (alphas > top) == clipped
@@ -438,7 +438,7 @@ class PlotRenderer:
             self._pool.shutdown(cancel_futures=True)
 
     def _uri(self, key: str) -> str | None:
-        value = self._plots.get(key)
+        value: Any = self._plots.get(key)
         return value.result() if hasattr(value, "result") else value
 
     def model_plots(self) -> dict[str, str | None]:
