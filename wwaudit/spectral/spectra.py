@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from wwaudit.errors import UsageError
+from wwaudit.records import Storage  # noqa: F401  (defined with the plain data; re-exported here)
 
 # Tall matrices are reduced to their Gram matrix in row chunks of at most this many elements.
 GRAM_CHUNK_ELEMENTS = 1 << 22
@@ -95,26 +96,6 @@ def check_backend(backend: Backend) -> None:
         raise UsageError(f"--device {backend.device} needs torch, which is not installed") from None
     if backend.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: torch finds no usable CUDA device")
-
-
-@dataclass(frozen=True)
-class Storage:
-    """How the analysed values were rounded when stored: the error model of the storage noise floor.
-
-    eps: machine epsilon of the stored float format (relative error ≤ eps/2 per element); tiny:
-    its smallest subnormal (absolute error ≤ tiny/2 near zero; 0 where a scale makes it
-    irrelevant); step: for integer codes, the root mean square of the quantisation step (the
-    scale, in the dequantized values' units; error ≤ step/2), 0 for float storage.
-    """
-
-    eps: float
-    tiny: float = 0.0
-    step: float = 0.0
-
-    @classmethod
-    def of(cls, storage: "Storage | float") -> "Storage":
-        """A Storage; a bare float is the machine epsilon of a float storage format."""
-        return storage if isinstance(storage, Storage) else cls(float(storage))
 
 
 @dataclass
@@ -184,7 +165,7 @@ def _chunks(W: np.ndarray, dtype: type) -> Any:
 def gram(W: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """The small-side Gram matrix (M x M) of W, accumulated in row chunks in `dtype`."""
     W = _tall(W)
-    G = np.zeros((W.shape[1], W.shape[1]), dtype=dtype)
+    G: np.ndarray = np.zeros((W.shape[1], W.shape[1]), dtype=dtype)
     for block in _chunks(W, dtype):
         G += block.T @ block
     return G
