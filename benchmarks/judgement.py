@@ -327,10 +327,20 @@ def score(case: Case, spec: ModelSpec, doc: dict, metrics: dict | None) -> dict:
     record.update({
         "verdict": verdict, "exit": doc.get("_exit"), "audit_error": doc.get("_error"), "detected": detected,
         "false_alarm": verdict != "pass" if case.scope == "intact" else None,
-        "site_rules": sorted({f["rule"] for f in on_site}), "findings": findings_summary(doc),
+        "site_rules": sorted({f["rule"] for f in on_site}), "intact_site_rules": _intact_site_rules(case),
+        "findings": findings_summary(doc),
         "analysed": (doc.get("summary") or {}).get("analysed"), "audit_seconds": doc.get("_seconds"),
     })
     return record
+
+
+def _intact_site_rules(case: Case) -> list[str] | None:
+    """Rules that already named the damaged layer in the intact model's audit (a detection that
+    only repeats them says nothing about the damage)."""
+    if case.scope not in ("layer", "model") or not case.layer_ids:
+        return None
+    intact = _read_json(audit_path(case.model, "intact")) or {}
+    return sorted({f["rule"] for f in intact.get("findings", []) if f["severity"] in ("warning", "error") and _names_site(f, case)})
 
 
 # ---- driver ------------------------------------------------------------------------------------

@@ -3,10 +3,11 @@ the terminal and Markdown for the README, each table separately for `tune` and `
 
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 from typing import Callable
+
+import judgement_damage as dmg
 
 SPLITS = ("tune", "holdout")
 OWN_DOMAIN_PREFIX = "own"
@@ -58,14 +59,21 @@ def _real(r: dict) -> bool:
     return not r["domain"].startswith(OWN_DOMAIN_PREFIX)
 
 
+def _size_mb(spec: object, data: Path) -> float | None:
+    """The model's file plus its external data, as extracted from the wheel."""
+    files = [data / "own" / "digits_mlp_normal.onnx"] if spec.dist == "(own)" else [
+        Path.home() / ".cache" / "wwaudit-test-wheels" / "extracted" / f"{spec.dist}-{spec.version}" / m
+        for m in (spec.member, *spec.extra_members)]
+    return sum(f.stat().st_size for f in files) / 1e6 if all(f.exists() for f in files) else None
+
+
 def models_table(records: list[dict], specs: dict, data: Path) -> Table:
     table = Table("Models", ["model", "split", "domain", "MB", "analysed", "damaged"])
     intact = [r for r in records if r["variant"] == "intact"]
     for r in sorted(intact, key=lambda r: (r["split"], r["model"])):
-        doc = json.loads((data / "audits" / r["model"] / "intact.json").read_text())
-        size = (doc.get("model") or {}).get("size_bytes")
+        size = _size_mb(specs[r["model"]], data) if r["model"] in specs else None
         damaged = sum(1 for x in records if x["model"] == r["model"] and x["scope"] in ("layer", "model"))
-        table.add(r["model"], r["split"], r["domain"][:28], f"{size / 1e6:.1f}" if size else None, r["analysed"], damaged)
+        table.add(r["model"], r["split"], r["domain"][:28], f"{size:.1f}" if size else None, r["analysed"], damaged)
     return table
 
 
@@ -86,7 +94,7 @@ def intact_summary(records: list[dict]) -> Table:
         verdicts = [r["verdict"] for r in rs]
         warns = [r["findings"]["warning"] for r in rs]
         table.add(split, len(rs), verdicts.count("pass"), verdicts.count("review"), verdicts.count("fail"),
-                  _pct(sum(v != "pass" for v in verdicts), len(rs)), statistics.median(warns) if warns else None)
+                  _pct(sum(v != "pass" for v in verdicts), len(rs)), f"{statistics.median(warns):g}" if warns else None)
     return table
 
 
@@ -97,11 +105,16 @@ def damage_table(records: list[dict], split: str) -> Table:
     for r in records:
         if r["split"] == split and r["scope"] in ("layer", "model"):
             groups.setdefault((r["damage"], r["level"]), []).append(r)
-    for (damage, level), rs in groups.items():
+    for (damage, level), rs in sorted(groups.items(), key=lambda kv: _level_order(*kv[0])):
         table.add(damage, level[:22], len(rs), _pct(sum(r["detected"] for r in rs), len(rs)),
                   _pct(sum(bool(r.get("large_damage")) for r in rs), len(rs)),
                   _mean([r.get("cosine") for r in rs]), _mean([r.get("top1") for r in rs]))
     return table
+
+
+def _level_order(damage: str, level: str) -> tuple[int, str]:
+    order = [v[:2] for v in dmg.LAYER_VARIANTS.values()] + list(dmg.MODEL_VARIANTS.values())
+    return (order.index((damage, level)) if (damage, level) in order else len(order), level)
 
 
 def curve_table(records: list[dict], split: str, key: str, bins: tuple, title: str) -> Table:
