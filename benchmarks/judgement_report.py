@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import judgement_damage as dmg
 
@@ -29,7 +29,9 @@ class Table:
 
     def text(self) -> str:
         widths = [max(len(r[i]) for r in [self.headers, *self.rows]) for i in range(len(self.headers))]
-        line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        def line(cells: list[str]) -> str:
+            return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
         body = [line(self.headers), "  ".join("-" * w for w in widths), *map(line, self.rows)]
         return "\n".join([self.title, *body])
 
@@ -141,7 +143,9 @@ def _target_rows(records: list[dict], split: str) -> list[tuple[str, str, bool |
     probes = [r for r in mine if r["scope"] == "probe"]
     must = [r for r in mine if r["scope"] == "layer" and _must(r)]
     large = [r for r in mine if r["scope"] in ("layer", "model") and r.get("large_damage")]
-    share = lambda rs, ok: sum(map(ok, rs)) / len(rs) if rs else None
+    def share(rs: list[dict], ok: Any) -> float | None:
+        return sum(map(ok, rs)) / len(rs) if rs else None
+
     warns = [r["findings"]["warning"] for r in intact]
     rows = [
         ("probes: never pass, never exit 0", share(probes, lambda r: r["detected"]), 1.0),
