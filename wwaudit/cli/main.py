@@ -14,7 +14,7 @@ from typing import Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import check_counts, command_line, run_date
-from wwaudit.errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, UsageError, WwauditError
+from wwaudit.errors import EXIT_ERROR, EXIT_OK, UsageError, WwauditError, exit_code
 
 SUBCOMMANDS = ("audit", "rules", "compare")
 
@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis "
         "(power-law alpha, norms, rank collapse) and a report a reviewer can sign.",
         epilog="Exit codes: 0 audit done, no finding at or above the failure level; 1 findings at or "
-        "above it; 2 unusable input, usage or I/O error. `wwaudit rules` lists the rules.",
+        "above it; 2 unusable input, usage or I/O error; 3 inconclusive (nothing analysed, or weights "
+        "skipped for a limit). `wwaudit rules` lists the rules.",
     )
     parser.add_argument("model", help="path to the .onnx file (external data is read from its folder)")
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
@@ -54,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--fail-on", choices=("info", "warning", "error", "never"),
                       help="lowest severity that fails the run (exit 1); overrides the policy (default error)")
     gate.add_argument("--baseline", metavar="JSON", help="an earlier wwaudit JSON: only findings not in it count")
+    gate.add_argument("--allow-incomplete", action="store_true",
+                      help="weights skipped for --max-evals/--max-memory do not make the verdict inconclusive (exit 3)")
     ana = parser.add_argument_group("analysis")
     ana.add_argument("--layers", metavar="REGEX", help="analyse only layers whose name or tensor matches")
     ana.add_argument("--fast", action="store_true", help="reference metric set only (no traps, no distribution comparison)")
@@ -131,7 +134,7 @@ def _run_audit(argv: Sequence[str]) -> int:
     from wwaudit.rules.baseline import load_baseline
     from wwaudit.rules.policy import load_policy
 
-    policy = load_policy(args.policy, fail_on=args.fail_on)
+    policy = load_policy(args.policy, fail_on=args.fail_on, allow_incomplete=args.allow_incomplete)
     baseline = load_baseline(args.baseline) if args.baseline else None
     with limits.watchdog(deadline):
         result = audit(args.model, options, progress, policy=policy, baseline=baseline)
@@ -154,7 +157,9 @@ def _run_audit(argv: Sequence[str]) -> int:
         formats.write_atomic(path, renderer(result, ctx))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result)
-    return EXIT_FINDINGS if result.verdict == "fail" else EXIT_OK
+    elif result.verdict in ("fail", "inconclusive"):
+        print(f"wwaudit: verdict {result.verdict}: {'; '.join(result.verdict_reasons)}", file=sys.stderr)
+    return exit_code(result.verdict)
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:

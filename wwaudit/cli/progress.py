@@ -130,7 +130,7 @@ def print_summary(result: AuditResult) -> None:
 
     console = Console(stderr=True, highlight=False)
     s = result.summary
-    colour = {"pass": "green", "review": "yellow", "fail": "red"}[result.verdict]
+    colour = {"pass": "green", "review": "yellow", "inconclusive": "magenta", "fail": "red"}[result.verdict]
     table = Table(title=f"{escape(result.model.path)}  ({s['analysed']} analysed, {s['skipped']} skipped)", title_justify="left")
     for col in ("layer", "op", "N×M", "α", "α̂", "log‖W‖²", "log λmax", "rank loss", "status"):
         table.add_column(col, justify="left" if col in ("layer", "op", "status") else "right")
@@ -143,4 +143,21 @@ def print_summary(result: AuditResult) -> None:
     console.print(table)
     console.print(f"mean α {fmt(s.get('alpha_mean'))}   α̂ {fmt(s.get('alpha_weighted_mean'))}   "
                   f"log-norm {fmt(s.get('log_norm_mean'))}   findings {len(result.findings)}")
+    share = s.get("coverage")
+    console.print(f"weights analysed: {s.get('weights_analysed')} of {s.get('weights')}"
+                  + (f" ({share:.1%} of their parameters)" if share is not None else ""))
     console.print(f"verdict: [bold {colour}]{result.verdict.upper()}[/]  " + escape("; ".join(result.verdict_reasons)))
+    console.print(escape(gate_note(result)))
+
+
+def gate_note(result: AuditResult) -> str:
+    """What the verdict means for a CI gate: the exit code it gives under the policy in force."""
+    fail_on = result.options.get("policy", {}).get("fail_on", "error")
+    if result.verdict == "review":
+        return (f"review: warnings to look at; the gate (fail-on {fail_on}) lets it through (exit 0). "
+                "Use --fail-on warning to stop on them.")
+    if result.verdict == "inconclusive":
+        return "inconclusive: the audit did not cover the model's weights, so it cannot pass (exit 3)."
+    if result.verdict == "fail":
+        return f"fail: findings at or above fail-on {fail_on} (exit 1)."
+    return "pass: nothing a reviewer must look at (exit 0)."
