@@ -126,7 +126,7 @@ def print_summary(result: AuditResult) -> None:
     from rich.markup import escape  # names come from the model file: never read them as rich markup
     from rich.table import Table
 
-    from wwaudit.formats.report.document import fmt
+    from wwaudit.formats.report.document import fmt, gate_note
 
     console = Console(stderr=True, highlight=False)
     s = result.summary
@@ -148,16 +148,3 @@ def print_summary(result: AuditResult) -> None:
                   + (f" ({share:.1%} of their parameters)" if share is not None else ""))
     console.print(f"verdict: [bold {colour}]{result.verdict.upper()}[/]  " + escape("; ".join(result.verdict_reasons)))
     console.print(escape(gate_note(result)))
-
-
-def gate_note(result: AuditResult) -> str:
-    """What the verdict means for a CI gate: the exit code it gives under the policy in force."""
-    fail_on = result.options.get("policy", {}).get("fail_on", "error")
-    if result.verdict == "review":
-        return (f"review: warnings to look at; the gate (fail-on {fail_on}) lets it through (exit 0). "
-                "Use --fail-on warning to stop on them.")
-    if result.verdict == "inconclusive":
-        return "inconclusive: the audit did not cover the model's weights, so it cannot pass (exit 3)."
-    if result.verdict == "fail":
-        return f"fail: findings at or above fail-on {fail_on} (exit 1)."
-    return "pass: nothing a reviewer must look at (exit 0)."
