@@ -180,6 +180,13 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", help="write the comparison as JSON (schema wwaudit-compare/1); '-' for stdout")
     parser.add_argument("--report", metavar="PATH", help="write the comparison report, .html or .pdf")
     parser.add_argument("--page-size", choices=("A4", "Letter"), default="A4", help="PDF page size (default A4)")
+    parser.add_argument("--sarif", metavar="PATH", help="write the comparison's findings as SARIF 2.1.0; '-' for stdout")
+    parser.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per candidate layer; '-' for stdout")
+    parser.add_argument("--markdown", metavar="PATH", help="write a Markdown summary; '-' for stdout")
+    parser.add_argument("--policy", metavar="PATH", help="policy file (CMP rules' severities and thresholds; "
+                        "default: the nearest wwaudit.toml or pyproject.toml [tool.wwaudit])")
+    parser.add_argument("--fail-on", choices=("info", "warning", "error", "never"),
+                        help="lowest severity that fails the run (exit 1); overrides the policy (default error)")
     parser.add_argument("--layers", metavar="REGEX", help="compare only layers whose name or tensor matches")
     parser.add_argument("--fast", action="store_true", help="reference metric set only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled copies (default 0)")

@@ -26,7 +26,7 @@ class RuleContext:
     graph_problems: Sequence[str] = ()
 
 
-Check = Callable[[RuleContext, Mapping[str, float]], Iterable[Hit]]
+Check = Callable[[Any, Mapping[str, float]], Iterable[Hit]]  # RuleContext, or CompareContext for CMP rules
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,7 @@ class Rule:
     params: Mapping[str, float] = field(default_factory=dict)
     param_help: Mapping[str, str] = field(default_factory=dict)
     enabled: bool = True
+    target: str = "audit"  # "audit" (WW rules, read layers) or "compare" (CMP rules, read matched pairs)
 
     def describe(self) -> dict[str, Any]:
         """The rule as plain data (for `wwaudit rules --format json`, SARIF and the report)."""
@@ -56,6 +57,7 @@ class Rule:
             "severity": self.severity,
             "scope": self.scope,
             "enabled": self.enabled,
+            "target": self.target,
             "rationale": self.rationale,
             "remedy": self.remedy,
             "params": {k: self.params[k] for k in sorted(self.params)},

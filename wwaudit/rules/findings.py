@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from wwaudit.records import Coverage, Finding, LayerResult, finite_or_none
 from wwaudit.rules import relative
+from wwaudit.rules.compare_rules import COMPARE_RULES, CompareContext
 from wwaudit.rules.base import (  # noqa: F401  (re-exported: the registry's public names)
     FAIL_ON_LEVELS, SEVERITIES, SEVERITY_RANK, Hit, Rule, RuleContext, per_layer,
 )
@@ -286,6 +287,8 @@ RULES: tuple[Rule, ...] = (
           "min_share": "... and they are at least this share of the rows"}),
 )
 
+AUDIT_RULES = RULES
+RULES = AUDIT_RULES + COMPARE_RULES  # the one registry: policy, `wwaudit rules`, SARIF
 RULES_BY_ID = {rule.id: rule for rule in RULES}
 
 
@@ -307,12 +310,11 @@ class Judgement:
         }
 
 
-def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None) -> list[Finding]:
-    """All findings of the enabled rules, rule by rule in registry order, each in layer order."""
-    ctx = RuleContext(list(layers), tuple(graph_problems))
+def _run_rules(target: str, ctx: object, policy: Policy | None) -> list[Finding]:
+    """Findings of the enabled rules of one target, rule by rule in registry order."""
     found: list[Finding] = []
     for rule in RULES:
-        if not (policy.enabled(rule.id) if policy is not None else rule.enabled):
+        if rule.target != target or not (policy.enabled(rule.id) if policy is not None else rule.enabled):
             continue
         params = policy.params(rule.id) if policy is not None else dict(rule.params)
         severity = policy.severity(rule.id) if policy is not None else rule.severity
@@ -324,14 +326,35 @@ def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), 
     return found
 
 
+def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None) -> list[Finding]:
+    """All findings of the enabled audit rules, rule by rule in registry order, each in layer order."""
+    return _run_rules("audit", RuleContext(list(layers), tuple(graph_problems)), policy)
+
+
+def evaluate_compare(ctx: CompareContext, policy: Policy | None = None) -> list[Finding]:
+    """All findings of the enabled comparison (CMP) rules."""
+    return _run_rules("compare", ctx, policy)
+
+
 def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
           baseline: Baseline | None = None, coverage: Coverage | None = None) -> Judgement:
-    """Evaluate the rules, then apply the policy (report level, ignored layers) and the baseline.
+    """Evaluate the audit rules, then apply the policy and the baseline, and give the verdict.
 
-    Order matters: a finding on an ignored layer is waived by the policy before the baseline is
-    consulted, so the baseline counts only findings the policy would have reported. `coverage`
-    says what share of the file's weights was analysed: an audit that checked nothing, or left
-    weights out for a limit, is `inconclusive` (rules/findings.verdict).
+    `coverage` says what share of the file's weights was analysed: an audit that checked nothing,
+    or left weights out for a limit, is `inconclusive` (see `verdict`).
+    """
+    allow = policy.allow_incomplete if policy is not None else False
+    incomplete = coverage.incomplete_reasons(allow) if coverage is not None else []
+    return settle(evaluate(layers, graph_problems, policy), layers, policy, baseline, incomplete)
+
+
+def settle(found: list[Finding], layers: Sequence[LayerResult], policy: Policy | None = None,
+           baseline: Baseline | None = None, incomplete: Sequence[str] = ()) -> Judgement:
+    """Apply the policy (report level, ignored layers) and the baseline to findings; the verdict.
+
+    Shared by the audit and the comparison. Order matters: a finding on an ignored layer is waived
+    by the policy before the baseline is consulted, so the baseline counts only findings the
+    policy would have reported.
     """
     report_level = policy.report_level if policy is not None else "info"
     fail_on = policy.fail_on if policy is not None else "error"
@@ -339,7 +362,7 @@ def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), pol
     by_id = {layer.id: layer for layer in layers}
     active: list[Finding] = []
     suppressed: list[Finding] = []
-    for f in evaluate(layers, graph_problems, policy):
+    for f in found:
         if SEVERITY_RANK[f.severity] < SEVERITY_RANK[report_level]:
             continue
         layer = by_id.get(f.layer_id) if f.layer_id is not None else None
@@ -352,8 +375,6 @@ def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), pol
             suppressed.append(f)
         else:
             active.append(f)
-    allow = policy.allow_incomplete if policy is not None else False
-    incomplete = coverage.incomplete_reasons(allow) if coverage is not None else []
     verdict_name, reasons = verdict(active, fail_on, incomplete)
     n_base = sum(1 for f in suppressed if f.suppressed_by == "baseline")
     if n_base:

@@ -79,7 +79,7 @@ class Policy:
                     "severity": self.severity(rule.id),
                     "params": {k: float(v) for k, v in sorted(self.params(rule.id).items())},
                 }
-                for rule in RULES
+                for rule in sorted(RULES, key=lambda r: r.id)
             },
         }
 
