@@ -35,11 +35,13 @@ def _shape(layer: LayerResult) -> tuple[int | None, int | None, int | None]:
 
 
 def siblings(layer: LayerResult, layers: Sequence[LayerResult], metric: str, min_group: float,
-             min_m: float = 0) -> Siblings | None:
+             min_m: float = 0, any_kind: bool = False) -> Siblings | None:
     """Analysed layers like `layer` that have `metric`: same kind and shape if enough, else same kind.
 
-    Embeddings are only compared with embeddings (a table's rows are not units with a fan-in).
-    None when no group reaches `min_group` members: the layer then gets no sibling-based finding.
+    With `any_kind`, every other analysed layer is the last resort (a model with one dense layer
+    among convs): right for randomness, which every trained layer shows whatever its kind, wrong
+    for scale. Embeddings are only compared with embeddings (a table's rows are not units with a
+    fan-in). None when no group reaches `min_group` members: no sibling-based finding then.
     """
     others = [s for s in layers if s is not layer and s.analysed and (s.M or 0) >= min_m
               and finite_or_none(s.metric(metric)) is not None]
@@ -50,6 +52,8 @@ def siblings(layer: LayerResult, layers: Sequence[LayerResult], metric: str, min
         return Siblings(tuple(same_shape), f"{len(same_shape)} sibling {noun}s of the same shape")
     if len(same_kind) >= min_group:
         return Siblings(tuple(same_kind), f"{len(same_kind)} sibling {noun}s")
+    if any_kind and layer.kind != "embedding" and len(others) >= min_group:
+        return Siblings(tuple(others), f"{len(others)} other analysed layers")
     return None
 
 
@@ -139,7 +143,7 @@ def random_layers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
         if labels[layer.id] != "random":
             continue
         metric = "rand_lambda_ratio" if layer.metric("rand_lambda_ratio") is not None else "num_spikes"
-        group = siblings(layer, ctx.layers, metric, p["min_siblings"], p["min_m"])
+        group = siblings(layer, ctx.layers, metric, p["min_siblings"], p["min_m"], any_kind=True)
         if group is None:
             continue
         structured = [s for s in group.layers if labels[s.id] == "structured"]
@@ -159,3 +163,28 @@ def random_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
         yield None, (f"model: {len(random)} of {len(judged)} layers with at least {p['min_m']:g} eigenvalues per "
                      f"slice are indistinguishable from random initialisation ({names}): the model looks untrained, "
                      "or its weights were not loaded")
+
+
+# --- WW014: over-trained model ---------------------------------------------------------------
+
+
+def heavy_tailed_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
+    """Most reliably fitted layers have their whole alpha interval below `alpha_min`.
+
+    One layer with alpha < 2 is common in good models (attention Q/K projections); most of a
+    model's layers there is the articles' over-training signature, also seen in a network trained
+    to memorise random labels (benchmarks/judgement.py: 2 of its 3 hidden layers, 0.10 or less of
+    the layers of every intact model).
+    """
+    fitted = []
+    for layer in ctx.layers:
+        alpha, d = finite_or_none(layer.metric("alpha")), finite_or_none(layer.metric("D"))
+        if layer.status == "ok" and layer.kind != "embedding" and alpha is not None and d is not None and d <= p["max_D"]:
+            fitted.append(layer)
+    heavy = [layer for layer in fitted
+             if (finite_or_none(layer.metric("alpha_ci_high")) or float(layer.metric("alpha"))) < p["alpha_min"]]
+    if len(heavy) >= p["min_layers"] and len(heavy) >= p["min_share"] * len(fitted):
+        names = ", ".join(layer.name for layer in heavy[:4]) + (f" and {len(heavy) - 4} more" if len(heavy) > 4 else "")
+        yield None, (f"model: {len(heavy)} of {len(fitted)} reliably fitted layers have their whole 95% alpha interval "
+                     f"below {p['alpha_min']:g} ({names}): very heavy-tailed throughout, the articles' signature of "
+                     "over-training (memorisation)")

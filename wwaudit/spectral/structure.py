@@ -16,6 +16,13 @@ copied whole), before any eigenvalue is computed:
   the other half) or from an exporter that materialised shared weights (grouped-query attention
   heads expanded to full width). All-zero rows are not counted: they are dead units, seen as rank
   loss. Rows shorter than ``MIN_DUP_LENGTH`` are not compared (a 1-element row repeats by design).
+* ``dead_rows`` / ``dead_cols``: output units (rows, over every kernel position) and inputs
+  (columns, over every position) whose weights are all numerically zero: norm at most
+  ``DEAD_RELATIVE`` × the largest row (column) norm. Weight decay drives unused units there (1e-17
+  to 1e-39 of the largest in the benchmark's models); each one removes a singular value per slice, so
+  rules/findings.py can tell rank lost to dead units from rank lost to truncation or copies:
+  ``dead_rank_loss`` is how many singular values they remove (over all slices), ``dead_share`` the
+  larger of the dead shares of outputs and inputs.
 
 Rows are compared through a 64-bit hash of their stored bit patterns (Σ bits·r mod 2⁶⁴ with
 fixed random odd multipliers r): exact integer arithmetic, so the result does not depend on the
@@ -27,6 +34,7 @@ from __future__ import annotations
 import numpy as np
 
 MIN_DUP_LENGTH = 8
+DEAD_RELATIVE = 1e-6
 _CHUNK_BYTES = 8 << 20  # uint64 working copy per chunk
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
 
@@ -43,7 +51,8 @@ class _Pass:
     def __init__(self, W: np.ndarray) -> None:
         self.W = W
         rows, cols = W.shape
-        self.sq = 0.0
+        self.row_sq = np.zeros(rows, dtype=np.float64)
+        self.col_sq = np.zeros(cols, dtype=np.float64)
         self.row_hash = np.zeros(rows, dtype=np.uint64)
         self.row_nonzero = np.zeros(rows, dtype=bool)
         self.col_hash = np.zeros(cols, dtype=np.uint64)
@@ -59,7 +68,8 @@ class _Pass:
         with np.errstate(over="ignore"):
             for lo in range(0, rows, step):
                 chunk = np.asarray(W[lo : lo + step])
-                self.sq += float(np.einsum("ij,ij->", chunk, chunk, dtype=np.float64))
+                self.row_sq[lo : lo + step] = np.einsum("ij,ij->i", chunk, chunk, dtype=np.float64)
+                self.col_sq += np.einsum("ij,ij->j", chunk, chunk, dtype=np.float64)
                 nz = chunk != 0
                 self.row_nonzero[lo : lo + step] = nz.any(axis=1)
                 self.col_nonzero |= nz.any(axis=0)
@@ -76,15 +86,33 @@ def _repeats(hashes: np.ndarray, nonzero: np.ndarray, length: int) -> int:
     return int(kept.size - np.unique(kept).size)
 
 
+def _dead(norms_sq: np.ndarray) -> int:
+    top = float(norms_sq.max()) if norms_sq.size else 0.0
+    return int(np.count_nonzero(norms_sq <= top * DEAD_RELATIVE**2)) if top > 0 else 0
+
+
 def structure_metrics(mats: list[np.ndarray]) -> dict[str, float | int | None]:
-    """``log_gain``, ``dup_rows`` and ``dup_cols`` of a layer's (out × in) slices, in their stored dtype."""
+    """``log_gain``, ``dup_rows``/``dup_cols`` and ``dead_rows``/``dead_cols`` of a layer's (out × in) slices.
+
+    Every slice of a layer has the same (out × in) shape, so row i of each slice belongs to output
+    unit i and column j to input j: their squared norms add up over the slices.
+    """
     total, dup_rows, dup_cols = 0.0, 0, 0
+    row_sq = np.zeros(mats[0].shape[0] if mats else 0)
+    col_sq = np.zeros(mats[0].shape[1] if mats else 0)
     for W in mats:
         p = _Pass(W)
         p.run()
-        total += p.sq
+        total += float(p.row_sq.sum())
         dup_rows += _repeats(p.row_hash, p.row_nonzero, W.shape[1])
         dup_cols += _repeats(p.col_hash, p.col_nonzero, W.shape[0])
-    outputs = mats[0].shape[0] if mats else 0
+        if p.row_sq.shape == row_sq.shape and p.col_sq.shape == col_sq.shape:
+            row_sq += p.row_sq
+            col_sq += p.col_sq
+    outputs, inputs = row_sq.size, col_sq.size
     gain = float(np.log10(total / outputs)) if outputs and total > 0 and np.isfinite(total) else None
-    return {"log_gain": gain, "dup_rows": dup_rows, "dup_cols": dup_cols}
+    dead_rows, dead_cols = _dead(row_sq), _dead(col_sq)
+    alive = max(0, min(outputs - dead_rows, inputs - dead_cols))
+    return {"log_gain": gain, "dup_rows": dup_rows, "dup_cols": dup_cols, "dead_rows": dead_rows, "dead_cols": dead_cols,
+            "dead_share": max(dead_rows / outputs, dead_cols / inputs) if outputs and inputs else None,
+            "dead_rank_loss": (min(outputs, inputs) - alive) * len(mats)}
