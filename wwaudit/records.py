@@ -33,6 +33,7 @@ METRIC_COLUMNS: tuple[str, ...] = (
     "log_alpha_norm",
     "stable_rank",
     "log_gain",
+    "levels_per_row",
     "matrix_rank",
     "rank_loss",
     "weak_rank_loss",

@@ -110,6 +110,18 @@ def _dead_units(layer: LayerResult, p: Mapping[str, float]) -> str | None:
             f"limit {p['max_dead_share']:.0%}): most of the layer is dead (collapsed by weight decay, or pruned)")
 
 
+def _few_levels(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    """Float-stored weights that take only a handful of values per output unit: k-bit rounding."""
+    levels = layer.metric("levels_per_row")
+    if not layer.analysed or levels is None or layer.quantization is not None or _is_degenerate(layer):
+        return None
+    if (layer.M or 0) * (layer.slices or 1) < p["min_width"] or levels > p["max_levels"]:
+        return None
+    return (f"{layer.name}: its output units take a median of {levels} distinct weight values (float storage, "
+            f"limit {p['max_levels']:g}): rounded to about {max(1, int(levels - 1).bit_length())} bits without a "
+            "quantization op (damaged, or quantized without calibration)")
+
+
 def _duplicates(layer: LayerResult, p: Mapping[str, float]) -> str | None:
     rows, cols = layer.metric("dup_rows") or 0, layer.metric("dup_cols") or 0
     n_rows = (layer.shape[0] if layer.shape else 0) or 1
@@ -309,6 +321,14 @@ RULES: tuple[Rule, ...] = (
           "max_D": "only fits with KS distance D <= max_D count (embeddings never)",
           "min_share": "fires when at least this share of the counted fits is heavy-tailed",
           "min_layers": "... and at least this many layers are"}),
+    Rule("WW015", "Weights on very few levels", "warning", "layer",
+         "Float weights whose output units each take 4 or fewer distinct values were rounded to about 2 bits: "
+         "round-to-nearest at 2 bits destroys most models (benchmarks/judgement.py), and a float file that carries "
+         "them hides the quantization from every tool that reads its dtype.",
+         "Check how the weights were quantized; quantize with calibration, or keep the float original.",
+         per_layer(_few_levels), {"max_levels": 4, "min_width": 16},
+         {"max_levels": "fires when the median distinct values per output unit is at most this (2 bits: 4)",
+          "min_width": "only layers with at least this many eigenvalues (a 9-weight kernel has 9 values at most)"}),
 )
 
 AUDIT_RULES = RULES

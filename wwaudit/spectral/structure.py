@@ -24,6 +24,11 @@ copied whole), before any eigenvalue is computed:
   ``dead_rank_loss`` is how many singular values they remove (over all slices), ``dead_share`` the
   larger of the dead shares of outputs and inputs.
 
+* ``levels_per_row``: the median number of distinct values in an output unit's weights (all kernel
+  positions), over at most ``LEVEL_ROWS`` evenly spaced units. Float training gives about as many
+  values as weights; weights rounded to k bits keep at most 2^k per unit (per-channel scales), so a
+  float-stored layer with 4 or fewer is 2-bit quantised without a quantisation op.
+
 Rows are compared through a 64-bit hash of their stored bit patterns (Σ bits·r mod 2⁶⁴ with
 fixed random odd multipliers r): exact integer arithmetic, so the result does not depend on the
 summation order, the CPU or the BLAS; two different rows share a hash with probability 2⁻⁶⁴.
@@ -34,6 +39,7 @@ from __future__ import annotations
 import numpy as np
 
 MIN_DUP_LENGTH = 8
+LEVEL_ROWS = 32
 DEAD_RELATIVE = 1e-6
 _CHUNK_BYTES = 8 << 20  # uint64 working copy per chunk
 _UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
@@ -91,6 +97,17 @@ def _dead(norms_sq: np.ndarray) -> int:
     return int(np.count_nonzero(norms_sq <= top * DEAD_RELATIVE**2)) if top > 0 else 0
 
 
+def _levels(mats: list[np.ndarray]) -> int | None:
+    """Median count of distinct values per sampled output unit (over its weights at every position)."""
+    rows = mats[0].shape[0] if mats else 0
+    width = sum(W.shape[1] for W in mats)
+    if rows == 0 or width < MIN_DUP_LENGTH:
+        return None
+    picks = np.unique(np.linspace(0, rows - 1, min(rows, LEVEL_ROWS)).astype(np.int64))
+    counts = [np.unique(np.concatenate([np.asarray(W[i]) for W in mats])).size for i in picks]
+    return int(np.median(counts))
+
+
 def structure_metrics(mats: list[np.ndarray]) -> dict[str, float | int | None]:
     """``log_gain``, ``dup_rows``/``dup_cols`` and ``dead_rows``/``dead_cols`` of a layer's (out × in) slices.
 
@@ -113,6 +130,7 @@ def structure_metrics(mats: list[np.ndarray]) -> dict[str, float | int | None]:
     gain = float(np.log10(total / outputs)) if outputs and total > 0 and np.isfinite(total) else None
     dead_rows, dead_cols = _dead(row_sq), _dead(col_sq)
     alive = max(0, min(outputs - dead_rows, inputs - dead_cols))
-    return {"log_gain": gain, "dup_rows": dup_rows, "dup_cols": dup_cols, "dead_rows": dead_rows, "dead_cols": dead_cols,
+    return {"log_gain": gain, "levels_per_row": _levels(mats), "dup_rows": dup_rows, "dup_cols": dup_cols,
+            "dead_rows": dead_rows, "dead_cols": dead_cols,
             "dead_share": max(dead_rows / outputs, dead_cols / inputs) if outputs and inputs else None,
             "dead_rank_loss": (min(outputs, inputs) - alive) * len(mats)}
