@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gating_models import clean_weights, save_model, trigger_weights
-from wwaudit.rules import findings
+from wwaudit.rules import findings, judge
 from wwaudit.engine.core import audit
 from wwaudit.options import AuditOptions
 from wwaudit.rules.phases import PHASES, assign_phases, classify
@@ -39,7 +39,7 @@ def _clean(count: int = 6) -> list[LayerResult]:
 
 
 def _rules(layers: list[LayerResult], problems: tuple[str, ...] = ()) -> list[tuple[str, str | None]]:
-    return [(f.rule, f.layer) for f in findings.evaluate(layers, problems)]
+    return [(f.rule, f.layer) for f in judge.evaluate(layers, problems)]
 
 
 # (rule, metrics or status that trigger it); each case is one layer next to clean layers.
@@ -102,7 +102,7 @@ def test_scale_outlier_needs_siblings_direction_limits_and_skips_the_input_layer
     down = _clean() + [_layer(6, log_gain=-2.5)]  # decayed layers of intact models sit 2-3 decades down
     assert _rules(down) == []
     deep = _clean() + [_layer(6, log_gain=-4.0)]
-    hits = [f for f in findings.evaluate(deep) if f.rule == "WW008"]
+    hits = [f for f in judge.evaluate(deep) if f.rule == "WW008"]
     assert [f.layer for f in hits] == ["layer6"] and "below" in hits[0].message and "siblings" in hits[0].message
     first = [_layer(0, log_gain=3.0)] + [_layer(i, log_gain=0.05 * i) for i in range(1, 7)]
     assert _rules(first) == []  # the layer nearest the input follows the input's units
@@ -125,12 +125,12 @@ def test_random_layer_needs_structured_siblings() -> None:
 
 def test_model_random_throughout_is_one_model_level_error() -> None:
     layers = [_layer(i, rand_lambda_ratio=1.0 + 0.01 * i, num_rand_spikes=0) for i in range(4)]
-    found = findings.evaluate(layers)
+    found = judge.evaluate(layers)
     assert [(f.rule, f.layer, f.severity) for f in found] == [("WW012", None, "error")]
     assert "4 of 4 layers" in found[0].message
     # with --fast there is no shuffled copy: the MP fit's spikes decide
     fast = [_layer(i, rand_lambda_ratio=None, num_rand_spikes=None, num_spikes=0) for i in range(3)]
-    assert [f.rule for f in findings.evaluate(fast)] == ["WW012"]
+    assert [f.rule for f in judge.evaluate(fast)] == ["WW012"]
 
 
 def test_duplicates_need_a_count_and_a_share() -> None:
@@ -139,18 +139,18 @@ def test_duplicates_need_a_count_and_a_share() -> None:
 
 
 def test_model_level_rules_have_no_layer() -> None:
-    found = findings.evaluate([_layer(i) for i in range(3)], ("dangling input 'x' of node 'n'",))
+    found = judge.evaluate([_layer(i) for i in range(3)], ("dangling input 'x' of node 'n'",))
     assert [(f.rule, f.layer, f.layer_id) for f in found] == [("WW000", None, None)]
-    assert findings.evaluate([_layer(i) for i in range(3)]) == []
+    assert judge.evaluate([_layer(i) for i in range(3)]) == []
 
 
 def test_alpha_hat_rule_is_off_by_default_and_works_when_enabled() -> None:
     from wwaudit.rules.policy import parse_policy
 
     layers = [_layer(i, alpha_weighted=12.0) for i in range(3)]
-    assert findings.evaluate(layers) == []
+    assert judge.evaluate(layers) == []
     policy = parse_policy({"rules": {"WW009": {"enabled": True}}}, "test")
-    assert [(f.rule, f.layer) for f in findings.evaluate(layers, policy=policy)] == [("WW009", None)]
+    assert [(f.rule, f.layer) for f in judge.evaluate(layers, policy=policy)] == [("WW009", None)]
 
 
 def test_weightwatcher_preset_labels_alpha_on_the_point_estimate_as_warnings() -> None:
@@ -160,7 +160,7 @@ def test_weightwatcher_preset_labels_alpha_on_the_point_estimate_as_warnings() -
                          _layer(7, alpha=6.5, alpha_ci_low=5.1, alpha_ci_high=8.0)]
     assert _rules(layers) == [("WW005", "layer6")]  # interval straddles 2 and 6; the poor fit is WW005
     preset = parse_policy({"preset": "weightwatcher"}, "test")
-    found = {(f.rule, f.layer, f.severity) for f in findings.evaluate(layers, policy=preset)}
+    found = {(f.rule, f.layer, f.severity) for f in judge.evaluate(layers, policy=preset)}
     assert {("WW001", "layer6", "warning"), ("WW002", "layer7", "warning")} <= found
     custom = parse_policy({"preset": "weightwatcher", "rules": {"WW001": {"severity": "error"}}}, "test")
     assert custom.severity("WW001") == "error" and custom.params("WW001")["use_ci"] == 0.0
@@ -169,19 +169,19 @@ def test_weightwatcher_preset_labels_alpha_on_the_point_estimate_as_warnings() -
 def test_verdict_follows_fail_on_and_coverage() -> None:
     from wwaudit.records import Coverage
 
-    found = findings.evaluate(_clean() + [_layer(6, rank_loss=40, matrix_rank=24), _layer(7, D=0.5)])
-    assert findings.verdict(found, "error")[0] == "review"
-    assert findings.verdict(found, "warning")[0] == "fail"
-    assert findings.verdict(found, "never")[0] == "review"
+    found = judge.evaluate(_clean() + [_layer(6, rank_loss=40, matrix_rank=24), _layer(7, D=0.5)])
+    assert judge.verdict(found, "error")[0] == "review"
+    assert judge.verdict(found, "warning")[0] == "fail"
+    assert judge.verdict(found, "never")[0] == "review"
     info_only = [f for f in found if f.severity == "info"]
-    assert findings.verdict(info_only, "error")[0] == "pass"
-    assert findings.verdict(info_only, "info")[0] == "fail"
+    assert judge.verdict(info_only, "error")[0] == "pass"
+    assert judge.verdict(info_only, "info")[0] == "fail"
     nothing = Coverage(weights=5, analysed=0, not_selected=5, weight_parameters=100)
-    assert findings.verdict([], "error", nothing.incomplete_reasons())[0] == "inconclusive"
+    assert judge.verdict([], "error", nothing.incomplete_reasons())[0] == "inconclusive"
     limited = Coverage(weights=5, analysed=4, skipped_for_limit=1, weight_parameters=100, analysed_parameters=80)
-    assert findings.verdict([], "error", limited.incomplete_reasons())[0] == "inconclusive"
+    assert judge.verdict([], "error", limited.incomplete_reasons())[0] == "inconclusive"
     assert limited.incomplete_reasons(allow_incomplete=True) == []
-    assert findings.verdict(found, "warning", limited.incomplete_reasons())[0] == "fail"
+    assert judge.verdict(found, "warning", limited.incomplete_reasons())[0] == "fail"
 
 
 def test_registry_is_complete_and_described() -> None:

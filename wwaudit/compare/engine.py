@@ -11,13 +11,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from wwaudit.engine.core import audit, dtype_eps
+from wwaudit.engine.core import audit
 from wwaudit.ingest.walker import walk
 from wwaudit.ingest.plan import LayerSpec, plan_layers, safe_name
+from wwaudit.ingest.tensors import dtype_eps
 from wwaudit.ingest.loader import load_model
 from wwaudit.options import AuditOptions
 from wwaudit.records import AuditResult, LayerResult
-from wwaudit.rules import findings as rule_registry
+from wwaudit.rules import judge as rule_registry
 from wwaudit.rules.compare_rules import CompareContext
 from wwaudit.compare.diff import DELTA_KEYS, metric_deltas, pair_diff
 from wwaudit.compare.matching import Pair, match_layers
