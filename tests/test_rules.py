@@ -22,7 +22,7 @@ from wwaudit.cli.main import main
 
 CLEAN = {"alpha": 3.2, "alpha_ci_low": 2.8, "alpha_ci_high": 3.6, "D": 0.04, "num_traps": 0, "rank_loss": 0,
          "matrix_rank": 64, "num_evals": 64, "lambda_max": 10.0, "log_spectral_norm": 1.0, "alpha_weighted": 3.2,
-         "rand_lambda_ratio": 3.0, "num_rand_spikes": 12, "log_gain": 0.0, "dup_rows": 0, "dup_cols": 0}
+         "rand_lambda_ratio": 3.0, "num_rand_spikes": 12, "log_gain": 0.12, "dup_rows": 0, "dup_cols": 0}
 
 
 def _layer(i: int, status: str = "ok", reason: str | None = None, problem: str | None = None,
@@ -35,7 +35,7 @@ def _layer(i: int, status: str = "ok", reason: str | None = None, problem: str |
 
 def _clean(count: int = 6) -> list[LayerResult]:
     """Healthy siblings with a little spread in gain and structure (robust z needs a non-zero MAD)."""
-    return [_layer(i, log_gain=0.05 * i, rand_lambda_ratio=3.0 + 0.2 * i) for i in range(count)]
+    return [_layer(i, log_gain=0.12 + 0.05 * i, rand_lambda_ratio=3.0 + 0.2 * i) for i in range(count)]
 
 
 def _rules(layers: list[LayerResult], problems: tuple[str, ...] = ()) -> list[tuple[str, str | None]]:
@@ -121,6 +121,18 @@ def test_random_layer_needs_structured_siblings() -> None:
     small = _layer(6, **random)
     small.M = 16
     assert _rules(_clean() + [small]) == []
+
+
+def test_random_layer_on_a_standard_initialiser_needs_only_half_its_siblings_structured() -> None:
+    """The gain of torch's default init (log10 1/3) on a random-looking layer is evidence of its own."""
+    random = dict(rand_lambda_ratio=0.99, num_rand_spikes=0)
+    mixed = _clean() + [_layer(6 + i, **random, log_gain=0.15) for i in range(3)]  # 6 of 9 siblings structured
+    assert _rules(mixed) == []
+    on_init = mixed + [_layer(9, **random, log_gain=-0.4771)]
+    found = judge.evaluate(on_init)
+    assert [(f.rule, f.layer) for f in found] == [("WW011", "layer9")] and "torch's default" in found[0].message
+    near_miss = mixed + [_layer(9, **random, log_gain=-0.42)]  # 0.06 decades off: not the initialiser
+    assert _rules(near_miss) == []
 
 
 def test_model_random_throughout_is_one_model_level_error() -> None:

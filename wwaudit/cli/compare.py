@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from wwaudit.errors import exit_code
 
@@ -21,6 +21,15 @@ if TYPE_CHECKING:
 def render_json(result: "CompareResult") -> bytes:
     """The comparison as JSON (schema wwaudit-compare/1): deterministic bytes, no timestamps."""
     return (json.dumps(result.to_dict(), indent=2, allow_nan=False, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _on_audit_shape(renderer: Callable[[Any, Any], bytes]) -> Callable[[Any, Any], bytes]:
+    """An audit output format (SARIF, JUnit, Markdown) applied to a comparison (CompareResult.as_audit)."""
+
+    def render(result: Any, ctx: Any) -> bytes:
+        return renderer(result.as_audit(), ctx)
+
+    return render
 
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -43,8 +52,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         outputs.append((args.report, report.renderer(args.report)))
     for fmt in ("sarif", "junit", "markdown"):  # the audit's CI formats, on the comparison's findings
         if getattr(args, fmt):
-            ci = formats.FORMATS[fmt]
-            outputs.append((getattr(args, fmt), lambda r, ctx, ci=ci: ci(r.as_audit(), ctx)))
+            outputs.append((getattr(args, fmt), _on_audit_shape(formats.FORMATS[fmt])))
     formats.check_outputs(outputs)
     policy = load_policy(args.policy, fail_on=args.fail_on)
     check_counts(args)

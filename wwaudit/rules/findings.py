@@ -288,10 +288,12 @@ AUDIT_RULES: tuple[Rule, ...] = (
          "with the same weights), while its trained siblings' do: the signature of weights that were never "
          "trained or failed to load and kept their initialisation.",
          "Check that the checkpoint's weights for this layer were loaded (names, shapes) before export.",
-         relative.random_layers, {**_RANDOM_PARAMS, "min_siblings": 2, "min_structured_share": 0.9},
+         relative.random_layers, {**_RANDOM_PARAMS, "min_siblings": 2, "min_structured_share": 0.9, "min_structured_share_init": 0.5},
          {**_RANDOM_HELP, "min_siblings": "needs at least this many siblings with min_m eigenvalues per slice",
           "min_structured_share": "... of which at least this share are structured (intact OCR models of the benchmark "
-                                  "have 20-25% random-looking layers; there one more is no evidence)"}),
+                                  "have 20-25% random-looking layers; there one more is no evidence)",
+          "min_structured_share_init": "... or at least this share when the layer's gain also sits on a standard "
+                                       "initialiser's (torch default, LeCun, He; within 0.03 decades)"}),
     Rule("WW012", "Model indistinguishable from random initialisation", "error", "model",
          "Most layers' spectra do not stand above their element-shuffled copies: the model looks untrained, "
          "or its weights were never loaded into the exported graph.",

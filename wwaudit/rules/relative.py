@@ -13,6 +13,7 @@ a matrix with exactly its elements and none of their correlations.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from math import log10
 from statistics import median
 from typing import Iterable, Mapping, Sequence
 
@@ -35,10 +36,12 @@ def _shape(layer: LayerResult) -> tuple[int | None, int | None, int | None]:
 
 
 def siblings(layer: LayerResult, layers: Sequence[LayerResult], metric: str, min_group: float,
-             min_m: float = 0, any_kind: bool = False) -> Siblings | None:
+             min_m: float = 0, any_kind: bool = False, by_shape: bool = True) -> Siblings | None:
     """Analysed layers like `layer` that have `metric`: same kind and shape if enough, else same kind.
 
-    With `any_kind`, every other analysed layer is the last resort (a model with one dense layer
+    `by_shape=False` skips the same-shape group (randomness does not depend on the shape, and a
+    pair of same-shape siblings says less than all the layers of the kind). With `any_kind`, every
+    other analysed layer is the last resort (a model with one dense layer
     among convs): right for randomness, which every trained layer shows whatever its kind, wrong
     for scale. Embeddings are only compared with embeddings (a table's rows are not units with a
     fan-in). None when no group reaches `min_group` members: no sibling-based finding then.
@@ -48,7 +51,7 @@ def siblings(layer: LayerResult, layers: Sequence[LayerResult], metric: str, min
     same_kind = [s for s in others if s.kind == layer.kind]
     same_shape = [s for s in same_kind if _shape(s) == _shape(layer)]
     noun = f"{layer.kind} layer"
-    if len(same_shape) >= min_group:
+    if by_shape and len(same_shape) >= min_group:
         return Siblings(tuple(same_shape), f"{len(same_shape)} sibling {noun}s of the same shape")
     if len(same_kind) >= min_group:
         return Siblings(tuple(same_kind), f"{len(same_kind)} sibling {noun}s")
@@ -136,22 +139,50 @@ def _evidence(layer: LayerResult) -> str:
             f"{spikes} eigenvalue{'s' if spikes != 1 else ''} above it")
 
 
+# Initialisers whose gain (squared weight norm per output = fan_in · variance) does not depend on the
+# layer's shape: torch's default for Linear/Conv (kaiming_uniform with a = √5: U(±1/√fan_in)), LeCun
+# (variance 1/fan_in), He/Kaiming (2/fan_in). A random-looking layer sitting on one of them, to
+# within INIT_GAIN_TOLERANCE decades, kept its initialisation: training moves the gain.
+INITIALISER_GAINS = {"torch's default (U(±1/√fan_in))": 1.0 / 3.0, "LeCun (variance 1/fan_in)": 1.0,
+                     "He (variance 2/fan_in)": 2.0}
+INIT_GAIN_TOLERANCE = 0.03
+
+
+def initialiser_match(layer: LayerResult) -> str | None:
+    """The standard initialiser whose gain the layer has, within INIT_GAIN_TOLERANCE decades."""
+    gain = finite_or_none(layer.metric("log_gain"))
+    if gain is None:
+        return None
+    for name, value in INITIALISER_GAINS.items():
+        if abs(gain - log10(value)) <= INIT_GAIN_TOLERANCE:
+            return f"{name}: gain {gain:.3f}, the initialiser's {log10(value):.3f}"
+    return None
+
+
 def random_layers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
-    """A layer that looks like random initialisation while its siblings carry learned structure."""
+    """A layer that looks like random initialisation while its siblings carry learned structure.
+
+    The siblings must be structured almost throughout (`min_structured_share`): in models where
+    random-looking layers are common one more is no evidence. When the layer's gain also sits on
+    a standard initialiser's, the initialisation itself is the evidence, and half of the siblings
+    being structured (`min_structured_share_init`) is enough.
+    """
     labels = {layer.id: randomness(layer, p) for layer in ctx.layers}
     for layer in ctx.layers:
         if labels[layer.id] != "random":
             continue
         metric = "rand_lambda_ratio" if layer.metric("rand_lambda_ratio") is not None else "num_spikes"
-        group = siblings(layer, ctx.layers, metric, p["min_siblings"], p["min_m"], any_kind=True)
-        if group is None:
-            continue
-        structured = [s for s in group.layers if labels[s.id] == "structured"]
-        share = len(structured) / len(group.layers)
-        if share >= p["min_structured_share"]:
-            yield layer, (f"{layer.name}: indistinguishable from random initialisation: {_evidence(layer)}; "
-                          f"{len(structured)} of its {group.label} stand clearly above theirs "
-                          "(weights never trained, or not loaded)")
+        init = initialiser_match(layer)
+        need = p["min_structured_share_init"] if init else p["min_structured_share"]
+        for by_shape in (True, False):  # its same-shape siblings, else all the layers of its kind
+            group = siblings(layer, ctx.layers, metric, p["min_siblings"], p["min_m"], any_kind=True, by_shape=by_shape)
+            structured = [s for s in group.layers if labels[s.id] == "structured"] if group else []
+            if group is not None and len(structured) >= need * len(group.layers):
+                yield layer, (f"{layer.name}: indistinguishable from random initialisation: {_evidence(layer)}"
+                              + (f"; its scale is that of {init}" if init else "")
+                              + f"; {len(structured)} of its {group.label} stand clearly above theirs "
+                              "(weights never trained, or not loaded)")
+                break
 
 
 def random_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
