@@ -66,7 +66,8 @@ def test_thresholds_disable_and_report_level(warn_model: Path, tmp_path: Path, m
     policy.write_text("[rules.WW003]\nmax-rank-loss-fraction = 0.95\n")
     code, doc = _run([str(warn_model)], tmp_path)
     assert [f for f in doc["findings"] if f["severity"] != "info"] == [] and doc["verdict"]["verdict"] == "pass"
-    assert doc["options"]["policy"]["rules"]["WW003"]["params"] == {"max_rank_loss_fraction": 0.95, "min_rank_loss": 2.0}
+    assert doc["options"]["policy"]["rules"]["WW003"]["params"] == {"max_rank_loss_fraction": 0.95, "min_rank_loss": 2.0,
+                                                                    "max_dead_share": 0.5}
     policy.write_text('disable = ["WW003"]\n')
     code, doc = _run([str(warn_model)], tmp_path)
     assert not [f for f in doc["findings"] if f["rule"] == "WW003"]
