@@ -130,7 +130,8 @@ def test_random_layer_on_a_standard_initialiser_needs_only_half_its_siblings_str
     assert _rules(mixed) == []
     on_init = mixed + [_layer(9, **random, log_gain=-0.4771)]
     found = judge.evaluate(on_init)
-    assert [(f.rule, f.layer) for f in found] == [("WW011", "layer9")] and "torch's default" in found[0].message
+    assert [(f.rule, f.layer, f.severity) for f in found] == [("WW016", "layer9", "error")]
+    assert "torch's default" in found[0].message
     near_miss = mixed + [_layer(9, **random, log_gain=-0.42)]  # 0.06 decades off: not the initialiser
     assert _rules(near_miss) == []
 
@@ -198,7 +199,7 @@ def test_verdict_follows_fail_on_and_coverage() -> None:
 
 def test_registry_is_complete_and_described() -> None:
     ids = [rule.id for rule in findings.RULES]
-    assert ids[:14] == [f"WW{i:03d}" for i in range(14)]
+    assert ids[:17] == [f"WW{i:03d}" for i in range(17)]
     for rule in findings.RULES:
         assert rule.severity in findings.SEVERITIES and rule.scope in ("layer", "model")
         assert rule.rationale and rule.remedy and rule.title
@@ -208,13 +209,14 @@ def test_registry_is_complete_and_described() -> None:
 def test_rules_command_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules"]) == 0
     text = capsys.readouterr().out
-    assert all(f"WW{i:03d}" in text for i in range(14)) and "alpha_min = 2" in text
+    assert all(f"WW{i:03d}" in text for i in range(17)) and "alpha_min = 2" in text
     assert main(["rules", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     by_id = {r["id"]: r for r in doc}
     assert by_id["WW002"]["params"] == {"alpha_max": 6.0, "max_D": 0.15, "use_ci": 1.0}
     assert by_id["WW009"]["scope"] == "model" and by_id["WW009"]["enabled"] is False
-    assert by_id["WW011"]["severity"] == "error" and by_id["WW004"]["severity"] == "info"
+    assert by_id["WW016"]["severity"] == "error" and by_id["WW011"]["severity"] == "warning"
+    assert by_id["WW004"]["severity"] == "info"
     assert main(["rules", "--format", "yaml"]) == 2
 
 
@@ -282,6 +284,12 @@ def test_end_to_end_scale_outlier_random_layer_duplicates_and_clean_model(tmp_pa
     swapped = dict(weights, dense3=reinit * (norm / float(np.linalg.norm(reinit))))
     found = audit(str(save_model(tmp_path / "reinit.onnx", swapped)), AuditOptions(workers=1))
     assert [(f.rule, f.layer) for f in found.findings if f.severity != "info"] == [("WW011", "dense3")]
+    assert found.verdict == "review"
+    fan_in = weights["dense3"].shape[1]  # the (out x in) matrix save_model stores transposed
+    bound = 1.0 / np.sqrt(fan_in)
+    torch_init = rng.uniform(-bound, bound, weights["dense3"].shape).astype(np.float32)  # torch's default init
+    found = audit(str(save_model(tmp_path / "init.onnx", dict(weights, dense3=torch_init))), AuditOptions(workers=1))
+    assert [(f.rule, f.layer) for f in found.findings if f.severity != "info"] == [("WW016", "dense3")]
     assert found.verdict == "fail"
     copied = weights["dense2"].copy()
     copied[:, 32:] = copied[:, :32]  # [in, out] storage: the second half of the output rows repeats the first

@@ -146,6 +146,9 @@ def _evidence(layer: LayerResult) -> str:
 INITIALISER_GAINS = {"torch's default (U(±1/√fan_in))": 1.0 / 3.0, "LeCun (variance 1/fan_in)": 1.0,
                      "He (variance 2/fan_in)": 2.0}
 INIT_GAIN_TOLERANCE = 0.03
+# Same-shape siblings speak for a layer only when there are at least this many of them (two
+# structured convs of one shape said "random" of an intact third one in the benchmark).
+SHAPE_GROUP_MIN = 4
 
 
 def initialiser_match(layer: LayerResult) -> str | None:
@@ -159,30 +162,51 @@ def initialiser_match(layer: LayerResult) -> str | None:
     return None
 
 
-def random_layers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
-    """A layer that looks like random initialisation while its siblings carry learned structure.
+def _random_among_structured(ctx: RuleContext, p: Mapping[str, float], on_init: bool) -> Iterable[Hit]:
+    """Random-looking layers whose siblings carry learned structure (shared by WW011 and WW016).
 
-    The siblings must be structured almost throughout (`min_structured_share`): in models where
-    random-looking layers are common one more is no evidence. When the layer's gain also sits on
-    a standard initialiser's, the initialisation itself is the evidence, and half of the siblings
-    being structured (`min_structured_share_init`) is enough.
+    Siblings that are neither clearly random nor clearly structured do not count either way.
+    `on_init` False (WW011): a random-looking layer whose gain is not a standard initialiser's,
+    when it is the only random-looking one of its group (`max_random_siblings` 0): intact models of
+    the benchmark have a few random-looking layers, and among them one more is no evidence. True
+    (WW016): a random-looking layer whose gain sits on a standard initialiser's: the initialisation
+    itself is evidence, so other random-looking siblings are tolerated as long as at least half of
+    the decided siblings are structured (`min_structured_share` 0.5).
     """
     labels = {layer.id: randomness(layer, p) for layer in ctx.layers}
     for layer in ctx.layers:
         if labels[layer.id] != "random":
             continue
-        metric = "rand_lambda_ratio" if layer.metric("rand_lambda_ratio") is not None else "num_spikes"
         init = initialiser_match(layer)
-        need = p["min_structured_share_init"] if init else p["min_structured_share"]
-        for by_shape in (True, False):  # its same-shape siblings, else all the layers of its kind
-            group = siblings(layer, ctx.layers, metric, p["min_siblings"], p["min_m"], any_kind=True, by_shape=by_shape)
-            structured = [s for s in group.layers if labels[s.id] == "structured"] if group else []
-            if group is not None and len(structured) >= need * len(group.layers):
+        if on_init != (init is not None):  # a layer on an initialiser's scale is WW016's, the others WW011's
+            continue
+        metric = "rand_lambda_ratio" if layer.metric("rand_lambda_ratio") is not None else "num_spikes"
+        for by_shape in (True, False):  # its same-shape siblings (at least 4), else all the layers of its kind
+            least = max(p["min_siblings"], SHAPE_GROUP_MIN) if by_shape else p["min_siblings"]
+            group = siblings(layer, ctx.layers, metric, least, p["min_m"], any_kind=True, by_shape=by_shape)
+            if group is None or (by_shape and "same shape" not in group.label):
+                continue  # too few of its shape: judged against the kind in the next round
+            structured = [s for s in group.layers if labels[s.id] == "structured"]
+            random = [s for s in group.layers if labels[s.id] == "random"]
+            decided = len(structured) + len(random)
+            if len(structured) >= p["min_siblings"] and len(random) <= p["max_random_siblings"] \
+                    and len(structured) >= p["min_structured_share"] * decided:
                 yield layer, (f"{layer.name}: indistinguishable from random initialisation: {_evidence(layer)}"
-                              + (f"; its scale is that of {init}" if init else "")
-                              + f"; {len(structured)} of its {group.label} stand clearly above theirs "
-                              "(weights never trained, or not loaded)")
+                              + (f"; its scale is exactly that of {init}" if on_init else "")
+                              + f"; {len(structured)} of its {group.label} stand clearly above theirs"
+                              + (f" and {len(random)} look random too" if random else "")
+                              + " (weights never trained, or not loaded)")
                 break
+
+
+def random_layers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
+    """WW011: a random-looking layer among structured siblings (not on an initialiser's scale)."""
+    return _random_among_structured(ctx, p, False)
+
+
+def initialised_layers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
+    """WW016: a random-looking layer whose scale is a standard initialiser's, among structured siblings."""
+    return _random_among_structured(ctx, p, True)
 
 
 def random_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:

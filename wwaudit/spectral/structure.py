@@ -97,13 +97,16 @@ def _dead(norms_sq: np.ndarray) -> int:
     return int(np.count_nonzero(norms_sq <= top * DEAD_RELATIVE**2)) if top > 0 else 0
 
 
-def _levels(mats: list[np.ndarray]) -> int | None:
-    """Median count of distinct values per sampled output unit (over its weights at every position)."""
-    rows = mats[0].shape[0] if mats else 0
+def _levels(mats: list[np.ndarray], live: np.ndarray) -> int | None:
+    """Median count of distinct values per sampled live output unit (its weights at every position).
+
+    Dead units (all-zero rows) are left out: they hold one value by being dead, not by rounding.
+    """
     width = sum(W.shape[1] for W in mats)
-    if rows == 0 or width < MIN_DUP_LENGTH:
+    rows = np.flatnonzero(live)
+    if rows.size == 0 or width < MIN_DUP_LENGTH:
         return None
-    picks = np.unique(np.linspace(0, rows - 1, min(rows, LEVEL_ROWS)).astype(np.int64))
+    picks = rows[np.unique(np.linspace(0, rows.size - 1, min(rows.size, LEVEL_ROWS)).astype(np.int64))]
     counts = [np.unique(np.concatenate([np.asarray(W[i]) for W in mats])).size for i in picks]
     return int(np.median(counts))
 
@@ -130,7 +133,9 @@ def structure_metrics(mats: list[np.ndarray]) -> dict[str, float | int | None]:
     gain = float(np.log10(total / outputs)) if outputs and total > 0 and np.isfinite(total) else None
     dead_rows, dead_cols = _dead(row_sq), _dead(col_sq)
     alive = max(0, min(outputs - dead_rows, inputs - dead_cols))
-    return {"log_gain": gain, "levels_per_row": _levels(mats), "dup_rows": dup_rows, "dup_cols": dup_cols,
+    top = float(row_sq.max()) if row_sq.size else 0.0
+    live = row_sq > top * DEAD_RELATIVE**2 if top > 0 else np.zeros(row_sq.size, dtype=bool)
+    return {"log_gain": gain, "levels_per_row": _levels(mats, live), "dup_rows": dup_rows, "dup_cols": dup_cols,
             "dead_rows": dead_rows, "dead_cols": dead_cols,
             "dead_share": max(dead_rows / outputs, dead_cols / inputs) if outputs and inputs else None,
             "dead_rank_loss": (min(outputs, inputs) - alive) * len(mats)}
