@@ -145,7 +145,7 @@ def run_audit(model_file: Path, out: Path, extra: list[str], reaudit: bool) -> d
         rc, err = proc.returncode, proc.stderr.strip()[-400:]
     except subprocess.TimeoutExpired:
         rc, err = -1, "timed out after 1800 s"
-    doc = _read_json(tmp) if rc in (0, 1) else None
+    doc = _read_json(tmp) if rc in (0, 1, 3) else None  # 3: inconclusive, a verdict with its JSON
     if doc is None:
         doc = {"_error": err or f"exit {rc}, no JSON"}
     doc["_exit"], doc["_seconds"] = rc, round(time.monotonic() - started, 2)

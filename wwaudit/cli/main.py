@@ -88,7 +88,8 @@ def _run_rules(argv: Sequence[str]) -> int:
         print(json.dumps([rule.describe() for rule in RULES], indent=2, ensure_ascii=False))
         return EXIT_OK
     for rule in RULES:
-        print(f"{rule.id}  [{rule.severity}]  {rule.title}  ({rule.scope})")
+        where = f"{rule.scope}{', compare' if rule.target == 'compare' else ''}{', off by default' if not rule.enabled else ''}"
+        print(f"{rule.id}  [{rule.severity}]  {rule.title}  ({where})")
         print(f"    why:  {rule.rationale}")
         print(f"    do:   {rule.remedy}")
         for key, value in sorted(rule.params.items()):
