@@ -132,6 +132,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "verdict": result.verdict,
         "verdict_reasons": result.verdict_reasons,
         "gate_note": gate_note(result),
+        "reliability": RELIABILITY,
         "summary": _key_metrics(result, band),
         "alpha_band": {"text": band_text(band), "low": f"{band[0]:g}", "high": f"{band[1]:g}"},
         "counts": {sev: sum(1 for f in result.findings if f.severity == sev) for sev in ("error", "warning", "info")},
@@ -369,6 +370,16 @@ def _coverage_text(s: dict[str, Any]) -> str:
     share = s.get("coverage")
     text = f"{s.get('weights_analysed', 0)} of {s.get('weights', 0)} weights"
     return text + (f" ({share:.1%} of their parameters)" if isinstance(share, (int, float)) else "")
+
+
+# What the judgement benchmark measured (README, "How reliable are these findings"): printed in
+# every report so that a reviewer reads the verdict with its error rates.
+RELIABILITY = (
+    "Measured on real pretrained models damaged one layer at a time (benchmarks/judgement.py): see the README's "
+    "\"How reliable are these findings\" for the tables. What the method cannot see: additive noise below the "
+    "layer's own scale, layers too small to tell from random (fewer than 32 eigenvalues per slice), two layers "
+    "swapped, and anything the weights' spectra do not show (a wrong label map, a wrong preprocessing)."
+)
 
 
 def gate_note(result: AuditResult) -> str:
