@@ -328,7 +328,7 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
             finding=finding, analysed="w_ok", **kw)
 
     tensor_case("memory_bomb", _raw("w_target", (1 << 31, 1 << 31), weights.tobytes()),
-                "--max-memory", "skipped")
+                "--max-memory", "skipped", exit_code=3)
     tensor_case("memory_bomb_under_limit", _raw("w_target", (100_000, 1_000), weights.tobytes()),
                 "raw data has", "error")
     tensor_case("negative_dims", _raw("w_target", (-ROWS, COLS), weights.tobytes()), "negative dimension", "skipped")

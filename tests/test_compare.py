@@ -99,7 +99,7 @@ def test_model_against_itself(models: dict[str, Path]) -> None:
         assert p.diff["rank"] == 0
         assert all(v == 0.0 for v in p.delta.values() if v is not None)
         assert p.delta["log_norm"] == 0.0
-    assert all(row["favours"] == "neither" for row in result.model_metrics if row["base"] is not None)
+    assert all(row["lower"] == "equal" for row in result.model_metrics if row["base"] is not None)
     assert result.verdict == "pass" and result.findings == []
 
 
@@ -199,7 +199,7 @@ def test_cli_json_contract_report_and_exit_codes(models: dict[str, Path], tmp_pa
     assert {"base", "candidate", "match", "N", "M", "delta", "relative_distance", "subspace_overlap"} <= set(pair)
     assert set(pair["delta"]) == {"alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "mp_softrank"}
     assert doc["unmatched"] == {"base": [], "candidate": []}
-    assert "architecture family" in doc["caveat"]
+    assert "one architecture" in doc["caveat"] and "not which model is better" in doc["caveat"]
     page = html.read_text()
     assert "Largest changes" in page and page.count("data:image/svg+xml;base64,") >= 3
 
@@ -228,9 +228,11 @@ def test_cli_keeps_the_audit_limits(models: dict[str, Path], tmp_path: Path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "time limit" in err[0] and "--timeout" in err[0]
     assert main([*args, "--timeout", "soon"]) == 2 and "--timeout" in capsys.readouterr().err
-    # a layer budget below every layer's working set: both sides skip every layer, with the reason
-    assert main([*args, "--max-memory", "1K"]) == 0
+    # a layer budget below every layer's working set: both sides skip every layer, with the reason;
+    # nothing was compared, so the comparison is inconclusive (exit 3), never a pass
+    assert main([*args, "--max-memory", "1K"]) == 3
     doc = json.loads(out.read_text())
+    assert doc["verdict"]["verdict"] == "inconclusive"
     assert doc["pairs"] and all(pair["status"] == "skipped" for pair in doc["pairs"])
     assert all("--max-memory" in pair["reason"] for pair in doc["pairs"])
 
@@ -282,3 +284,26 @@ def test_difference_metrics_on_known_matrices() -> None:
     assert pair_diff([W], [W[:, :20]], "dense", 1e-7).status == "error"
     assert metric_deltas({"alpha": 3.0, "log_norm": 1.0}, {"alpha": 2.5, "log_norm": None}) == {
         "alpha": -0.5, "alpha_weighted": None, "log_norm": None, "log_spectral_norm": None, "mp_softrank": None}
+
+
+def test_unrelated_models_compare_inconclusive_and_ci_outputs(models: dict[str, Path], tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:
+    """Nothing matched is never a pass; the comparison writes the audit's CI formats under its policy."""
+    from gating_models import power_law_matrix, save_model
+
+    other = save_model(tmp_path / "other.onnx", {"x": power_law_matrix(300, 200, 3.0), "y": power_law_matrix(90, 70, 3.0)})
+    out = tmp_path / "c.json"
+    assert main(["compare", str(models["base"]), str(other), "--quiet", "--json", str(out)]) == 3
+    assert json.loads(out.read_text())["verdict"]["verdict"] == "inconclusive"
+    assert "inconclusive" in capsys.readouterr().err
+    sarif, junit, md = tmp_path / "c.sarif", tmp_path / "c.xml", tmp_path / "c.md"
+    policy = tmp_path / "p.toml"
+    policy.write_text('[rules.CMP006]\nseverity = "warning"\n')
+    code = main(["compare", str(models["base"]), str(models["tuned"]), "--quiet", "--sarif", str(sarif), "--junit",
+                 str(junit), "--markdown", str(md), "--policy", str(policy), "--fail-on", "warning"])
+    doc = json.loads(sarif.read_text())
+    run = doc["runs"][0]
+    assert run["properties"]["verdict"] in ("pass", "review", "fail") and run["properties"]["failOn"] == "warning"
+    assert "CMP003" in {rule["id"] for rule in run["tool"]["driver"]["rules"]}
+    assert code == (1 if run["properties"]["verdict"] == "fail" else 0)
+    assert "<testsuites" in junit.read_text() and "wwaudit" in md.read_text()

@@ -135,7 +135,9 @@ def test_junit_parses_with_one_case_per_analysed_layer(run: dict) -> None:
     suite = root.find("testsuite")
     cases = suite.findall("testcase")
     attempted = [layer for layer in audit["layers"] if layer["status"] != "skipped"]
-    assert len(cases) == len(attempted) + 1 == int(suite.get("tests"))  # + the model-level case
+    assert len(cases) == len(attempted) + 2 == int(suite.get("tests"))  # + the model-level and coverage cases
+    coverage = [case for case in cases if case.get("name") == "coverage"][0]
+    assert coverage.find("failure") is None and "weights analysed" in coverage.find("system-out").text
     failed = {case.get("name") for case in cases if case.find("failure") is not None}
     assert failed == {"nan_w", "inf_w", "zero_w", "const_w"}  # the error-level findings (fail-on error)
     assert int(root.get("failures")) == 4

@@ -15,8 +15,9 @@ from wwaudit.errors import UsageError
 
 @pytest.fixture(scope="module")
 def warn_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A healthy layer and an over-trained one (WW001, a warning): exit 0 by default."""
-    weights = {"clean": power_law_matrix(128, 64, 3.0), "head.overfit": power_law_matrix(128, 64, 1.6, seed=3)}
+    """A healthy layer and a rank-collapsed one (WW003, a warning): exit 0 by default."""
+    thin = power_law_matrix(128, 8, 3.0, seed=3) @ power_law_matrix(64, 8, 3.0, seed=4).T
+    weights = {"clean": power_law_matrix(128, 64, 3.0), "head.thin": thin}
     return save_model(tmp_path_factory.mktemp("policy") / "warn.onnx", weights)
 
 
@@ -54,7 +55,7 @@ def test_precedence_cli_over_file_over_defaults(warn_model: Path, tmp_path: Path
     assert code == 0 and doc["options"]["policy"]["fail_on"] == "error"
     # an explicit --policy replaces discovery
     other = tmp_path / "strict.toml"
-    other.write_text('[rules.WW001]\nseverity = "error"\n')
+    other.write_text('[rules.WW003]\nseverity = "error"\n')
     code, doc = _run([str(warn_model), "--policy", str(other)], tmp_path)
     assert code == 1 and doc["findings"][0]["severity"] == "error"
 
@@ -62,19 +63,21 @@ def test_precedence_cli_over_file_over_defaults(warn_model: Path, tmp_path: Path
 def test_thresholds_disable_and_report_level(warn_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     policy = tmp_path / "wwaudit.toml"
-    policy.write_text("[rules.WW001]\nalpha-min = 1.2\n")
+    policy.write_text("[rules.WW003]\nmax-rank-loss-fraction = 0.95\n")
     code, doc = _run([str(warn_model)], tmp_path)
-    assert doc["findings"] == [] and doc["verdict"]["verdict"] == "pass"
-    assert doc["options"]["policy"]["rules"]["WW001"]["params"] == {"alpha_min": 1.2, "max_D": 0.15}
-    policy.write_text('disable = ["WW001"]\n')
+    assert [f for f in doc["findings"] if f["severity"] != "info"] == [] and doc["verdict"]["verdict"] == "pass"
+    assert doc["options"]["policy"]["rules"]["WW003"]["params"] == {"max_rank_loss_fraction": 0.95, "min_rank_loss": 2.0,
+                                                                    "max_dead_share": 0.5}
+    policy.write_text('disable = ["WW003"]\n')
     code, doc = _run([str(warn_model)], tmp_path)
-    assert doc["findings"] == [] and doc["options"]["policy"]["rules"]["WW001"]["enabled"] is False
+    assert not [f for f in doc["findings"] if f["rule"] == "WW003"]
+    assert doc["options"]["policy"]["rules"]["WW003"]["enabled"] is False
     policy.write_text('report-level = "error"\n')
     code, doc = _run([str(warn_model)], tmp_path)
     assert doc["findings"] == [] and code == 0
     policy.write_text('[rules.WW005]\nmax-D = 0.0\n')  # every fitted layer now has a "poor" fit (info)
     code, doc = _run([str(warn_model), "--fail-on", "info"], tmp_path)
-    assert code == 1 and {f["rule"] for f in doc["findings"]} == {"WW001", "WW005"}
+    assert code == 1 and {"WW003", "WW005"} <= {f["rule"] for f in doc["findings"]}
 
 
 def test_ignore_layers_waives_findings(warn_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -82,8 +85,9 @@ def test_ignore_layers_waives_findings(warn_model: Path, tmp_path: Path, monkeyp
     (tmp_path / "wwaudit.toml").write_text('fail-on = "warning"\nignore-layers = ["^head\\\\."]\n')
     code, doc = _run([str(warn_model)], tmp_path)
     assert code == 0 and doc["findings"] == []
-    assert [(f["rule"], f["layer"], f["suppressed_by"]) for f in doc["suppressed"]] == [("WW001", "head.overfit", "policy")]
-    assert doc["summary"]["suppressed_policy"] == 1
+    waived = [(f["rule"], f["layer"], f["suppressed_by"]) for f in doc["suppressed"]]
+    assert ("WW003", "head.thin", "policy") in waived and {layer for _, layer, _ in waived} == {"head.thin"}
+    assert doc["summary"]["suppressed_policy"] == len(waived)
 
 
 def test_effective_policy_is_echoed_deterministically_with_hash(tmp_path: Path) -> None:

@@ -152,8 +152,10 @@ def test_external_data_is_read_lazily_one_layer_at_a_time(
 def test_max_evals_skips_with_reason_and_nothing_is_gated_silently(tmp_path: Path) -> None:
     model = _chain(tmp_path / "m.onnx", [(96, 64), (64, 300), (300, 20)])
     out = tmp_path / "a.json"
-    assert main([str(model), "--json", str(out), "--quiet", "--max-evals", "50", "--workers", "2"]) == 0
-    layers = json.loads(out.read_text())["layers"]
+    assert main([str(model), "--json", str(out), "--quiet", "--max-evals", "50", "--workers", "2"]) == 3  # inconclusive
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["weights_skipped_for_limit"] == 2 and doc["verdict"]["verdict"] == "inconclusive"
+    layers = doc["layers"]
     assert [layer["status"] for layer in layers][:2] == ["skipped", "skipped"]
     assert layers[0]["reason"] == "more than --max-evals 50 eigenvalues"
     assert layers[2]["num_evals"] == 20

@@ -58,6 +58,10 @@ METRICS: tuple[Metric, ...] = (
            terminal=True, delta=True, mean_over="analysed"),
     Metric("log_alpha_norm", "log α-norm", "log10 Σ λ^α", "real", "norms"),
     Metric("stable_rank", "stable rank", "Σλ / λmax", "real", "rank", table=True, detail=9, mean_over="analysed"),
+    Metric("log_gain", "gain", "log10 of the squared weight norm per output unit (the variance an output receives from "
+           "unit-variance inputs; compares layers of different shapes)", "real", "structure", detail=17),
+    Metric("levels_per_row", "levels", "median number of distinct weight values per output unit (k-bit rounding "
+           "leaves at most 2^k)", "count", "structure"),
     Metric("matrix_rank", "rank", "singular values above the numerical threshold σmax·N·eps", "count", "rank"),
     Metric("rank_loss", "rank loss", "singular values that are numerically zero", "count", "rank", table=True,
            detail=10, terminal=True),
@@ -75,6 +79,18 @@ METRICS: tuple[Metric, ...] = (
     Metric("rand_distance", "distance to shuffled", "Jensen-Shannon distance between the ESD and that of an "
            "element-shuffled copy", "real", "traps", detail=15),
     Metric("rand_bulk_max", "shuffled bulk edge", "MP bulk edge of the element-shuffled copy", "real", "traps"),
+    Metric("rand_lambda_max", "shuffled λmax", "largest eigenvalue of the element-shuffled copy (median over copies)",
+           "real", "traps"),
+    Metric("num_rand_spikes", "above shuffled", "eigenvalues above the shuffled copy's top (its λmax or trap edge)",
+           "count", "traps", detail=18),
+    Metric("rand_lambda_ratio", "λmax / shuffled", "λmax over the shuffled copy's top: about 1 for a random matrix, "
+           "well above 1 for a trained layer", "real", "traps", detail=19),
+    Metric("dup_rows", "copied rows", "non-zero output rows that exactly repeat another", "count", "structure"),
+    Metric("dup_cols", "copied columns", "non-zero input columns that exactly repeat another", "count", "structure"),
+    Metric("dead_rows", "dead outputs", "output units with all-zero weights", "count", "structure"),
+    Metric("dead_cols", "dead inputs", "inputs with all-zero weights", "count", "structure"),
+    Metric("dead_share", "dead share", "larger of the dead shares of outputs and inputs", "real", "structure"),
+    Metric("dead_rank_loss", "dead-unit rank loss", "singular values the dead units remove", "count", "structure"),
     Metric("best_fit", "best tail model", "tail model the likelihood-ratio tests prefer", "text", "distributions",
            detail=7),
     Metric("tpl_alpha", "TPL α", "exponent of the truncated power-law fit", "real", "distributions"),

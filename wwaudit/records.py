@@ -145,6 +145,54 @@ class ModelInfo:
         }
 
 
+@dataclass(frozen=True)
+class Coverage:
+    """What share of the file's weights the audit analysed: the evidence behind "nothing checked".
+
+    A weight is a tensor in an op's weight slot (a layer, also when too small or depthwise to
+    analyse); parameters are shared out evenly among the layers cut from one tensor (LSTM gates).
+    `skipped_for_limit`: weights left out by --max-evals or --max-memory; `not_selected`: weights
+    --layers did not select. Both count against the analysed share.
+    """
+
+    weights: int = 0
+    analysed: int = 0
+    skipped_for_limit: int = 0
+    not_selected: int = 0
+    not_analysable: int = 0
+    weight_parameters: int = 0
+    analysed_parameters: int = 0
+
+    @property
+    def share(self) -> float | None:
+        """Analysed share of the weight parameters (None when the file has no weights)."""
+        return self.analysed_parameters / self.weight_parameters if self.weight_parameters else None
+
+    def incomplete_reasons(self, allow_incomplete: bool = False) -> list[str]:
+        """Why the audit cannot pass: nothing analysed, or (unless allowed) weights left out for a limit."""
+        if self.analysed == 0:
+            if self.weights == 0:
+                return ["no weight found in the file: nothing was audited (weights fed as graph inputs are not in the file)"]
+            why = f"{self.not_selected} not selected by --layers" if self.not_selected else "none could be analysed"
+            return [f"0 of {self.weights} weights analysed ({why}): nothing was audited"]
+        if self.skipped_for_limit and not allow_incomplete:
+            return [f"{self.skipped_for_limit} of {self.weights} weights skipped for --max-evals/--max-memory: "
+                    "the audit is incomplete (raise the limit, or allow-incomplete in the policy)"]
+        return []
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": self.weights,
+            "weights_analysed": self.analysed,
+            "weights_skipped_for_limit": self.skipped_for_limit,
+            "weights_not_selected": self.not_selected,
+            "weights_not_analysable": self.not_analysable,
+            "weight_parameters": self.weight_parameters,
+            "weight_parameters_analysed": self.analysed_parameters,
+            "coverage": None if self.share is None else float(f"{self.share:.6g}"),
+        }
+
+
 @dataclass
 class AuditResult:
     """Everything one audit produced, in the order renderers show it."""
@@ -152,7 +200,7 @@ class AuditResult:
     model: ModelInfo
     layers: list[LayerResult]
     findings: list[Finding]
-    verdict: str  # "pass" | "review" | "fail"
+    verdict: str  # "pass" | "review" | "inconclusive" | "fail"
     verdict_reasons: list[str]
     options: dict[str, Any]
     summary: dict[str, Any]

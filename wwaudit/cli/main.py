@@ -14,7 +14,7 @@ from typing import Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import check_counts, command_line, run_date
-from wwaudit.errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, UsageError, WwauditError
+from wwaudit.errors import EXIT_ERROR, EXIT_OK, UsageError, WwauditError, exit_code
 
 
 class _Parser(argparse.ArgumentParser):
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis "
         "(power-law alpha, norms, rank collapse) and a report a reviewer can sign.",
         epilog="Exit codes: 0 audit done, no finding at or above the failure level; 1 findings at or "
-        "above it; 2 unusable input, usage or I/O error. `wwaudit rules` lists the rules.",
+        "above it; 2 unusable input, usage or I/O error; 3 inconclusive (nothing analysed, or weights "
+        "skipped for a limit). `wwaudit rules` lists the rules.",
     )
     parser.add_argument("model", help="path to the .onnx file (external data is read from its folder)")
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--fail-on", choices=("info", "warning", "error", "never"),
                       help="lowest severity that fails the run (exit 1); overrides the policy (default error)")
     gate.add_argument("--baseline", metavar="JSON", help="an earlier wwaudit JSON: only findings not in it count")
+    gate.add_argument("--allow-incomplete", action="store_true",
+                      help="weights skipped for --max-evals/--max-memory do not make the verdict inconclusive (exit 3)")
     ana = parser.add_argument_group("analysis")
     ana.add_argument("--layers", metavar="REGEX", help="analyse only layers whose name or tensor matches")
     ana.add_argument("--fast", action="store_true", help="reference metric set only (no traps, no distribution comparison)")
@@ -85,7 +88,8 @@ def _run_rules(argv: Sequence[str]) -> int:
         print(json.dumps([rule.describe() for rule in RULES], indent=2, ensure_ascii=False))
         return EXIT_OK
     for rule in RULES:
-        print(f"{rule.id}  [{rule.severity}]  {rule.title}  ({rule.scope})")
+        where = f"{rule.scope}{', compare' if rule.target == 'compare' else ''}{', off by default' if not rule.enabled else ''}"
+        print(f"{rule.id}  [{rule.severity}]  {rule.title}  ({where})")
         print(f"    why:  {rule.rationale}")
         print(f"    do:   {rule.remedy}")
         for key, value in sorted(rule.params.items()):
@@ -129,7 +133,7 @@ def _run_audit(argv: Sequence[str]) -> int:
     from wwaudit.rules.baseline import load_baseline
     from wwaudit.rules.policy import load_policy
 
-    policy = load_policy(args.policy, fail_on=args.fail_on)
+    policy = load_policy(args.policy, fail_on=args.fail_on, allow_incomplete=args.allow_incomplete)
     baseline = load_baseline(args.baseline) if args.baseline else None
     with limits.watchdog(deadline):
         result = audit(args.model, options, progress, policy=policy, baseline=baseline)
@@ -152,7 +156,9 @@ def _run_audit(argv: Sequence[str]) -> int:
         formats.write_atomic(path, renderer(result, ctx))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result)
-    return EXIT_FINDINGS if result.verdict == "fail" else EXIT_OK
+    elif result.verdict in ("fail", "inconclusive"):
+        print(f"wwaudit: verdict {result.verdict}: {'; '.join(result.verdict_reasons)}", file=sys.stderr)
+    return exit_code(result.verdict)
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
@@ -173,6 +179,13 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", metavar="PATH", help="write the comparison as JSON (schema wwaudit-compare/1); '-' for stdout")
     parser.add_argument("--report", metavar="PATH", help="write the comparison report, .html or .pdf")
     parser.add_argument("--page-size", choices=("A4", "Letter"), default="A4", help="PDF page size (default A4)")
+    parser.add_argument("--sarif", metavar="PATH", help="write the comparison's findings as SARIF 2.1.0; '-' for stdout")
+    parser.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per candidate layer; '-' for stdout")
+    parser.add_argument("--markdown", metavar="PATH", help="write a Markdown summary; '-' for stdout")
+    parser.add_argument("--policy", metavar="PATH", help="policy file (CMP rules' severities and thresholds; "
+                        "default: the nearest wwaudit.toml or pyproject.toml [tool.wwaudit])")
+    parser.add_argument("--fail-on", choices=("info", "warning", "error", "never"),
+                        help="lowest severity that fails the run (exit 1); overrides the policy (default error)")
     parser.add_argument("--layers", metavar="REGEX", help="compare only layers whose name or tensor matches")
     parser.add_argument("--fast", action="store_true", help="reference metric set only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled copies (default 0)")

@@ -126,12 +126,12 @@ def print_summary(result: AuditResult) -> None:
     from rich.markup import escape  # names come from the model file: never read them as rich markup
     from rich.table import Table
 
-    from wwaudit.formats.report.document import fmt
+    from wwaudit.formats.report.document import fmt, gate_note
     from wwaudit.layer_metrics import TERMINAL_METRICS
 
     console = Console(stderr=True, highlight=False)
     s = result.summary
-    colour = {"pass": "green", "review": "yellow", "fail": "red"}[result.verdict]
+    colour = {"pass": "green", "review": "yellow", "inconclusive": "magenta", "fail": "red"}[result.verdict]
     table = Table(title=f"{escape(result.model.path)}  ({s['analysed']} analysed, {s['skipped']} skipped)", title_justify="left")
     for col in ("layer", "op", "N×M", *(m.label for m in TERMINAL_METRICS), "status"):
         table.add_column(col, justify="left" if col in ("layer", "op", "status") else "right")
@@ -143,4 +143,8 @@ def print_summary(result: AuditResult) -> None:
     console.print(table)
     console.print(f"mean α {fmt(s.get('alpha_mean'))}   α̂ {fmt(s.get('alpha_weighted_mean'))}   "
                   f"log-norm {fmt(s.get('log_norm_mean'))}   findings {len(result.findings)}")
+    share = s.get("coverage")
+    console.print(f"weights analysed: {s.get('weights_analysed')} of {s.get('weights')}"
+                  + (f" ({share:.1%} of their parameters)" if share is not None else ""))
     console.print(f"verdict: [bold {colour}]{result.verdict.upper()}[/]  " + escape("; ".join(result.verdict_reasons)))
+    console.print(escape(gate_note(result)))

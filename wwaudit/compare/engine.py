@@ -18,15 +18,20 @@ from wwaudit.ingest.tensors import dtype_eps
 from wwaudit.ingest.loader import load_model
 from wwaudit.options import AuditOptions
 from wwaudit.records import AuditResult, LayerResult
-from wwaudit.compare import rules
+from wwaudit.rules import judge as rule_registry
+from wwaudit.rules.compare_rules import CompareContext
 from wwaudit.compare.diff import DELTA_KEYS, metric_deltas, pair_diff
 from wwaudit.compare.matching import Pair, match_layers
 from wwaudit.compare.result import MODEL_METRICS, CompareResult, PairResult
 from wwaudit.errors import InputError
+from wwaudit.rules.policy import Policy
 
 _SIDE_KEYS = DELTA_KEYS + ("rank_loss",)
-# Model-level values closer than this (relative) favour neither model.
+# Model-level values closer than this (relative) count as equal.
 TIE_TOLERANCE = 1e-3
+# A comparison that matched fewer than this share of the smaller model's analysed layers (or none)
+# compared too little to pass: its verdict is inconclusive (exit 3), like an audit that analysed nothing.
+MIN_MATCHED_SHARE = 0.5
 
 
 class _SpecIndex:
@@ -93,21 +98,26 @@ def measure_pair(pair: Pair, base_specs: _SpecIndex, cand_specs: _SpecIndex) -> 
     return result
 
 
-def _favours(base: float | None, candidate: float | None) -> str | None:
+def _lower(base: float | None, candidate: float | None) -> str | None:
+    """Which model has the lower value ("equal" within TIE_TOLERANCE); a fact, not a ranking."""
     if base is None or candidate is None:
         return None
     if abs(candidate - base) <= TIE_TOLERANCE * max(abs(base), abs(candidate), 1e-12):
-        return "neither"
+        return "equal"
     return "candidate" if candidate < base else "base"
 
 
 def model_metrics(base: AuditResult, candidate: AuditResult) -> list[dict[str, Any]]:
-    """Model-level averages side by side, and which model each favours (lower is favoured)."""
+    """Model-level averages side by side, and which model has the lower value.
+
+    Lower alpha-hat tracks better accuracy only among checkpoints of one architecture trained for
+    one task (Martin, Peng & Mahoney 2021); the comparison reports which is lower, never which is better.
+    """
     rows = []
     for key, label in MODEL_METRICS:
         a, b = base.summary.get(key), candidate.summary.get(key)
         rows.append({"metric": key, "label": label, "base": a, "candidate": b,
-                     "delta": (b - a) if a is not None and b is not None else None, "favours": _favours(a, b)})
+                     "delta": (b - a) if a is not None and b is not None else None, "lower": _lower(a, b)})
     return rows
 
 
@@ -128,21 +138,41 @@ def _measure_all(base_path: str, base: AuditResult, cand_path: str, candidate: A
     return pairs, matching
 
 
+def match_coverage(pairs: list[PairResult], base: AuditResult, candidate: AuditResult) -> list[str]:
+    """Why the comparison cannot pass: no layer matched, or too few of the smaller model's."""
+    analysed = min(len(base.analysed_layers()), len(candidate.analysed_layers()))
+    matched = sum(1 for p in pairs if p.status == "ok")
+    if matched == 0:
+        return [f"no analysed layer of the two models could be compared ({len(pairs)} matched by name or structure): "
+                "nothing was compared"]
+    if matched < MIN_MATCHED_SHARE * analysed:
+        return [f"only {matched} of {analysed} analysed layers compared (< {MIN_MATCHED_SHARE:.0%}): "
+                "the models are too different for the comparison to stand for them"]
+    return []
+
+
 def compare(base_path: str, candidate_path: str, options: AuditOptions | None = None,
-            progress: Any | None = None) -> CompareResult:
-    """Audit both models and compare them layer by layer; raises InputError/UsageError for bad input."""
+            progress: Any | None = None, policy: Policy | None = None) -> CompareResult:
+    """Audit both models and compare them layer by layer; raises InputError/UsageError for bad input.
+
+    The CMP rules come from the one rule registry and follow the same policy as the audit
+    (severities, thresholds, ignore-layers, fail-on); the verdict is inconclusive when too few
+    layers could be compared.
+    """
     options = options or AuditOptions()
+    policy = policy or Policy()
     base = audit(base_path, options, progress)
     candidate = audit(candidate_path, options, progress)
     pairs, matching = _measure_all(base_path, base, candidate_path, candidate, options, progress)
     unmatched_base = [layer.name for layer in matching.unmatched_base]
     unmatched_cand = [layer.name for layer in matching.unmatched_candidate]
-    found = rules.evaluate(pairs, unmatched_base, unmatched_cand)
-    verdict, reasons = rules.verdict(found)
+    found = rule_registry.evaluate_compare(CompareContext(pairs, unmatched_base, unmatched_cand), policy)
+    judged = rule_registry.settle(found, candidate.layers, policy, None, match_coverage(pairs, base, candidate))
     return CompareResult(
         base=base, candidate=candidate, pairs=pairs, unmatched_base=unmatched_base,
         unmatched_candidate=unmatched_cand, model_metrics=model_metrics(base, candidate),
-        findings=found, verdict=verdict, verdict_reasons=reasons, options=options.to_dict(),
+        findings=judged.findings, verdict=judged.verdict, verdict_reasons=judged.reasons,
+        options={**options.to_dict(), "policy": policy.to_dict()}, suppressed=judged.suppressed,
     )
 
 

@@ -16,13 +16,14 @@ from wwaudit.records import AuditResult, Finding, clean_number, dataframe, flat_
 SCHEMA = "wwaudit-compare/1"
 
 CAVEAT = (
-    "Mean alpha, alpha-hat and log-norm rank models of one architecture family trained for the same task "
-    "(lower tends to generalise better, Martin, Peng & Mahoney 2021); across architectures or tasks these "
-    "averages are not comparable, and no data-free metric replaces an evaluation on held-out data."
+    "Mean alpha, alpha-hat and log-norm can rank checkpoints of one architecture trained for the same task "
+    "(there, lower tends to generalise better: Martin, Peng & Mahoney 2021). Across architectures or tasks they "
+    "are not comparable, a damaged model can score lower than a good one, and no data-free metric replaces an "
+    "evaluation on held-out data: the table says which value is lower, not which model is better."
 )
 
 # Model-level metrics compared, from each audit's summary (layer_metrics: those with a model_label);
-# for all of them, lower is favoured.
+# `lower` says which model has the lower value, never which is better.
 MODEL_METRICS: tuple[tuple[str, str], ...] = LAYER_MODEL_METRICS
 
 
@@ -95,9 +96,22 @@ class CompareResult:
     unmatched_candidate: list[str]
     model_metrics: list[dict[str, Any]]
     findings: list[Finding]
-    verdict: str  # "pass" | "review" | "fail"
+    verdict: str  # "pass" | "review" | "inconclusive" | "fail"
     verdict_reasons: list[str]
     options: dict[str, Any]
+    suppressed: list[Finding] = field(default_factory=list)
+
+    def as_audit(self) -> AuditResult:
+        """The comparison in the shape the CI formats read (SARIF, JUnit, Markdown): the candidate's
+        identity and layers, the comparison's findings, verdict and policy."""
+        from dataclasses import replace
+
+        s = self.summary()
+        compared = sum(1 for p in self.pairs if p.status == "ok")
+        summary = {**self.candidate.summary, "weights": len(self.candidate.analysed_layers()), "weights_analysed": compared,
+                   "coverage": None, "findings": len(self.findings), "pairs": s["pairs"]}
+        return replace(self.candidate, findings=self.findings, suppressed=self.suppressed, verdict=self.verdict,
+                       verdict_reasons=self.verdict_reasons, options=self.options, summary=summary)
 
     @property
     def layers(self) -> list[PairResult]:
@@ -151,4 +165,5 @@ class CompareResult:
             "pairs": [p.to_dict() for p in self.pairs],
             "unmatched": {"base": list(self.unmatched_base), "candidate": list(self.unmatched_candidate)},
             "findings": [f.to_dict() for f in self.findings],
+            "suppressed": [f.to_dict() for f in self.suppressed],
         }

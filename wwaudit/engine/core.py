@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from wwaudit.layer_metrics import MEAN_METRICS
-from wwaudit.rules.findings import ALPHA_BAND
+from wwaudit.rules.findings import ALPHA_BAND, POOR_FIT_D
 from wwaudit.rules.judge import judge
 from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.phases import assign_phases
@@ -26,7 +26,7 @@ from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe as describe_quantization
 from wwaudit.ingest.quant import storage_noise
 from wwaudit.ingest.tensors import numpy_dtype
-from wwaudit.records import AuditResult, LayerResult, ModelInfo
+from wwaudit.records import AuditResult, Coverage, LayerResult, ModelInfo
 from wwaudit.engine.scheduler import (
     LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
 )
@@ -127,33 +127,22 @@ def audit(
     loaded = load_model(path)
     walked = walk(loaded.proto, loaded.base_dir)
     walked.problems.extend(loaded.problems)
-    specs = [s for s in plan_layers(walked) if _selected(s, pattern)]
+    planned = plan_layers(walked)
+    specs = [s for s in planned if _selected(s, pattern)]
     t_load = time.perf_counter() - t0
     parameters = sum(t.size for t in walked.tensors.values() if t.is_float or (t.is_integer and len(t.dims) >= 2))
     external = any(t.is_external for t in walked.tensors.values())
 
     layers = [_layer_result(i, spec) for i, spec in enumerate(specs)]
-    tasks = []
-    for layer, spec in zip(layers, specs):
-        if spec.skipped:
-            continue
-        if options.max_evals is not None and (layer.M or 0) * (layer.slices or 1) > options.max_evals:
-            layer.status, layer.reason = "skipped", f"more than --max-evals {options.max_evals} eigenvalues"
-            continue
-        too_big = memory_refusal(_working_set(spec, layer, options), options.max_memory)
-        if too_big:
-            layer.status, layer.reason = "skipped", too_big
-            continue
-        eps = storage_noise(spec.source)
-        cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
-        tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, eps, options, cost))
+    tasks = _plan_tasks(layers, specs, options)
     for outcome in run_layers(tasks, progress, options.workers, executor):
         _apply(layers[outcome.index], outcome)
     t_analyse = time.perf_counter() - t0 - t_load
 
     assign_phases(layers)
     policy = policy or Policy()
-    judged = judge(layers, walked.problems, policy, baseline)
+    coverage = measure_coverage(planned, specs, layers)
+    judged = judge(layers, walked.problems, policy, baseline, coverage)
     return AuditResult(
         model=model_info(loaded, parameters, external),
         layers=layers,
@@ -161,10 +150,61 @@ def audit(
         verdict=judged.verdict,
         verdict_reasons=judged.reasons,
         options={**options.to_dict(), "policy": policy.to_dict(), "baseline": baseline.name if baseline else None},
-        summary={**summarise(layers, judged.verdict, policy.alpha_band()), **judged.counts()},
+        summary={**summarise(layers, judged.verdict, policy.alpha_band()), **coverage.to_dict(), **judged.counts()},
         timings={"load_s": t_load, "analyse_s": t_analyse},
         suppressed=judged.suppressed,
     )
+
+
+def _plan_tasks(layers: list[LayerResult], specs: list[LayerSpec], options: AuditOptions) -> list[LayerTask]:
+    """One task per analysable layer; layers over --max-evals or --max-memory are skipped (problem 'limit')."""
+    tasks = []
+    for layer, spec in zip(layers, specs):
+        if spec.skipped:
+            continue
+        if options.max_evals is not None and (layer.M or 0) * (layer.slices or 1) > options.max_evals:
+            layer.status, layer.reason = "skipped", f"more than --max-evals {options.max_evals} eigenvalues"
+            layer.problem = "limit"
+            continue
+        too_big = memory_refusal(_working_set(spec, layer, options), options.max_memory)
+        if too_big:
+            layer.status, layer.reason, layer.problem = "skipped", too_big, "limit"
+            continue
+        cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
+        tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, storage_noise(spec.source), options, cost))
+    return tasks
+
+
+def measure_coverage(planned: list[LayerSpec], selected: list[LayerSpec], layers: list[LayerResult]) -> Coverage:
+    """How many of the file's weights (and their parameters) were analysed, and why not the rest.
+
+    A tensor cut into several layers (LSTM gates, packed Q/K/V) shares its parameters out evenly
+    among them, so the parameter counts add up to the file's weight parameters exactly.
+    """
+    weights = [s for s in planned if s.weight]
+    per_tensor: dict[str, int] = {}
+    for spec in weights:
+        per_tensor[spec.tensor.key] = per_tensor.get(spec.tensor.key, 0) + 1
+    share = {id(s): s.tensor.size / per_tensor[s.tensor.key] for s in weights}
+    chosen = {id(s) for s in selected}
+    results = {id(spec): layer for spec, layer in zip(selected, layers)}
+    analysed = [s for s in weights if id(s) in results and results[id(s)].analysed]
+    limited = [s for s in weights if id(s) in results and results[id(s)].problem == "limit"]
+    return Coverage(
+        weights=len(weights),
+        analysed=len(analysed),
+        skipped_for_limit=len(limited),
+        not_selected=sum(1 for s in weights if id(s) not in chosen),
+        not_analysable=sum(1 for s in weights if id(s) in results and s.skipped),
+        weight_parameters=int(round(sum(share.values()))),
+        analysed_parameters=int(round(sum(share[id(s)] for s in analysed))),
+    )
+
+
+def _reliable_fit(layer: LayerResult) -> bool:
+    """A fit the rules themselves would judge alpha by (status ok, KS distance within WW005's limit)."""
+    d = layer.metric("D")
+    return layer.status == "ok" and d is not None and bool(np.isfinite(d)) and d <= POOR_FIT_D
 
 
 def _mean(values: list) -> float | None:
@@ -177,7 +217,7 @@ def summarise(layers: list[LayerResult], verdict: str, band: tuple[float, float]
     layer_metrics.MEAN_METRICS, over the fitted or the analysed layers, and the share of fitted
     alphas inside the policy's band."""
     analysed = [layer for layer in layers if layer.analysed]
-    fitted = [layer for layer in layers if layer.status == "ok"]
+    fitted = [layer for layer in layers if _reliable_fit(layer)]  # headline means: reliable fits only
     alphas = [layer.metric("alpha") for layer in fitted if layer.metric("alpha") is not None]
     in_band = [a for a in alphas if band[0] <= a <= band[1]]
     over = {"fitted": fitted, "analysed": analysed}
@@ -187,6 +227,7 @@ def summarise(layers: list[LayerResult], verdict: str, band: tuple[float, float]
         "skipped": sum(1 for layer in layers if layer.status == "skipped"),
         "errors": sum(1 for layer in layers if layer.status == "error"),
         "fit_failed": sum(1 for layer in layers if layer.status == "fit_failed"),
+        "reliable_fits": len(fitted),
         **{f"{m.name}_mean": _mean([layer.metric(m.name) for layer in over[m.mean_over]]) for m in MEAN_METRICS},
         "share_alpha_in_band": (len(in_band) / len(alphas)) if alphas else None,
         "verdict": verdict,

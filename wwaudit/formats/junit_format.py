@@ -42,6 +42,19 @@ def _case(suite: ET.Element, classname: str, name: str, findings: list[Finding],
     return bool(failing)
 
 
+def _coverage_case(suite: ET.Element, classname: str, result: AuditResult) -> bool:
+    """A `coverage` case that fails when the audit is inconclusive: 0 failures must not mean 0 checked."""
+    case = ET.SubElement(suite, "testcase", {"classname": _x(classname), "name": "coverage"})
+    s = result.summary
+    text = f"{s.get('weights_analysed', 0)} of {s.get('weights', 0)} weights analysed (coverage {s.get('coverage')})"
+    if result.verdict == "inconclusive":
+        reasons = "; ".join(result.verdict_reasons)
+        ET.SubElement(case, "failure", {"type": "inconclusive", "message": _x(f"inconclusive: {reasons}")}).text = _x(text)
+        return True
+    ET.SubElement(case, "system-out").text = _x(text)
+    return False
+
+
 def render(result: AuditResult, ctx: Any = None) -> bytes:
     """One <testsuite> for the model inside <testsuites>."""
     policy = result.options.get("policy") or {}
@@ -65,6 +78,8 @@ def render(result: AuditResult, ctx: Any = None) -> bytes:
         failures += _case(suite, classname, name, by_layer.get(layer.id, []), fail_on)
         tests += 1
     failures += _case(suite, classname, "model", by_layer.get(None, []), fail_on)
+    tests += 1
+    failures += _coverage_case(suite, classname, result)
     tests += 1
     counts = {"tests": str(tests), "failures": str(failures), "errors": "0", "skipped": "0"}
     suite.attrib.update(counts)

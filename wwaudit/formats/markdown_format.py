@@ -16,7 +16,7 @@ from wwaudit.records import AuditResult, Finding
 
 MAX_ROWS = 50
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>-])")
-BADGES = {"pass": "✅ PASS", "review": "⚠️ REVIEW", "fail": "❌ FAIL"}
+BADGES = {"pass": "✅ PASS", "review": "⚠️ REVIEW", "inconclusive": "❔ INCONCLUSIVE", "fail": "❌ FAIL"}
 
 
 def escape(text: str) -> str:

@@ -41,6 +41,9 @@ class LayerSpec:
     reason: str | None = None
     used_by: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The tensor sits in an op's weight slot: a layer to audit, also when it is too small, depthwise
+    # or pre-packed to analyse (engine coverage counts these; biases, scales and shapes are not weights).
+    weight: bool = False
 
     @property
     def tensor(self) -> TensorRef:
@@ -125,6 +128,7 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
     by_share: dict[tuple, LayerSpec] = {}
     skipped_reason: dict[str, tuple[int, str, str]] = {}
     layered: set[str] = set()
+    weight_slot: set[str] = set()  # skipped tensors that an op takes as its weight
     qindex = quant.QuantIndex(walk)
     packed_outputs = in_proj_outputs(walk)
     for use in walk.uses:
@@ -158,6 +162,7 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
                     views = str(exc)
                 if isinstance(views, str):
                     reason = views
+                    weight_slot.add(key)
                 else:
                     for view in views:
                         share = (key, use.source.selection, view.share_key, view.suffix)
@@ -166,7 +171,8 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
                                 by_share[share].used_by.append(consumer)
                             continue
                         name = consumer + (f".{view.suffix}" if view.suffix else "")
-                        spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer])
+                        spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer],
+                                         weight=True)
                         spec.notes.extend(qnotes)
                         fold_note = _batchnorm_note(use)
                         if fold_note:
@@ -188,7 +194,7 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
             position, reason, op = skipped_reason[key]
         else:
             position, reason, op = walk.first_seen.get(key, 0), _skip_reason(tensor) or _unused_reason(tensor), ""
-        specs.append(LayerSpec(tensor.name, op, Source(tensor), None, position, reason=reason))
+        specs.append(LayerSpec(tensor.name, op, Source(tensor), None, position, reason=reason, weight=key in weight_slot))
     specs.sort(key=lambda s: s.position)
     _merge_tied_copies(specs)
     return specs

@@ -2,7 +2,9 @@
 
 Apart from the rule registry (findings.py) so that the registry, which the policy validates
 against, imports neither the policy nor the baseline: findings <- policy <- judge, no cycle.
-The verdict follows the policy's `fail-on` level.
+The audit and the comparison share it: `settle` applies the policy and the baseline to any
+findings and gives the verdict, which also says `inconclusive` when the audit did not cover the
+weights (records.Coverage) or the comparison compared too little.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from wwaudit.records import Finding, LayerResult
+from wwaudit.records import Coverage, Finding, LayerResult
 from wwaudit.rules.baseline import Baseline
+from wwaudit.rules.compare_rules import CompareContext
 from wwaudit.rules.findings import RULES, RULES_BY_ID, SEVERITY_RANK, RuleContext
 from wwaudit.rules.policy import Policy
+
 
 
 @dataclass
@@ -35,12 +39,11 @@ class Judgement:
         }
 
 
-def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None) -> list[Finding]:
-    """All findings of the enabled rules, rule by rule in registry order, each in layer order."""
-    ctx = RuleContext(list(layers), tuple(graph_problems))
+def _run_rules(target: str, ctx: object, policy: Policy | None) -> list[Finding]:
+    """Findings of the enabled rules of one target, rule by rule in registry order."""
     found: list[Finding] = []
     for rule in RULES:
-        if policy is not None and not policy.enabled(rule.id):
+        if rule.target != target or not (policy.enabled(rule.id) if policy is not None else rule.enabled):
             continue
         params = policy.params(rule.id) if policy is not None else dict(rule.params)
         severity = policy.severity(rule.id) if policy is not None else rule.severity
@@ -52,12 +55,35 @@ def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), 
     return found
 
 
-def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
-          baseline: Baseline | None = None) -> Judgement:
-    """Evaluate the rules, then apply the policy (report level, ignored layers) and the baseline.
+def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None) -> list[Finding]:
+    """All findings of the enabled audit rules, rule by rule in registry order, each in layer order."""
+    return _run_rules("audit", RuleContext(list(layers), tuple(graph_problems)), policy)
 
-    Order matters: a finding on an ignored layer is waived by the policy before the baseline is
-    consulted, so the baseline counts only findings the policy would have reported.
+
+def evaluate_compare(ctx: CompareContext, policy: Policy | None = None) -> list[Finding]:
+    """All findings of the enabled comparison (CMP) rules."""
+    return _run_rules("compare", ctx, policy)
+
+
+def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
+          baseline: Baseline | None = None, coverage: Coverage | None = None) -> Judgement:
+    """Evaluate the audit rules, then apply the policy and the baseline, and give the verdict.
+
+    `coverage` says what share of the file's weights was analysed: an audit that checked nothing,
+    or left weights out for a limit, is `inconclusive` (see `verdict`).
+    """
+    allow = policy.allow_incomplete if policy is not None else False
+    incomplete = coverage.incomplete_reasons(allow) if coverage is not None else []
+    return settle(evaluate(layers, graph_problems, policy), layers, policy, baseline, incomplete)
+
+
+def settle(found: list[Finding], layers: Sequence[LayerResult], policy: Policy | None = None,
+           baseline: Baseline | None = None, incomplete: Sequence[str] = ()) -> Judgement:
+    """Apply the policy (report level, ignored layers) and the baseline to findings; the verdict.
+
+    Shared by the audit and the comparison. Order matters: a finding on an ignored layer is waived
+    by the policy before the baseline is consulted, so the baseline counts only findings the
+    policy would have reported.
     """
     report_level = policy.report_level if policy is not None else "info"
     fail_on = policy.fail_on if policy is not None else "error"
@@ -65,7 +91,7 @@ def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), pol
     by_id = {layer.id: layer for layer in layers}
     active: list[Finding] = []
     suppressed: list[Finding] = []
-    for f in evaluate(layers, graph_problems, policy):
+    for f in found:
         if SEVERITY_RANK[f.severity] < SEVERITY_RANK[report_level]:
             continue
         layer = by_id.get(f.layer_id) if f.layer_id is not None else None
@@ -78,19 +104,30 @@ def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), pol
             suppressed.append(f)
         else:
             active.append(f)
-    verdict_name, reasons = verdict(active, fail_on)
+    verdict_name, reasons = verdict(active, fail_on, incomplete)
     n_base = sum(1 for f in suppressed if f.suppressed_by == "baseline")
     if n_base:
         reasons.append(f"{n_base} finding{'s' if n_base != 1 else ''} already in the baseline, not counted")
     return Judgement(active, suppressed, verdict_name, reasons)
 
 
-def verdict(findings: list[Finding], fail_on: str = "error") -> tuple[str, list[str]]:
-    """fail on any finding at or above `fail_on`, review on any warning or error left, else pass."""
+VERDICTS = ("pass", "review", "inconclusive", "fail")
+
+
+def verdict(findings: list[Finding], fail_on: str = "error", incomplete: Sequence[str] = ()) -> tuple[str, list[str]]:
+    """The verdict and the reasons that drove it.
+
+    `fail`: a finding at or above `fail_on`. `inconclusive`: otherwise, when the audit did not
+    cover the weights it had to (`incomplete` says why; pip-audit's --strict, model scanners'
+    "inconclusive"): it can neither pass nor be read as a review of the whole model. `review`: a
+    warning or error remains (below `fail_on`). `pass`: nothing a reviewer must look at.
+    """
     if fail_on != "never":
         failing = [f for f in findings if SEVERITY_RANK[f.severity] >= SEVERITY_RANK[fail_on]]
         if failing:
-            return "fail", _reasons(failing)
+            return "fail", _reasons(failing) + list(incomplete)
+    if incomplete:
+        return "inconclusive", list(incomplete)
     notable = [f for f in findings if SEVERITY_RANK[f.severity] >= SEVERITY_RANK["warning"]]
     if notable:
         return "review", _reasons(notable)

@@ -22,8 +22,22 @@ from wwaudit.errors import UsageError
 
 POLICY_FILE = "wwaudit.toml"
 PYPROJECT = "pyproject.toml"
-_TOP_KEYS = ("fail_on", "report_level", "disable", "ignore_layers", "rules")
+_TOP_KEYS = ("preset", "fail_on", "report_level", "allow_incomplete", "disable", "ignore_layers", "rules")
 _RULE_KEYS = ("severity", "enabled")
+_DEFAULT_OFF = tuple(sorted(rule.id for rule in RULES if not rule.enabled))
+
+# Named starting points a policy file can build on (`preset = "weightwatcher"`); its own settings
+# then override the preset's. "weightwatcher" restores the reference's fixed labels: any alpha
+# below 2 over-trained and above 6 under-trained, on the point estimate and whatever the fit.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "weightwatcher": {
+        "rules": {
+            "WW001": {"severity": "warning", "use_ci": 0.0, "max_D": 1.0},
+            "WW002": {"severity": "warning", "use_ci": 0.0, "max_D": 1.0},
+        },
+    },
+}
 
 
 @dataclass(frozen=True)
@@ -32,11 +46,13 @@ class Policy:
 
     fail_on: str = "error"
     report_level: str = "info"
-    disabled: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = _DEFAULT_OFF
     ignore_layers: tuple[str, ...] = ()
     severities: Mapping[str, str] = field(default_factory=dict)
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     source: str | None = None  # file the policy came from, None for defaults only
+    allow_incomplete: bool = False  # weights skipped for a limit do not make the verdict inconclusive
+    preset: str = "default"
 
     def enabled(self, rule_id: str) -> bool:
         return rule_id not in self.disabled
@@ -52,8 +68,10 @@ class Policy:
     def settings(self) -> dict[str, Any]:
         """The effective policy, every rule spelled out, in a stable order (what the hash covers)."""
         return {
+            "preset": self.preset,
             "fail_on": self.fail_on,
             "report_level": self.report_level,
+            "allow_incomplete": self.allow_incomplete,
             "ignore_layers": list(self.ignore_layers),
             "rules": {
                 rule.id: {
@@ -61,7 +79,7 @@ class Policy:
                     "severity": self.severity(rule.id),
                     "params": {k: float(v) for k, v in sorted(self.params(rule.id).items())},
                 }
-                for rule in RULES
+                for rule in sorted(RULES, key=lambda r: r.id)
             },
         }
 
@@ -131,9 +149,13 @@ def parse_policy(table: Mapping[str, Any], where: str) -> Policy:
     unknown = sorted(set(table) - set(_TOP_KEYS))
     if unknown:
         raise UsageError(f"policy {where}: unknown key {unknown[0]!r} (known: {', '.join(k.replace('_', '-') for k in _TOP_KEYS)})")
+    preset = _level(table.get("preset", "default"), tuple(PRESETS), "preset", where)
     fail_on = _level(table.get("fail_on", "error"), FAIL_ON_LEVELS, "fail-on", where)
     report_level = _level(table.get("report_level", "info"), SEVERITIES, "report-level", where)
-    disabled = set()
+    allow_incomplete = table.get("allow_incomplete", False)
+    if not isinstance(allow_incomplete, bool):
+        raise UsageError(f"policy {where}: allow-incomplete must be true or false")
+    disabled = set(_DEFAULT_OFF)
     for rule_id in _strings(table.get("disable", []), "disable", where):
         disabled.add(_rule_id(rule_id, where))
     patterns = _strings(table.get("ignore_layers", []), "ignore-layers", where)
@@ -147,7 +169,15 @@ def parse_policy(table: Mapping[str, Any], where: str) -> Policy:
         raise UsageError(f"policy {where}: rules must be a table of [rules.WWnnn] tables")
     severities: dict[str, str] = {}
     overrides: dict[str, dict[str, float]] = {}
-    for raw_id, settings in sorted(rules.items()):
+    merged: dict[str, Any] = {}
+    for raw_id, settings in PRESETS[preset].get("rules", {}).items():
+        merged[raw_id] = dict(settings)
+    for raw_id, settings in rules.items():
+        if isinstance(settings, dict) and raw_id.upper() in merged:
+            merged[raw_id.upper()] = {**merged[raw_id.upper()], **settings}
+        else:
+            merged[raw_id] = settings
+    for raw_id, settings in sorted(merged.items()):
         rule_id = _rule_id(raw_id, where)
         if not isinstance(settings, dict):
             raise UsageError(f"policy {where}: rules.{raw_id} must be a table")
@@ -171,7 +201,8 @@ def parse_policy(table: Mapping[str, Any], where: str) -> Policy:
                 known = ", ".join(list(_RULE_KEYS) + sorted(rule.params)) or "severity, enabled"
                 raise UsageError(f"policy {where}: rules.{rule_id}: unknown setting {raw_key!r} (known: {known})")
     return Policy(fail_on=fail_on, report_level=report_level, disabled=tuple(sorted(disabled)),
-                  ignore_layers=tuple(patterns), severities=severities, overrides=overrides)
+                  ignore_layers=tuple(patterns), severities=severities, overrides=overrides,
+                  allow_incomplete=allow_incomplete, preset=preset)
 
 
 def _rule_id(value: Any, where: str) -> str:
@@ -181,8 +212,9 @@ def _rule_id(value: Any, where: str) -> str:
     return rule_id
 
 
-def load_policy(path: str | None = None, start: str | None = None, fail_on: str | None = None) -> Policy:
-    """The effective policy: `path` (or the discovered file), then the CLI's `fail_on` on top."""
+def load_policy(path: str | None = None, start: str | None = None, fail_on: str | None = None,
+                allow_incomplete: bool | None = None) -> Policy:
+    """The effective policy: `path` (or the discovered file), then the command line's options on top."""
     if path is not None and not os.path.isfile(path):
         raise UsageError(f"--policy {path}: no such file")
     source = path if path is not None else find_policy_file(start or os.getcwd())
@@ -198,4 +230,6 @@ def load_policy(path: str | None = None, start: str | None = None, fail_on: str 
         policy = replace(policy, source=source)
     if fail_on is not None:
         policy = replace(policy, fail_on=_level(fail_on, FAIL_ON_LEVELS, "--fail-on", "(command line)"))
+    if allow_incomplete:
+        policy = replace(policy, allow_incomplete=True)
     return policy

@@ -22,8 +22,14 @@ from wwaudit.spectral.mp_fit import fit_mp
 from wwaudit.options import AuditOptions
 from wwaudit.spectral.powerlaw_fit import fit_power_law
 from wwaudit.spectral.spectra import Backend, Spectrum, Storage, layer_spectrum
+from wwaudit.spectral.structure import structure_metrics
 from wwaudit.spectral.traps import correlation_traps
 
+_RANDOM_KEYS = ("num_traps", "rand_distance", "rand_bulk_max", "rand_lambda_max", "num_rand_spikes", "rand_lambda_ratio")
+VECTOR_SLICES_NOTE = (
+    "correlation traps and the random reference do not apply: every slice is a vector, and a shuffled "
+    "vector has the same singular value"
+)
 _COMPARE_KEYS = ("best_fit", "tpl_alpha", "tpl_lambda") + tuple(
     f"{k}_{s}" for s in ("tpl", "lognormal", "exponential") for k in ("R", "p")
 )
@@ -67,11 +73,13 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
         return LayerAnalysis("error", reason=f"eigensolver failed: {exc}", problem="numeric")
     if not np.all(np.isfinite(spectrum.evals)):
         return LayerAnalysis("error", reason="eigenvalues overflow float64 (weights too large)", problem="numeric")
+    structure = structure_metrics(mats)
     scale = CONV_NORM_FACTOR if kind == "conv" else 1.0
     if scale != 1.0:
         spectrum = replace(spectrum, evals=spectrum.evals * scale, sv_max=spectrum.sv_max * float(np.sqrt(scale)))
     evals = spectrum.evals
     metrics = scale_metrics(spectrum)
+    metrics.update(structure)
     metrics["entropy"] = matrix_entropy(evals, spectrum.N)
     notes: list[str] = []
 
@@ -89,13 +97,9 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
 
     random_evals = None
     if options.fast:
-        metrics.update(dict.fromkeys(("num_traps", "rand_distance", "rand_bulk_max") + _COMPARE_KEYS))
+        metrics.update(dict.fromkeys(_RANDOM_KEYS + _COMPARE_KEYS))
     else:
-        traps = correlation_traps(mats, evals, spectrum.N, spectrum.M, options.seed, scale, Backend.of(options))
-        random_evals = traps.random_evals
-        metrics["num_traps"] = traps.num_traps
-        metrics["rand_distance"] = traps.rand_distance
-        metrics["rand_bulk_max"] = traps.rand_bulk_max
+        random_evals = _random_reference(mats, spectrum, scale, options, metrics, notes)
         if fit.status == "ok" and fit.xmin is not None and fit.alpha is not None:  # a fit that is ok has both
             metrics.update(compare_distributions(evals, fit.xmin, fit.alpha))
         else:
@@ -103,3 +107,24 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
     return LayerAnalysis(
         status, metrics=metrics, reason=reason, notes=notes, spectrum=spectrum, random_evals=random_evals
     )
+
+
+def _random_reference(mats: list[np.ndarray], spectrum: Spectrum, scale: float, options: AuditOptions,
+                      metrics: dict[str, Any], notes: list[str]) -> np.ndarray | None:
+    """Traps and the random reference from an element-shuffled copy; its ESD for the plots.
+
+    When every slice is a vector (a conv with one input channel per kernel position), shuffling
+    leaves each singular value unchanged: the shuffled spectrum equals the layer's, so neither
+    traps nor randomness can be judged, and the metrics are null with a note saying why.
+    """
+    if all(min(W.shape) == 1 for W in mats):
+        metrics.update(dict.fromkeys(_RANDOM_KEYS))
+        notes.append(VECTOR_SLICES_NOTE)
+        return None
+    evals = spectrum.evals
+    traps = correlation_traps(mats, evals, spectrum.N, spectrum.M, options.seed, scale, Backend.of(options))
+    metrics["num_traps"] = traps.num_traps
+    metrics["rand_distance"] = traps.rand_distance
+    metrics["rand_bulk_max"] = traps.rand_bulk_max
+    metrics.update(traps.reference_metrics(evals))
+    return traps.random_evals

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from wwaudit.compare.result import CAVEAT, CompareResult, PairResult
-from wwaudit.compare.rules import OVERLAP_MIN, RULES
+from wwaudit.rules.findings import RULES, RULES_BY_ID
 from wwaudit.errors import UsageError
 from wwaudit.rules.findings import ALPHA_BAND, band_text
 from wwaudit.formats import RenderContext
@@ -68,7 +68,13 @@ def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
         return figure_uri(fig, image)
 
 
-def _change_plot(pairs: list[PairResult], image: str) -> str | None:
+def _overlap_min(result: CompareResult) -> float:
+    """CMP003's threshold as the policy in force set it (the dashed line of the overlap plot)."""
+    rule = ((result.options.get("policy") or {}).get("rules") or {}).get("CMP003") or {}
+    return float((rule.get("params") or {}).get("min_overlap", RULES_BY_ID["CMP003"].params["min_overlap"]))
+
+
+def _change_plot(pairs: list[PairResult], image: str, overlap_min: float) -> str | None:
     """Relative distance and subspace overlap per matched layer: where the candidate moved."""
     import matplotlib
 
@@ -83,7 +89,7 @@ def _change_plot(pairs: list[PairResult], image: str) -> str | None:
         ax_d.set_ylabel("‖W₂−W₁‖ / ‖W₁‖")
         ax_d.set_xlabel("matched layer")
         ax_o.bar(xs, overlap, color=BASE_COLOUR, width=0.8)
-        ax_o.axhline(OVERLAP_MIN, color=CANDIDATE_COLOUR, ls="--", lw=0.9)
+        ax_o.axhline(overlap_min, color=CANDIDATE_COLOUR, ls="--", lw=0.9)
         ax_o.set_ylim(0, 1.05)
         ax_o.set_ylabel("top-k subspace overlap")
         ax_o.set_xlabel("matched layer")
@@ -165,7 +171,7 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
         "verdict_reasons": result.verdict_reasons,
         "summary": {k: fmt(v) for k, v in summary.items()},
         "models": [{"label": r["label"], "base": fmt(r["base"]), "candidate": fmt(r["candidate"]),
-                    "delta": fmt(r["delta"]), "favours": r["favours"] or "–"} for r in result.model_metrics],
+                    "delta": fmt(r["delta"]), "lower": r["lower"] or "–"} for r in result.model_metrics],
         "caveat": CAVEAT,
         "findings": [{"rule": f.rule, "title": titles.get(f.rule, f.rule), "severity": f.severity,
                       "layer": f.layer or "model", "message": f.message} for f in result.findings],
@@ -174,7 +180,7 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
         "unmatched_base": result.unmatched_base,
         "unmatched_candidate": result.unmatched_candidate,
         "alpha_plot": _alpha_plot(result.pairs, image),
-        "change_plot": _change_plot(result.pairs, image),
+        "change_plot": _change_plot(result.pairs, image, _overlap_min(result)),
         "esds": esds,
         "options": sorted((k, str(v)) for k, v in result.options.items()),
         "command": ctx.command,

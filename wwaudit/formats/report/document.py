@@ -131,6 +131,8 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "model": _model_block(result.model),
         "verdict": result.verdict,
         "verdict_reasons": result.verdict_reasons,
+        "gate_note": gate_note(result),
+        "reliability": RELIABILITY,
         "summary": _key_metrics(result, band),
         "alpha_band": {"text": band_text(band), "low": f"{band[0]:g}", "high": f"{band[1]:g}"},
         "counts": {sev: sum(1 for f in result.findings if f.severity == sev) for sev in ("error", "warning", "info")},
@@ -364,21 +366,55 @@ def _tooltip(key: str, band: tuple[float, float]) -> str:
     return ""
 
 
+def _coverage_text(s: dict[str, Any]) -> str:
+    share = s.get("coverage")
+    text = f"{s.get('weights_analysed', 0)} of {s.get('weights', 0)} weights"
+    return text + (f" ({share:.1%} of their parameters)" if isinstance(share, (int, float)) else "")
+
+
+# What the judgement benchmark measured (README, "How reliable are these findings"): printed in
+# every report so that a reviewer reads the verdict with its error rates.
+RELIABILITY = (
+    "Measured on real pretrained models damaged one layer at a time (benchmarks/judgement.py): see the README's "
+    "\"How reliable are these findings\" for the tables. What the method cannot see: additive noise below the "
+    "layer's own scale, layers too small to tell from random (fewer than 32 eigenvalues per slice), two layers "
+    "swapped, and anything the weights' spectra do not show (a wrong label map, a wrong preprocessing)."
+)
+
+
+def gate_note(result: AuditResult) -> str:
+    """What the verdict means for a CI gate under the policy in force (page one, terminal)."""
+    fail_on = (result.options.get("policy") or {}).get("fail_on", "error")
+    return {
+        "pass": "Pass: nothing a reviewer must look at (exit code 0).",
+        "review": (f"Review: warnings a reviewer should look at. The gate (fail-on {fail_on}) lets it through with "
+                   "exit code 0; --fail-on warning stops on them."),
+        "inconclusive": ("Inconclusive: the audit did not cover the model's weights, so it cannot pass "
+                         "(exit code 3)."),
+        "fail": f"Fail: findings at or above fail-on {fail_on} (exit code 1).",
+    }.get(result.verdict, "")
+
+
 def _key_metrics(result: AuditResult, band: tuple[float, float]) -> list[tuple[str, str, str]]:
     s = result.summary
     return [
-        ("Layers analysed", f"{s.get('analysed', 0)} of {s.get('layers', 0)}",
-         f"{s.get('skipped', 0)} skipped, {s.get('errors', 0)} unreadable, {s.get('fit_failed', 0)} with a failed "
-         "power-law fit. Every weight tensor in the file is listed; skipped ones carry their reason."),
+        ("Weights analysed", _coverage_text(s),
+         f"{s.get('weights_not_analysable', 0)} too small or depthwise to analyse, {s.get('weights_skipped_for_limit', 0)} "
+         f"skipped for a limit, {s.get('weights_not_selected', 0)} not selected, {s.get('errors', 0)} unreadable, "
+         f"{s.get('fit_failed', 0)} with a failed power-law fit. Every tensor in the file is listed; skipped ones "
+         "carry their reason."),
         ("Mean alpha", fmt(s.get("alpha_mean")),
-         f"Tail exponent of the eigenvalue spectrum. Well-trained layers lie in {band_text(band)}; below {band[0]:g} "
-         f"suggests over-training, above {band[1]:g} a layer that learned little."),
+         f"Tail exponent of the eigenvalue spectrum, over the {s.get('reliable_fits', 0)} reliable fits. The articles "
+         f"place well-trained layers in about {band_text(band)}; real models differ by layer kind, so the audit judges "
+         "layers against their siblings rather than this band."),
         ("Alpha-hat", fmt(s.get("alpha_weighted_mean")),
-         "Mean α·log10 λmax; it tracks test accuracy across models of one architecture family (lower is better)."),
+         "Mean α·log10 λmax over the reliable fits. It ranks checkpoints of one architecture trained for one task; "
+         "across architectures it is not comparable (GPT-2 ≈ 9.8, good DenseNets below 0), and alone it says "
+         "nothing about this model."),
         ("Mean log-norm", fmt(s.get("log_norm_mean")),
          "Mean log10 of the squared Frobenius norm: the scale of the weights."),
         (f"Share of layers with α in {band_text(band)}", fmt(s.get("share_alpha_in_band")),
-         "Fraction of fitted layers inside the usual range; 1 is best."),
+         "Fraction of the reliable fits inside the band: a description of the model, not a score."),
     ]
 
 

@@ -1,0 +1,123 @@
+"""The evidence behind the calibrated verdict: structure metrics, the random reference, coverage.
+
+Each test builds weights whose answer is known (copied rows, dead units, 2-bit rounding, a
+re-initialised layer, a model with no weights) and checks the metric or verdict that must follow.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from gating_models import clean_weights, power_law_matrix, save_model
+from wwaudit.cli.main import main
+from wwaudit.engine.core import audit
+from wwaudit.options import AuditOptions
+from wwaudit.spectral.structure import structure_metrics
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def test_structure_metrics_count_copies_dead_units_gain_and_levels() -> None:
+    rng = np.random.default_rng(0)
+    W = rng.standard_normal((64, 32)).astype(np.float32)
+    clean = structure_metrics([W])
+    assert clean["dup_rows"] == 0 and clean["dup_cols"] == 0 and clean["dead_rows"] == 0
+    assert clean["levels_per_row"] == 32
+    assert clean["log_gain"] == pytest.approx(np.log10(np.sum(W.astype(np.float64) ** 2) / 64))
+    copied = W.copy()
+    copied[32:] = copied[:32]
+    assert structure_metrics([copied])["dup_rows"] == 32
+    copied_cols = W.copy()
+    copied_cols[:, 16:] = copied_cols[:, :16]
+    assert structure_metrics([copied_cols])["dup_cols"] == 16
+    dead = W.copy()
+    dead[:40] *= 1e-20  # decayed to numerically zero, not exactly zero
+    out = structure_metrics([dead])
+    assert out["dead_rows"] == 40 and out["dead_share"] == pytest.approx(40 / 64)
+    assert out["dead_rank_loss"] == 32 - (64 - 40)  # 24 live rows leave rank 24 of 32
+    assert out["dup_rows"] == 0  # the dead rows are not "copies" of each other
+    scale = np.abs(W).max(axis=1, keepdims=True)
+    ternary = np.round(W / scale) * scale
+    assert structure_metrics([ternary])["levels_per_row"] <= 3
+
+
+def test_structure_metrics_add_kernel_positions_and_ignore_one_value_rows() -> None:
+    rng = np.random.default_rng(1)
+    slices = [rng.standard_normal((16, 8)) for _ in range(9)]
+    one = structure_metrics(slices)
+    assert one["log_gain"] == pytest.approx(np.log10(sum(np.sum(s * s) for s in slices) / 16))
+    vectors = [np.ones((40, 1)) for _ in range(4)]  # every row is 1 value long: copies by design
+    assert structure_metrics(vectors)["dup_rows"] == 0
+
+
+def test_vector_slices_have_no_random_reference(tmp_path: Path) -> None:
+    """A conv with one input channel per position: a shuffle cannot change its spectrum (no traps)."""
+    w = np.random.default_rng(2).standard_normal((40, 1, 9)).astype(np.float32)
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 64])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="stft")
+    graph = helper.make_graph([node], "g", [x], [y], [onnx.numpy_helper.from_array(w, "w")])
+    path = tmp_path / "conv1.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    result = audit(str(path), AuditOptions(workers=1))
+    layer = [layer for layer in result.layers if layer.analysed][0]
+    assert layer.metric("num_traps") is None and layer.metric("rand_lambda_ratio") is None
+    assert any("shuffled vector" in note for note in layer.notes)
+    assert not [f for f in result.findings if f.rule == "WW004"]
+
+
+def test_two_bit_rounding_in_float_storage_is_named(tmp_path: Path) -> None:
+    weights = clean_weights(6)
+    w = weights["dense2"].astype(np.float64)
+    scale = np.abs(w).max(axis=1, keepdims=True)  # per output unit (rows of the (out x in) matrix)
+    weights["dense2"] = (np.clip(np.round(w / scale * 1), -2, 1) * scale).astype(np.float32)
+    found = audit(str(save_model(tmp_path / "q.onnx", weights)), AuditOptions(workers=1))
+    assert ("WW015", "dense2") in [(f.rule, f.layer) for f in found.findings]
+
+
+def test_layers_typo_and_missing_weights_are_inconclusive_exit_3(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    model = save_model(tmp_path / "m.onnx", clean_weights(3))
+    out, junit = tmp_path / "a.json", tmp_path / "a.xml"
+    assert main([str(model), "--layers", "no-such-layer", "--json", str(out), "--junit", str(junit), "--quiet"]) == 3
+    doc = json.loads(out.read_text())
+    assert doc["verdict"]["verdict"] == "inconclusive" and doc["summary"]["weights_not_selected"] == 3
+    assert doc["summary"]["weights_analysed"] == 0 and "nothing was audited" in doc["verdict"]["reasons"][0]
+    assert 'name="coverage"' in junit.read_text() and 'type="inconclusive"' in junit.read_text()
+    assert "inconclusive" in capsys.readouterr().err  # --quiet still says why the gate stopped
+    # weights fed as graph inputs: the file holds no weight at all
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    w = helper.make_tensor_value_info("w", TensorProto.FLOAT, [8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "g", [x, w], [y])
+    inputs = tmp_path / "inputs.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), inputs)
+    assert main([str(inputs), "--json", str(out), "--quiet"]) == 3
+    doc = json.loads(out.read_text())
+    assert doc["summary"]["weights"] == 0 and "no weight found" in doc["verdict"]["reasons"][0]
+    # the same model with its weights audits to pass, every weight analysed
+    assert main([str(model), "--json", str(out), "--quiet"]) == 0
+    assert json.loads(out.read_text())["summary"]["coverage"] == 1.0
+
+
+def test_samples_verdicts_follow_what_they_are() -> None:
+    """Good samples pass; the under-trained one fails as random, the collapsed one is flagged."""
+    verdicts = {}
+    for name in ("digits_mlp_good", "digits_cnn_good", "digits_mlp_undertrained", "digits_mlp_collapsed"):
+        result = audit(str(SAMPLES / f"{name}.onnx"), AuditOptions(workers=1))
+        verdicts[name] = (result.verdict, {f.rule for f in result.findings if f.severity != "info"})
+    assert verdicts["digits_mlp_good"] == ("pass", set()) and verdicts["digits_cnn_good"] == ("pass", set())
+    assert verdicts["digits_mlp_undertrained"] == ("fail", {"WW012"})
+    assert verdicts["digits_mlp_collapsed"][0] == "review" and "WW003" in verdicts["digits_mlp_collapsed"][1]
+
+
+def test_over_trained_model_is_a_model_level_warning(tmp_path: Path) -> None:
+    heavy = {f"h{i}": power_law_matrix(256, 128, 1.5 + 0.02 * i, seed=i) for i in range(3)}
+    found = audit(str(save_model(tmp_path / "heavy.onnx", heavy)), AuditOptions(workers=1))
+    assert [(f.rule, f.layer, f.severity) for f in found.findings if f.severity != "info"] == [("WW014", None, "warning")]
