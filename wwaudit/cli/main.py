@@ -10,27 +10,51 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import check_counts, command_line, run_date
 from wwaudit.errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, UsageError, WwauditError
+
+if TYPE_CHECKING:
+    from wwaudit import formats
+    from wwaudit.records import AuditResult
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors follow the one-line contract."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        # main() prefixes "wwaudit: error:"; a subcommand names itself once after it
+        command = self.prog.removeprefix("wwaudit").strip()
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
+
+
+_EPILOG = """\
+commands:
+  wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
+  wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
+  wwaudit rules [--format json]   list the rules, their rationale and thresholds
+
+examples:
+  wwaudit model.onnx --report audit.pdf
+  wwaudit model.onnx --json audit.json --sarif audit.sarif --markdown summary.md
+  wwaudit model.onnx --fail-on warning --baseline last-release.json
+  wwaudit quantized.onnx --reference float.onnx --report quant.html
+  wwaudit compare v1.onnx v2.onnx --report diff.pdf
+
+exit codes: 0 audit done, no finding at or above the failure level;
+1 findings at or above it; 2 unusable input, usage or I/O error.
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit",
-        description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis "
+        description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis\n"
         "(power-law alpha, norms, rank collapse) and a report a reviewer can sign.",
-        epilog="Exit codes: 0 audit done, no finding at or above the failure level; 1 findings at or "
-        "above it; 2 unusable input, usage or I/O error. `wwaudit rules` lists the rules.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("model", help="path to the .onnx file (external data is read from its folder)")
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
@@ -98,7 +122,7 @@ def _run_audit(argv: Sequence[str]) -> int:
     from wwaudit import formats
     from wwaudit.engine.core import audit
     from wwaudit.options import AuditOptions
-    from wwaudit.cli.progress import BackgroundImports, make_progress, print_summary
+    from wwaudit.cli.progress import BackgroundImports, make_progress, print_summary, print_verdict
 
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
@@ -148,11 +172,32 @@ def _run_audit(argv: Sequence[str]) -> int:
         max_plots=args.max_plots,
         extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
     )
-    for path, renderer in outputs:
-        formats.write_atomic(path, renderer(result, ctx))
+    written = write_outputs(outputs, result, ctx, quiet=args.quiet)
     if not args.quiet and not any(path == "-" for path, _ in outputs):
-        print_summary(result)
+        print_summary(result, written)
+    elif result.verdict == "fail":
+        print_verdict(result)  # a failing gate always says why, even with --quiet
     return EXIT_FINDINGS if result.verdict == "fail" else EXIT_OK
+
+
+def write_outputs(outputs: Sequence[tuple[str, formats.Renderer]], result: AuditResult, ctx: formats.RenderContext,
+                  quiet: bool = False) -> list[tuple[str, str]]:
+    """Render and write each output; returns (path, format) of the files written (not stdout).
+
+    Reports take seconds to render: a heartbeat says so on stderr unless `quiet`."""
+    from wwaudit import formats
+    from wwaudit.cli.progress import Heartbeat
+
+    written = []
+    for path, renderer in outputs:
+        kind = getattr(renderer, "__name__", "").removeprefix("render_").removeprefix("report_").removesuffix("_format")
+        slow = kind in ("pdf", "html")
+        with Heartbeat(f"rendering {path}", enabled=slow and not quiet and path != "-"):
+            data = renderer(result, ctx)
+        formats.write_atomic(path, data)
+        if path != "-":
+            written.append((path, kind or "output"))
+    return written
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:

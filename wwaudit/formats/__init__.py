@@ -103,9 +103,19 @@ def check_writable(path: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".wwaudit-", suffix=".probe", dir=folder)
     except OSError as exc:
-        raise OutputError(f"{path}: folder {folder} is not writable: {exc.strerror}") from None
+        raise OutputError(f"{path}: folder {folder} is not writable ({_refusal(exc)})") from None
     os.close(fd)
     _remove(probe)
+
+
+def _refusal(exc: OSError) -> str:
+    """Why a folder refused a new file, in words: a pseudo file system such as /proc answers
+    ENOENT ("No such file or directory") for a folder that plainly exists, which misleads."""
+    import errno
+
+    return {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+            errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
+        exc.errno or 0, "the file system does not accept new files here")
 
 
 def _special(path: str) -> bool:
