@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="path to the .onnx file (external data is read from its folder)")
+    parser.add_argument("model", nargs="?", help="path to the .onnx file (external data is read from its folder)")
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
     out = parser.add_argument_group("outputs (several may be given in one run)")
     out.add_argument("--json", metavar="PATH", help="write the audit as JSON (schema wwaudit/1); '-' for stdout")
@@ -70,12 +70,26 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--sarif", metavar="PATH", help="write findings as SARIF 2.1.0 (GitHub code scanning); '-' for stdout")
     out.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per analysed layer; '-' for stdout")
     out.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (pull-request comments); '-' for stdout")
+    out.add_argument("--github", metavar="PATH", nargs="?", const="-",
+                     help="GitHub Actions annotations (::error file=...::message), on stdout unless PATH is given")
+    out.add_argument("--attestation", metavar="PATH", help="write an in-toto Statement v1 (JSON): the model's sha256 "
+                     "as subject; verdict, policy hash, tool version and the JSON result's sha256 as predicate")
+    out.add_argument("--plots-dir", metavar="DIR", help="write each analysed layer's ESD plot into DIR")
+    out.add_argument("--plots-format", choices=("png", "svg"), default="png", help="file format for --plots-dir (default png)")
     gate = parser.add_argument_group("gating")
     gate.add_argument("--policy", metavar="PATH", help="policy file (default: nearest wwaudit.toml or "
                       "pyproject.toml [tool.wwaudit] from the working directory up)")
     gate.add_argument("--fail-on", choices=("info", "warning", "error", "never"),
                       help="lowest severity that fails the run (exit 1); overrides the policy (default error)")
     gate.add_argument("--baseline", metavar="JSON", help="an earlier wwaudit JSON: only findings not in it count")
+    gate.add_argument("--select", metavar="RULE[,RULE]", action="append", default=[],
+                      help="evaluate only these rules (ids or prefixes such as WW00); overrides the policy")
+    gate.add_argument("--ignore", metavar="RULE[,RULE]", action="append", default=[],
+                      help="do not evaluate these rules (ids or prefixes)")
+    gate.add_argument("--report-level", choices=("info", "warning", "error"),
+                      help="lowest severity reported at all; overrides the policy (default info)")
+    gate.add_argument("--show-policy", action="store_true",
+                      help="print the effective policy (file, then command line) as TOML and exit")
     ana = parser.add_argument_group("analysis")
     ana.add_argument("--layers", metavar="REGEX", help="analyse only layers whose name or tensor matches")
     ana.add_argument("--fast", action="store_true", help="reference metric set only (no traps, no distribution comparison)")
@@ -117,12 +131,14 @@ def _run_rules(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def _run_audit(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+def _codes(values: Sequence[str]) -> list[str]:
+    """--select/--ignore values: repeatable, each a comma-separated list (ruff's syntax)."""
+    return [code for value in values for code in value.split(",") if code.strip()]
+
+
+def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
+    """(path, renderer) for every output the command line asks for, in a fixed order."""
     from wwaudit import formats
-    from wwaudit.engine.core import audit
-    from wwaudit.options import AuditOptions
-    from wwaudit.cli.progress import BackgroundImports, make_progress, print_summary, print_verdict
 
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
@@ -131,10 +147,31 @@ def _run_audit(argv: Sequence[str]) -> int:
         outputs.append((args.csv, formats.FORMATS["csv"]))
     if args.report:
         outputs.append((args.report, formats.report_renderer(args.report)))
-    for fmt in ("sarif", "junit", "markdown"):
+    for fmt in ("sarif", "junit", "markdown", "github", "attestation"):
         if getattr(args, fmt):
             outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
+    return outputs
+
+
+def _run_audit(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    from wwaudit import formats
+    from wwaudit.engine.core import audit
+    from wwaudit.options import AuditOptions
+    from wwaudit.cli.progress import BackgroundImports, make_progress, print_summary, print_verdict
+    from wwaudit.rules.policy import load_policy, to_toml
+
+    policy = load_policy(args.policy, fail_on=args.fail_on, report_level=args.report_level,
+                         select=_codes(args.select), ignore=_codes(args.ignore))
+    if args.show_policy:
+        print(to_toml(policy), end="")
+        return EXIT_OK
+    if args.model is None:
+        raise UsageError("the following arguments are required: model (see wwaudit --help)")
+    outputs = _outputs(args)
     formats.check_outputs(outputs)
+    if args.plots_dir and os.path.exists(args.plots_dir) and not os.path.isdir(args.plots_dir):
+        raise UsageError(f"--plots-dir {args.plots_dir}: not a folder")
     check_counts(args)
     if args.max_plots < 0:
         raise UsageError("--max-plots must be 0 (no limit) or a positive number")
@@ -151,9 +188,7 @@ def _run_audit(argv: Sequence[str]) -> int:
     display = BackgroundImports(make_progress(enabled=not args.quiet), formats.PDF_MODULES if pdf else ())
     progress = limits.GuardedProgress(display, deadline)
     from wwaudit.rules.baseline import load_baseline
-    from wwaudit.rules.policy import load_policy
 
-    policy = load_policy(args.policy, fail_on=args.fail_on)
     baseline = load_baseline(args.baseline) if args.baseline else None
     with limits.watchdog(deadline):
         result = audit(args.model, options, progress, policy=policy, baseline=baseline)
@@ -173,6 +208,11 @@ def _run_audit(argv: Sequence[str]) -> int:
         extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
     )
     written = write_outputs(outputs, result, ctx, quiet=args.quiet)
+    if args.plots_dir:
+        from wwaudit.formats.report.plot_files import write_plots
+
+        files = write_plots(result, args.plots_dir, args.plots_format, workers=options.workers)
+        written.append((args.plots_dir, f"{len(files)} {args.plots_format} plots"))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result, written)
     elif result.verdict == "fail":

@@ -48,7 +48,8 @@ def _lazy(module: str) -> Renderer:
 
 
 _MODULES = {"json": "json_format", "csv": "csv_format", "html": "report.html", "pdf": "report.pdf",
-            "sarif": "sarif_format", "junit": "junit_format", "markdown": "markdown_format"}
+            "sarif": "sarif_format", "junit": "junit_format", "markdown": "markdown_format",
+            "github": "github_format", "attestation": "attestation"}
 FORMATS: dict[str, Renderer] = {name: _lazy(module) for name, module in _MODULES.items()}
 
 

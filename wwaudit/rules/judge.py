@@ -14,7 +14,7 @@ from typing import Iterable, Sequence
 from wwaudit.records import Finding, LayerResult
 from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.findings import RULES, RULES_BY_ID, SEVERITY_RANK, RuleContext
-from wwaudit.rules.policy import Policy
+from wwaudit.rules.policy import Policy, waiver_for
 
 
 @dataclass
@@ -72,6 +72,9 @@ def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), pol
         pattern = next((p for p in ignore if layer is not None and (p.search(layer.name) or p.search(layer.tensor))), None)
         if pattern is not None:
             f.suppressed_by, f.justification = "policy", f"layer ignored by policy pattern {pattern.pattern!r}"
+            suppressed.append(f)
+        elif (waiver := waiver_for(policy, f)) is not None:
+            f.suppressed_by, f.justification = "policy", waiver.justification()
             suppressed.append(f)
         elif baseline is not None and baseline.contains(f):
             f.suppressed_by, f.justification = "baseline", f"present in baseline {baseline.name}"

@@ -55,7 +55,7 @@ PLOT_STYLE: dict[Any, Any] = {  # matplotlib types rc keys as Literals
     "path.simplify": True,
 }
 
-PLOT_FORMATS = ("svg", "jpeg")
+PLOT_FORMATS = ("svg", "jpeg", "png")  # png: --plots-dir files only
 RASTER_DPI = 160
 JPEG_QUALITY = 92
 
@@ -104,6 +104,9 @@ def figure_uri(fig: Any, fmt: str) -> str:
     if fmt == "jpeg":
         fig.savefig(buf, format="jpeg", dpi=RASTER_DPI, pil_kwargs={"quality": JPEG_QUALITY, "subsampling": 0})
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    if fmt == "png":
+        fig.savefig(buf, format="png", dpi=RASTER_DPI, metadata={"Software": None})
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     fig.savefig(buf, format="svg", metadata={"Date": None})
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
