@@ -152,10 +152,10 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "unplotted": with_sections - len(plotted),
         "findings": _finding_groups(result.findings),
         "waived": _waived(result),
-        "options": [(k, _option_text(v, k)) for k, v in sorted(result.options.items()) if k != "policy"],
+        "options": [(k, option_text(v, k)) for k, v in sorted(result.options.items()) if k != "policy"],
         "policy": _policy_block(result.options.get("policy")),
         "command_args": command_args(ctx.command),
-        "versions": _versions(for_pdf),
+        "versions": versions(for_pdf),
         "timings": [(k, f"{v:.2f} s") for k, v in sorted(result.timings.items()) if isinstance(v, (int, float))],
         "command": ctx.command,
         "generated": ctx.generated,
@@ -283,7 +283,7 @@ def _waived(result: AuditResult) -> list[dict[str, Any]]:
 _BYTE_OPTIONS = ("max_memory",)
 
 
-def _option_text(value: Any, key: str = "") -> str:
+def option_text(value: Any, key: str = "") -> str:
     """Option values as a reader reads them: '–' for unset, yes/no, byte counts in GiB, lists
     comma-separated; anything nested stays exact as compact JSON."""
     if value is None:
@@ -306,7 +306,7 @@ def _policy_block(policy: Any) -> dict[str, Any] | None:
         return None
     head = [("source", policy.get("source") or "defaults (no policy file)"), ("sha-256", policy.get("sha256") or "–"),
             ("fail-on", policy.get("fail_on") or "–"), ("report-level", policy.get("report_level") or "–"),
-            ("ignored layers", _option_text(policy.get("ignore_layers") or None))]
+            ("ignored layers", option_text(policy.get("ignore_layers") or None))]
     rules = [{"id": rule_id, "enabled": "yes" if r.get("enabled") else "no", "severity": r.get("severity", "–"),
               "params": ", ".join(f"{k.replace('_', '-')} = {fmt(v)}" for k, v in r.get("params", {}).items()) or "–"}
              for rule_id, r in (policy.get("rules") or {}).items()]
@@ -511,7 +511,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _versions(for_pdf: bool) -> list[tuple[str, str]]:
+def versions(for_pdf: bool) -> list[tuple[str, str]]:
     """Versions that can change the numbers or the rendering (read from metadata, nothing imported)."""
     names = ["numpy", "scipy", "onnx", "onnxruntime", "powerlaw", "matplotlib", "jinja2"]
     if for_pdf:
