@@ -73,16 +73,17 @@ def _pages(pdf: bytes) -> list[tuple[float, float, list[tuple[float, float, floa
     out = []
     for page in pypdf.PdfReader(io.BytesIO(pdf)).pages:
         runs: list[tuple[float, float, float, str]] = []
-
-        def visit(text: str, cm: list[float], tm: list[float], _font: object, size: float) -> None:
-            if text.strip():
-                x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
-                y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
-                runs.append((x, y, size * abs(tm[0] * cm[0]) if tm[0] else size * abs(cm[0]), text))
-
-        page.extract_text(visitor_text=visit)
+        page.extract_text(visitor_text=lambda text, cm, tm, _font, size, runs=runs: _run(runs, text, cm, tm, size))
         out.append((float(page.mediabox.width), float(page.mediabox.height), runs))
     return out
+
+
+def _run(runs: list, text: str, cm: list[float], tm: list[float], size: float) -> None:
+    """One text run in page coordinates: the text matrix times the current transformation."""
+    if text.strip():
+        x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+        y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+        runs.append((x, y, size * abs(tm[0] * cm[0]) if tm[0] else size * abs(cm[0]), text))
 
 
 def _text(pdf: bytes) -> str:
