@@ -343,7 +343,10 @@ def test_pdf_layer_listing_puts_every_value_under_its_header(result: AuditResult
     doc = build_document(result, RenderContext(plots="none"), for_pdf=True)
     header = doc["listing"]["header"]
     labels = {key: label for key, label, *_rest in doc["columns"]}
-    for row, layer in zip(doc["layers"], result.layers):
+    by_id = {layer.id: layer for layer in result.layers}
+    assert doc["weight_rows"]  # the listing's rows: weight layers; non-weight entries are counted apart
+    for row in doc["weight_rows"]:
+        layer = by_id[row["id"]]
         line = row["line"]
         assert line.startswith(layer.op or "–") and HOSTILE not in line  # the name has a cell of its own
         if layer.analysed:
@@ -359,15 +362,16 @@ def test_pdf_layer_listing_puts_every_value_under_its_header(result: AuditResult
 
 
 def test_pdf_layer_listing_shrinks_then_wraps_a_line_too_wide_for_the_page(result: AuditResult) -> None:
+    i = next(i for i, layer in enumerate(result.layers) if layer.analysed)  # a row of the listing
     wide = copy.deepcopy(result)
-    wide.layers[1].quantization = "int8 per-channel QDQ"
+    wide.layers[i].quantization = "int8 per-channel QDQ"
     font = build_document(wide, RenderContext(plots="none"), for_pdf=True)["listing"]["font_pt"]
     wider = copy.deepcopy(result)
-    wider.layers[1].quantization = "int8 per-channel (axis 0) QDQ " * 12
+    wider.layers[i].quantization = "int8 per-channel (axis 0) QDQ " * 12
     doc = build_document(wider, RenderContext(plots="none"), for_pdf=True)
     assert 5.0 < float(font.removesuffix("pt")) < 6.5
     assert doc["listing"]["font_pt"] == "5.00pt"  # the floor: the cell wraps the line instead
-    assert wider.layers[1].quantization.strip() in doc["layers"][1]["line"]
+    assert wider.layers[i].quantization.strip() in next(r for r in doc["weight_rows"] if r["id"] == wider.layers[i].id)["line"]
 
 
 def test_pdf_prints_the_layer_listing_on_landscape_pages(result: AuditResult, pdf_bytes: bytes) -> None:

@@ -10,30 +10,54 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import check_counts, command_line, run_date
 from wwaudit.errors import EXIT_ERROR, EXIT_OK, UsageError, WwauditError, exit_code
+
+if TYPE_CHECKING:
+    from wwaudit import formats
+    from wwaudit.records import AuditResult
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors follow the one-line contract."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        # main() prefixes "wwaudit: error:"; a subcommand names itself once after it
+        command = self.prog.removeprefix("wwaudit").strip()
+        raise UsageError(f"{command + ': ' if command else ''}{message} (see {self.prog} --help)")
+
+
+_EPILOG = """\
+commands:
+  wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
+  wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
+  wwaudit rules [--format json]   list the rules, their rationale and thresholds
+
+examples:
+  wwaudit model.onnx --report audit.pdf
+  wwaudit model.onnx --json audit.json --sarif audit.sarif --markdown summary.md
+  wwaudit model.onnx --fail-on warning --baseline last-release.json
+  wwaudit quantized.onnx --reference float.onnx --report quant.html
+  wwaudit compare v1.onnx v2.onnx --report diff.pdf
+
+exit codes: 0 audit done, no finding at or above the failure level;
+1 findings at or above it; 2 unusable input, usage or I/O error;
+3 inconclusive (nothing analysed, or weights skipped for a limit).
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit",
-        description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis "
+        description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis\n"
         "(power-law alpha, norms, rank collapse) and a report a reviewer can sign.",
-        epilog="Exit codes: 0 audit done, no finding at or above the failure level; 1 findings at or "
-        "above it; 2 unusable input, usage or I/O error; 3 inconclusive (nothing analysed, or weights "
-        "skipped for a limit). `wwaudit rules` lists the rules.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", help="path to the .onnx file (external data is read from its folder)")
+    parser.add_argument("model", nargs="?", help="path to the .onnx file (external data is read from its folder)")
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
     out = parser.add_argument_group("outputs (several may be given in one run)")
     out.add_argument("--json", metavar="PATH", help="write the audit as JSON (schema wwaudit/1); '-' for stdout")
@@ -47,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--sarif", metavar="PATH", help="write findings as SARIF 2.1.0 (GitHub code scanning); '-' for stdout")
     out.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per analysed layer; '-' for stdout")
     out.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (pull-request comments); '-' for stdout")
+    out.add_argument("--github", metavar="PATH", nargs="?", const="-",
+                     help="GitHub Actions annotations (::error file=...::message), on stdout unless PATH is given")
+    out.add_argument("--attestation", metavar="PATH", help="write an in-toto Statement v1 (JSON): the model's sha256 "
+                     "as subject; verdict, policy hash, tool version and the JSON result's sha256 as predicate")
+    out.add_argument("--plots-dir", metavar="DIR", help="write each analysed layer's ESD plot into DIR")
+    out.add_argument("--plots-format", choices=("png", "svg"), default="png", help="file format for --plots-dir (default png)")
     gate = parser.add_argument_group("gating")
     gate.add_argument("--policy", metavar="PATH", help="policy file (default: nearest wwaudit.toml or "
                       "pyproject.toml [tool.wwaudit] from the working directory up)")
@@ -55,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--baseline", metavar="JSON", help="an earlier wwaudit JSON: only findings not in it count")
     gate.add_argument("--allow-incomplete", action="store_true",
                       help="weights skipped for --max-evals/--max-memory do not make the verdict inconclusive (exit 3)")
+    gate.add_argument("--select", metavar="RULE[,RULE]", action="append", default=[],
+                      help="evaluate only these rules (ids or prefixes such as WW00); overrides the policy")
+    gate.add_argument("--ignore", metavar="RULE[,RULE]", action="append", default=[],
+                      help="do not evaluate these rules (ids or prefixes)")
+    gate.add_argument("--report-level", choices=("info", "warning", "error"),
+                      help="lowest severity reported at all; overrides the policy (default info)")
+    gate.add_argument("--show-policy", action="store_true",
+                      help="print the effective policy (file, then command line) as TOML and exit")
     ana = parser.add_argument_group("analysis")
     ana.add_argument("--layers", metavar="REGEX", help="analyse only layers whose name or tensor matches")
     ana.add_argument("--fast", action="store_true", help="reference metric set only (no traps, no distribution comparison)")
@@ -97,12 +135,14 @@ def _run_rules(argv: Sequence[str]) -> int:
     return EXIT_OK
 
 
-def _run_audit(argv: Sequence[str]) -> int:
-    args = build_parser().parse_args(list(argv))
+def _codes(values: Sequence[str]) -> list[str]:
+    """--select/--ignore values: repeatable, each a comma-separated list (ruff's syntax)."""
+    return [code for value in values for code in value.split(",") if code.strip()]
+
+
+def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
+    """(path, renderer) for every output the command line asks for, in a fixed order."""
     from wwaudit import formats
-    from wwaudit.engine.core import audit
-    from wwaudit.options import AuditOptions
-    from wwaudit.cli.progress import BackgroundImports, make_progress, print_summary
 
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
@@ -111,10 +151,31 @@ def _run_audit(argv: Sequence[str]) -> int:
         outputs.append((args.csv, formats.FORMATS["csv"]))
     if args.report:
         outputs.append((args.report, formats.report_renderer(args.report)))
-    for fmt in ("sarif", "junit", "markdown"):
+    for fmt in ("sarif", "junit", "markdown", "github", "attestation"):
         if getattr(args, fmt):
             outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
+    return outputs
+
+
+def _run_audit(argv: Sequence[str]) -> int:
+    args = build_parser().parse_args(list(argv))
+    from wwaudit import formats
+    from wwaudit.engine.core import audit
+    from wwaudit.options import AuditOptions
+    from wwaudit.cli.progress import BackgroundImports, make_progress, print_summary, print_verdict
+    from wwaudit.rules.policy import load_policy, to_toml
+
+    policy = load_policy(args.policy, fail_on=args.fail_on, report_level=args.report_level,
+                         select=_codes(args.select), ignore=_codes(args.ignore), allow_incomplete=args.allow_incomplete)
+    if args.show_policy:
+        print(to_toml(policy), end="")
+        return EXIT_OK
+    if args.model is None:
+        raise UsageError("the following arguments are required: model (see wwaudit --help)")
+    outputs = _outputs(args)
     formats.check_outputs(outputs)
+    if args.plots_dir and os.path.exists(args.plots_dir) and not os.path.isdir(args.plots_dir):
+        raise UsageError(f"--plots-dir {args.plots_dir}: not a folder")
     check_counts(args)
     if args.max_plots < 0:
         raise UsageError("--max-plots must be 0 (no limit) or a positive number")
@@ -131,9 +192,7 @@ def _run_audit(argv: Sequence[str]) -> int:
     display = BackgroundImports(make_progress(enabled=not args.quiet), formats.PDF_MODULES if pdf else ())
     progress = limits.GuardedProgress(display, deadline)
     from wwaudit.rules.baseline import load_baseline
-    from wwaudit.rules.policy import load_policy
 
-    policy = load_policy(args.policy, fail_on=args.fail_on, allow_incomplete=args.allow_incomplete)
     baseline = load_baseline(args.baseline) if args.baseline else None
     with limits.watchdog(deadline):
         result = audit(args.model, options, progress, policy=policy, baseline=baseline)
@@ -152,13 +211,37 @@ def _run_audit(argv: Sequence[str]) -> int:
         max_plots=args.max_plots,
         extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
     )
-    for path, renderer in outputs:
-        formats.write_atomic(path, renderer(result, ctx))
+    written = write_outputs(outputs, result, ctx, quiet=args.quiet)
+    if args.plots_dir:
+        from wwaudit.formats.report.plot_files import write_plots
+
+        files = write_plots(result, args.plots_dir, args.plots_format, workers=options.workers)
+        written.append((args.plots_dir, f"{len(files)} {args.plots_format} plots"))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
-        print_summary(result)
+        print_summary(result, written)
     elif result.verdict in ("fail", "inconclusive"):
-        print(f"wwaudit: verdict {result.verdict}: {'; '.join(result.verdict_reasons)}", file=sys.stderr)
+        print_verdict(result)  # a gate that stops always says why, even with --quiet
     return exit_code(result.verdict)
+
+
+def write_outputs(outputs: Sequence[tuple[str, formats.Renderer]], result: AuditResult, ctx: formats.RenderContext,
+                  quiet: bool = False) -> list[tuple[str, str]]:
+    """Render and write each output; returns (path, format) of the files written (not stdout).
+
+    Reports take seconds to render: a heartbeat says so on stderr unless `quiet`."""
+    from wwaudit import formats
+    from wwaudit.cli.progress import Heartbeat
+
+    written = []
+    for path, renderer in outputs:
+        kind = getattr(renderer, "__name__", "").removeprefix("render_").removeprefix("report_").removesuffix("_format")
+        slow = kind in ("pdf", "html")
+        with Heartbeat(f"rendering {path}", enabled=slow and not quiet and path != "-"):
+            data = renderer(result, ctx)
+        formats.write_atomic(path, data)
+        if path != "-":
+            written.append((path, kind or "output"))
+    return written
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:

@@ -48,7 +48,8 @@ def _lazy(module: str) -> Renderer:
 
 
 _MODULES = {"json": "json_format", "csv": "csv_format", "html": "report.html", "pdf": "report.pdf",
-            "sarif": "sarif_format", "junit": "junit_format", "markdown": "markdown_format"}
+            "sarif": "sarif_format", "junit": "junit_format", "markdown": "markdown_format",
+            "github": "github_format", "attestation": "attestation"}
 FORMATS: dict[str, Renderer] = {name: _lazy(module) for name, module in _MODULES.items()}
 
 
@@ -103,9 +104,19 @@ def check_writable(path: str) -> None:
     try:
         fd, probe = tempfile.mkstemp(prefix=".wwaudit-", suffix=".probe", dir=folder)
     except OSError as exc:
-        raise OutputError(f"{path}: folder {folder} is not writable: {exc.strerror}") from None
+        raise OutputError(f"{path}: folder {folder} is not writable ({_refusal(exc)})") from None
     os.close(fd)
     _remove(probe)
+
+
+def _refusal(exc: OSError) -> str:
+    """Why a folder refused a new file, in words: a pseudo file system such as /proc answers
+    ENOENT ("No such file or directory") for a folder that plainly exists, which misleads."""
+    import errno
+
+    return {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+            errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
+        exc.errno or 0, "the file system does not accept new files here")
 
 
 def _special(path: str) -> bool:

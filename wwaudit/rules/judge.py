@@ -17,7 +17,7 @@ from wwaudit.records import Coverage, Finding, LayerResult
 from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.compare_rules import CompareContext
 from wwaudit.rules.findings import RULES, RULES_BY_ID, SEVERITY_RANK, RuleContext
-from wwaudit.rules.policy import Policy
+from wwaudit.rules.policy import Policy, waiver_for
 
 
 
@@ -98,6 +98,9 @@ def settle(found: list[Finding], layers: Sequence[LayerResult], policy: Policy |
         pattern = next((p for p in ignore if layer is not None and (p.search(layer.name) or p.search(layer.tensor))), None)
         if pattern is not None:
             f.suppressed_by, f.justification = "policy", f"layer ignored by policy pattern {pattern.pattern!r}"
+            suppressed.append(f)
+        elif (waiver := waiver_for(policy, f)) is not None:
+            f.suppressed_by, f.justification = "policy", waiver.justification()
             suppressed.append(f)
         elif baseline is not None and baseline.contains(f):
             f.suppressed_by, f.justification = "baseline", f"present in baseline {baseline.name}"

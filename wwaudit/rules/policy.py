@@ -15,14 +15,15 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from wwaudit.rules.findings import FAIL_ON_LEVELS, RULES, RULES_BY_ID, SEVERITIES, alpha_band
 from wwaudit.errors import UsageError
+from wwaudit.records import Finding
 
 POLICY_FILE = "wwaudit.toml"
 PYPROJECT = "pyproject.toml"
-_TOP_KEYS = ("preset", "fail_on", "report_level", "allow_incomplete", "disable", "ignore_layers", "rules")
+_TOP_KEYS = ("preset", "fail_on", "report_level", "allow_incomplete", "disable", "ignore_layers", "rules", "waivers")
 _RULE_KEYS = ("severity", "enabled")
 _DEFAULT_OFF = tuple(sorted(rule.id for rule in RULES if not rule.enabled))
 
@@ -38,6 +39,35 @@ PRESETS: dict[str, dict[str, Any]] = {
         },
     },
 }
+_WAIVER_KEYS = ("rule", "layer", "reason", "owner")
+
+
+@dataclass(frozen=True)
+class Waiver:
+    """A written exception: findings of `rule` (an id or a prefix such as WW00) on layers whose name
+    or tensor matches the regex `layer` (every layer, and model-level findings, when None) are
+    accepted. Why reason and owner are required: a waiver is a decision somebody signs; the
+    justification travels with each waived finding into the JSON, SARIF and the report."""
+
+    rule: str
+    layer: str | None
+    reason: str
+    owner: str
+
+    def matches(self, finding: Finding) -> bool:
+        if not finding.rule.startswith(self.rule):
+            return False
+        if self.layer is None:
+            return True
+        names = [n for n in (finding.layer, finding.tensor) if n]
+        return any(re.search(self.layer, n) for n in names)
+
+    def justification(self) -> str:
+        where = f" on layers matching {self.layer!r}" if self.layer is not None else ""
+        return f"waived{where} by {self.owner}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "layer": self.layer, "reason": self.reason, "owner": self.owner}
 
 
 @dataclass(frozen=True)
@@ -50,6 +80,7 @@ class Policy:
     ignore_layers: tuple[str, ...] = ()
     severities: Mapping[str, str] = field(default_factory=dict)
     overrides: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    waivers: tuple[Waiver, ...] = ()
     source: str | None = None  # file the policy came from, None for defaults only
     allow_incomplete: bool = False  # weights skipped for a limit do not make the verdict inconclusive
     preset: str = "default"
@@ -66,8 +97,9 @@ class Policy:
         return merged
 
     def settings(self) -> dict[str, Any]:
-        """The effective policy, every rule spelled out, in a stable order (what the hash covers)."""
-        return {
+        """The effective policy, every rule spelled out, in a stable order (what the hash covers).
+        Waivers are listed only when there are some, so a policy without any keeps its hash."""
+        out: dict[str, Any] = {
             "preset": self.preset,
             "fail_on": self.fail_on,
             "report_level": self.report_level,
@@ -82,6 +114,9 @@ class Policy:
                 for rule in sorted(RULES, key=lambda r: r.id)
             },
         }
+        if self.waivers:
+            out["waivers"] = [w.to_dict() for w in self.waivers]
+        return out
 
     def alpha_band(self) -> tuple[float, float]:
         """The alpha band this policy judges by (findings.alpha_band)."""
@@ -202,7 +237,94 @@ def parse_policy(table: Mapping[str, Any], where: str) -> Policy:
                 raise UsageError(f"policy {where}: rules.{rule_id}: unknown setting {raw_key!r} (known: {known})")
     return Policy(fail_on=fail_on, report_level=report_level, disabled=tuple(sorted(disabled)),
                   ignore_layers=tuple(patterns), severities=severities, overrides=overrides,
-                  allow_incomplete=allow_incomplete, preset=preset)
+                  allow_incomplete=allow_incomplete, preset=preset,
+                  waivers=_waivers(table.get("waivers", []), where))
+
+
+def _waivers(value: Any, where: str) -> tuple[Waiver, ...]:
+    """[[waivers]] tables: rule (id or prefix) and a written reason and owner are required."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise UsageError(f"policy {where}: waivers must be an array of [[waivers]] tables")
+    out = []
+    for i, raw in enumerate(value, 1):
+        table = {_norm(k): v for k, v in raw.items()}
+        unknown = sorted(set(table) - set(_WAIVER_KEYS))
+        if unknown:
+            raise UsageError(f"policy {where}: waiver {i}: unknown key {unknown[0]!r} (known: {', '.join(_WAIVER_KEYS)})")
+        for key in ("rule", "reason", "owner"):
+            if not isinstance(table.get(key), str) or not table[key].strip():
+                raise UsageError(f"policy {where}: waiver {i}: {key} is required (a non-empty string)")
+        layer = table.get("layer")
+        if layer is not None:
+            if not isinstance(layer, str):
+                raise UsageError(f"policy {where}: waiver {i}: layer must be a regular expression (a string)")
+            try:
+                re.compile(layer)
+            except re.error as exc:
+                raise UsageError(f"policy {where}: waiver {i}: invalid regular expression {layer!r}: {exc}") from None
+        rule = table["rule"].strip().upper()
+        expand_rules([rule], f"policy {where}: waiver {i}")  # an id or a prefix that names a rule
+        out.append(Waiver(rule, layer, " ".join(table["reason"].split()), " ".join(table["owner"].split())))
+    return tuple(out)
+
+
+def waiver_for(policy: Policy | None, finding: Finding) -> Waiver | None:
+    """The first of the policy's waivers that accepts `finding`, if any (the judge's one call)."""
+    if policy is None:
+        return None
+    return next((w for w in policy.waivers if w.matches(finding)), None)
+
+
+def expand_rules(codes: Sequence[str], what: str) -> list[str]:
+    """Rule ids named by codes, each an id or a prefix (ruff-style: WW0 = WW001..WW009); a code
+    that names no rule is an error, as a typo would otherwise select nothing silently."""
+    out: list[str] = []
+    for code in codes:
+        code = code.strip().upper()
+        found = [rule.id for rule in RULES if code and rule.id.startswith(code)]
+        if not found:
+            raise UsageError(f"{what}: {code or repr('')} names no rule (see `wwaudit rules`)")
+        out.extend(r for r in found if r not in out)
+    return out
+
+
+def apply_selection(policy: Policy, select: Sequence[str] = (), ignore: Sequence[str] = ()) -> Policy:
+    """--select keeps only the named rules enabled, --ignore disables rules, as ruff's options do;
+    both on top of the policy file (the command line wins)."""
+    disabled = set(policy.disabled)
+    if select:
+        chosen = set(expand_rules(select, "--select"))
+        disabled |= {rule.id for rule in RULES if rule.id not in chosen}
+    disabled |= set(expand_rules(ignore, "--ignore")) if ignore else set()
+    return replace(policy, disabled=tuple(sorted(disabled)))
+
+
+def to_toml(policy: Policy) -> str:
+    """The effective policy as a policy file (what --show-policy prints): reading it back with
+    --policy judges by the same rules, so the printed hash is the one of that file too."""
+    s = policy.settings()
+    lines = [f"# effective wwaudit policy (source: {policy.source or 'defaults'})", f"# sha256: {policy.sha256()}",
+             f"preset = {_toml(s['preset'])}", f"fail-on = {_toml(s['fail_on'])}",
+             f"report-level = {_toml(s['report_level'])}", f"allow-incomplete = {_toml(s['allow_incomplete'])}",
+             f"ignore-layers = {_toml(s['ignore_layers'])}"]
+    for rule_id, rule in s["rules"].items():
+        lines += ["", f"[rules.{rule_id}]  # {RULES_BY_ID[rule_id].title}",
+                  f"enabled = {_toml(rule['enabled'])}", f"severity = {_toml(rule['severity'])}"]
+        lines += [f"{key.replace('_', '-')} = {_toml(value)}" for key, value in rule["params"].items()]
+    for waiver in s.get("waivers", []):
+        lines += ["", "[[waivers]]"] + [f"{k} = {_toml(v)}" for k, v in waiver.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(value: Any) -> str:
+    """A TOML literal for the values a policy holds (strings, booleans, numbers, string lists)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):  # thresholds are finite or ±inf (no NaN in a policy)
+        return {float("inf"): "inf", float("-inf"): "-inf"}.get(value, repr(value))
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _rule_id(value: Any, where: str) -> str:
@@ -213,8 +335,10 @@ def _rule_id(value: Any, where: str) -> str:
 
 
 def load_policy(path: str | None = None, start: str | None = None, fail_on: str | None = None,
+                report_level: str | None = None, select: Sequence[str] = (), ignore: Sequence[str] = (),
                 allow_incomplete: bool | None = None) -> Policy:
-    """The effective policy: `path` (or the discovered file), then the command line's options on top."""
+    """The effective policy: `path` (or the discovered file), then the command line on top
+    (`fail_on`, `report_level`, `select`/`ignore` rule codes, `allow_incomplete`)."""
     if path is not None and not os.path.isfile(path):
         raise UsageError(f"--policy {path}: no such file")
     source = path if path is not None else find_policy_file(start or os.getcwd())
@@ -232,4 +356,6 @@ def load_policy(path: str | None = None, start: str | None = None, fail_on: str 
         policy = replace(policy, fail_on=_level(fail_on, FAIL_ON_LEVELS, "--fail-on", "(command line)"))
     if allow_incomplete:
         policy = replace(policy, allow_incomplete=True)
-    return policy
+    if report_level is not None:
+        policy = replace(policy, report_level=_level(report_level, SEVERITIES, "--report-level", "(command line)"))
+    return apply_selection(policy, select, ignore) if select or ignore else policy

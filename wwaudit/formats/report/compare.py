@@ -20,7 +20,7 @@ from wwaudit.rules.findings import RULES, RULES_BY_ID
 from wwaudit.errors import UsageError
 from wwaudit.rules.findings import ALPHA_BAND, band_text
 from wwaudit.formats import RenderContext
-from wwaudit.formats.report.document import fmt, human_bytes
+from wwaudit.formats.report.document import command_args, fmt, human_bytes, option_text, versions
 from wwaudit.formats.report.plots import PLOT_STYLE, figure, figure_uri
 
 LARGEST_CHANGES = 20  # rows of the "largest changes" table
@@ -182,8 +182,11 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
         "alpha_plot": _alpha_plot(result.pairs, image),
         "change_plot": _change_plot(result.pairs, image, _overlap_min(result)),
         "esds": esds,
-        "options": sorted((k, str(v)) for k, v in result.options.items()),
+        "options": sorted((k, option_text(v, k)) for k, v in result.options.items()),
+        "versions": versions(for_pdf),
+        "short_hashes": (result.base.model.sha256[:12], result.candidate.model.sha256[:12]),
         "command": ctx.command,
+        "command_args": command_args(ctx.command),
         "generated": ctx.generated,
         "page_size": ctx.page_size,
     }

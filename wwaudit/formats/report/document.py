@@ -123,6 +123,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
     columns = _table_columns(result)
     plotted, with_sections = _plotted_layers(result.layers, by_layer, ctx.plots, ctx.max_plots)
     rows = [_table_row(layer, by_layer.get(layer.id, []), columns) for layer in result.layers]
+    weight_rows = [row for row in rows if not row["non_weight"]]
     renderer, model_plots, layer_plots = _draw_plots(result, by_layer, plotted, ctx, for_pdf, plots_until, band)
     details = [_detail(layer, by_layer.get(layer.id, []), layer_plots.get(str(layer.id)))
                for layer in result.layers if layer.id in plotted]
@@ -139,7 +140,9 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "columns": [(key, label, numeric, _tooltip(key, band), width) for (key, label, numeric), width
                     in zip(columns, _column_widths([key for key, _label, _numeric in columns]))],
         "layers": rows,
-        "listing": _listing(columns, rows, ctx.page_size) if for_pdf else None,
+        "listing": _listing(columns, weight_rows, ctx.page_size) if for_pdf else None,
+        "weight_rows": weight_rows,
+        "non_weights": _non_weight_groups(rows),
         "layer_map": [{"id": r["id"], "anchor": r["anchor"], "cls": r["cls"], "name": r["name"]} for r in rows],
         "legend": [(cls, text) for cls, text in (
             ("ok", "no finding"), ("info", "info finding"), ("warning", "warning"), ("error", "error or unreadable"),
@@ -151,8 +154,10 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "unplotted": with_sections - len(plotted),
         "findings": _finding_groups(result.findings),
         "waived": _waived(result),
-        "options": [(k, _option_text(v)) for k, v in sorted(result.options.items())],
-        "versions": _versions(for_pdf),
+        "options": [(k, option_text(v, k)) for k, v in sorted(result.options.items()) if k != "policy"],
+        "policy": _policy_block(result.options.get("policy")),
+        "command_args": command_args(ctx.command),
+        "versions": versions(for_pdf),
         "timings": [(k, f"{v:.2f} s") for k, v in sorted(result.timings.items()) if isinstance(v, (int, float))],
         "command": ctx.command,
         "generated": ctx.generated,
@@ -201,6 +206,7 @@ def _table_row(layer: LayerResult, found: list[Finding], columns: list[tuple[str
     metric_keys = [key for key, _label, _numeric in columns if key in _SPANNED]
     return {"id": layer.id, "anchor": f"layer-{layer.id}", "cls": layer_class(layer, found), "status": layer.status,
             "reason": layer.reason or "", "name": layer.name, "analysed": layer.analysed,
+            "notes": list(layer.notes), "non_weight": non_weight_group(layer),
             "span": len(metric_keys), "first_metric": metric_keys[0],
             "cells": [(key, cells[key][0], cells[key][1], numeric, key in _SPANNED) for key, _label, numeric in columns]}
 
@@ -219,7 +225,9 @@ def _draw_plots(result: AuditResult, by_layer: dict[int, list[Finding]], plotted
             continue
         lo, hi = layer.metric("alpha_ci_low"), layer.metric("alpha_ci_high")
         points.append(plots.DepthPoint(
-            position=len(points), label=str(layer.id), status=layer_class(layer, by_layer.get(layer.id, [])),
+            # the axis counts analysed layers (1, 2, ...), not file entries: biases and skipped
+            # tensors would otherwise stretch it (202 entries for 63 layers on a detector)
+            position=len(points), label=str(len(points) + 1), status=layer_class(layer, by_layer.get(layer.id, [])),
             alpha=layer.metric("alpha") if layer.status == "ok" else None,
             alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
             log_spectral_norm=layer.metric("log_spectral_norm")))
@@ -245,6 +253,7 @@ def _detail(layer: LayerResult, found: list[Finding], uri: str | None) -> dict[s
         "id": layer.id, "anchor": f"layer-{layer.id}", "name": layer.name, "tensor": layer.tensor,
         "op": layer.op, "shape": _shape(layer), "dtype": layer.dtype or "", "quantization": layer.quantization,
         "status": layer.status, "reason": layer.reason or "", "cls": layer_class(layer, found),
+        "notes": list(layer.notes),
         "metrics": [(label, fmt(layer.metric(key))) for key, label in DETAIL_METRICS if layer.metric(key) is not None],
         "findings": [{"rule": f.rule, "severity": f.severity, "message": _without_layer(f)} for f in found],
         "plot": uri,
@@ -272,13 +281,92 @@ def _waived(result: AuditResult) -> list[dict[str, Any]]:
             for f in getattr(result, "suppressed", [])]
 
 
-def _option_text(value: Any) -> str:
-    """Option values as compact JSON (nested ones, like a policy, stay readable and exact)."""
+# Options whose values are byte counts: shown as KiB/MiB/GiB, as a reader sets them (--max-memory 8G).
+_BYTE_OPTIONS = ("max_memory",)
+
+
+def option_text(value: Any, key: str = "") -> str:
+    """Option values as a reader reads them: '–' for unset, yes/no, byte counts in GiB, lists
+    comma-separated; anything nested stays exact as compact JSON."""
     if value is None:
         return "–"
-    if isinstance(value, str):
-        return value
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if key in _BYTE_OPTIONS and isinstance(value, int):
+        return f"{human_bytes(value)} ({value:,} bytes)"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, (str, int, float)) for v in value):
+        return ", ".join(map(str, value)) or "–"
     return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+
+
+def _policy_block(policy: Any) -> dict[str, Any] | None:
+    """The policy as tables: its identity (source, hash, levels, ignored layers), one row per rule
+    (enabled, severity, thresholds) and the waivers with reason and owner; not a JSON blob."""
+    if not isinstance(policy, dict):
+        return None
+    head = [("source", policy.get("source") or "defaults (no policy file)"), ("sha-256", policy.get("sha256") or "–"),
+            ("fail-on", policy.get("fail_on") or "–"), ("report-level", policy.get("report_level") or "–"),
+            ("ignored layers", option_text(policy.get("ignore_layers") or None))]
+    rules = [{"id": rule_id, "enabled": "yes" if r.get("enabled") else "no", "severity": r.get("severity", "–"),
+              "params": ", ".join(f"{k.replace('_', '-')} = {fmt(v)}" for k, v in r.get("params", {}).items()) or "–"}
+             for rule_id, r in (policy.get("rules") or {}).items()]
+    waivers = [{"rule": w.get("rule"), "layer": w.get("layer") or "every layer", "reason": w.get("reason"),
+                "owner": w.get("owner")} for w in policy.get("waivers") or []]
+    return {"head": head, "rules": rules, "waivers": waivers}
+
+
+def command_args(command: str) -> list[str]:
+    """The recorded command as groups that must not break inside: each option with its value
+    ("--json x.json"), each other argument alone. The template joins them with breakable spaces."""
+    import shlex
+
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return [command] if command else []
+    groups: list[str] = []
+    after_option = False  # the previous word was a --long option without '=': a value may follow
+    for word in words:
+        if after_option and not word.startswith("-"):
+            groups[-1] += " " + shlex.quote(word)
+            after_option = False
+            continue
+        groups.append(shlex.quote(word))
+        after_option = word.startswith("--") and "=" not in word
+    return groups
+
+
+# Why these are kept out of the PDF's listing: on a detector 139 of 202 entries were biases,
+# scalars and shape constants, pages of rows that say "skipped" for the same reason.
+_NON_WEIGHT_GROUPS = (
+    ("scalar", "scalars"),
+    ("1-D", "biases, norm scales and other 1-D vectors"),
+    ("vector of shape", "biases, norm scales and other 1-D vectors"),
+    ("not a weight slot", "inputs of ops that take no weight (shapes, indices, constants)"),
+    ("not consumed by any op", "tensors no op reads"),
+    ("tensor attribute", "constants inside node attributes"),
+)
+
+
+def non_weight_group(layer: LayerResult) -> str | None:
+    """The group of a skipped entry that is not a weight matrix (bias, scalar, shape constant...),
+    or None for weight layers, including weights skipped for a limit or an unsupported format."""
+    if layer.status != "skipped" or layer.kind != "none":
+        return None
+    reason = layer.reason or ""
+    return next((label for prefix, label in _NON_WEIGHT_GROUPS if reason.startswith(prefix)), None)
+
+
+def _non_weight_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Counts of the non-weight entries by group, with a few example names each."""
+    groups: dict[str, list[str]] = {}
+    for row in rows:
+        if row["non_weight"]:
+            groups.setdefault(row["non_weight"], []).append(row["name"])
+    return [{"label": label, "count": len(names), "examples": ", ".join(names[:3]) + (", …" if len(names) > 3 else "")}
+            for label, names in groups.items()]
 
 
 def _wants_plot(mode: str, layer: LayerResult, found: list[Finding]) -> bool:
@@ -459,7 +547,7 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
-def _versions(for_pdf: bool) -> list[tuple[str, str]]:
+def versions(for_pdf: bool) -> list[tuple[str, str]]:
     """Versions that can change the numbers or the rendering (read from metadata, nothing imported)."""
     names = ["numpy", "scipy", "onnx", "onnxruntime", "powerlaw", "matplotlib", "jinja2"]
     if for_pdf:

@@ -55,7 +55,7 @@ PLOT_STYLE: dict[Any, Any] = {  # matplotlib types rc keys as Literals
     "path.simplify": True,
 }
 
-PLOT_FORMATS = ("svg", "jpeg")
+PLOT_FORMATS = ("svg", "jpeg", "png")  # png: --plots-dir files only
 RASTER_DPI = 160
 JPEG_QUALITY = 92
 
@@ -104,6 +104,9 @@ def figure_uri(fig: Any, fmt: str) -> str:
     if fmt == "jpeg":
         fig.savefig(buf, format="jpeg", dpi=RASTER_DPI, pil_kwargs={"quality": JPEG_QUALITY, "subsampling": 0})
         return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    if fmt == "png":
+        fig.savefig(buf, format="png", dpi=RASTER_DPI, metadata={"Software": None})
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
     fig.savefig(buf, format="svg", metadata={"Date": None})
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -139,6 +142,26 @@ def _log_axes(ax: Any) -> None:
         axis.set_major_locator(LogLocator(base=10, numticks=6))
         axis.set_major_formatter(FuncFormatter(_pow10))
         axis.set_minor_locator(NullLocator())
+
+
+def _log_ticks(axis: Any, lo: float, hi: float) -> None:
+    """Ticks of a log axis over [lo, hi]: powers of ten when it spans two decades or more; else
+    four values between the limits as plain numbers, since a narrower range holds at most one
+    power of ten and was left with one label or none."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator
+
+    if hi / lo >= 100:
+        axis.set_major_locator(LogLocator(base=10, numticks=6))
+        axis.set_major_formatter(FuncFormatter(_pow10))
+        return
+    ticks = [float(f"{v:.2g}") for v in np.geomspace(lo, hi, 6)[1:-1]]
+    axis.set_major_locator(FixedLocator(sorted(set(ticks))))
+    axis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.2g}"))
+
+
+# Eigenvalues below this fraction of λmax are rounding noise of zero singular values (1e-30 next to
+# 1e2): on log axes they would stretch the range by decades and squash the tail into a sliver.
+LOG_FLOOR = 1e-12
 
 
 def _finite(value: Any) -> float | None:
@@ -183,7 +206,7 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple
                            zorder=3, linewidths=0)
         ax.set_ylim(0, top)
         ax.set_ylabel("alpha")
-        ax.set_xlabel("layer (#, depth order)")
+        ax.set_xlabel("analysed layer (1 = first in depth order)")
         _depth_ticks(ax, points)
         return figure_uri(fig, fmt)
 
@@ -200,8 +223,9 @@ def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg",
         fig, (ax,) = figure(3.4, 2.4, bottom=0.45)
         top = float(min(max(8.0, alphas.max() * 1.05), 20.0))
         ax.axvspan(*band, color=BAND_COLOUR, zorder=0)
-        ax.hist(np.minimum(alphas, top), bins=np.linspace(0, top, 33), color=ESD_COLOUR, zorder=2)
+        counts, _, _ = ax.hist(np.minimum(alphas, top), bins=np.linspace(0, top, 33), color=ESD_COLOUR, zorder=2)
         ax.set_xlim(0, top)
+        ax.set_ylim(0, max(1.0, float(np.max(counts))) * 1.12)  # headroom: the tallest bar is not cut by the frame
         ax.set_xlabel("alpha" + (" (clipped at %g)" % top if alphas.max() > top else ""))
         ax.set_ylabel("layers")
         ax.yaxis.get_major_locator().set_params(integer=True)
@@ -223,7 +247,7 @@ def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tup
                   colors=[STATUS_COLOURS[p.status] for p in shown], lw=float(np.clip(160 / len(points), 0.6, 9)))
         ax.axhline(0, color="#5a6272", lw=0.6)
         ax.set_ylabel("log10 λmax")
-        ax.set_xlabel("layer (#)")
+        ax.set_xlabel("analysed layer")
         _depth_ticks(ax, points, most=12)
         return figure_uri(fig, fmt)
 
@@ -244,9 +268,10 @@ def layer_plot(job: LayerPlotJob) -> str | None:
         return None
     rand = _positive(job.random_evals) if job.random_evals is not None else np.empty(0)
     m = job.metrics
+    floor = LOG_FLOOR * float(evals.max())
     with _LAYER_LOCK, matplotlib.rc_context(PLOT_STYLE):
         fig, ax_log, ax_lin = _layer_figure()
-        _esd_loglog(ax_log, evals, rand, m)
+        _esd_loglog(ax_log, evals[evals > floor], rand[rand > floor], m, dropped=int(np.count_nonzero(evals <= floor)))
         _esd_mp(ax_lin, evals, rand, m)
         return figure_uri(fig, job.fmt)
 
@@ -268,7 +293,7 @@ def _layer_figure() -> tuple[Any, Any, Any]:
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
         return cached
-    fig, (ax_log, ax_lin) = figure(7.0, 2.3, ncols=2, bottom=0.42)
+    fig, (ax_log, ax_lin) = figure(7.0, 2.4, ncols=2, bottom=0.52)  # room for a second x-label line
     ax_log.set_xscale("log")
     ax_log.set_yscale("log")
     _log_axes(ax_log)
@@ -286,7 +311,7 @@ def _layer_figure() -> tuple[Any, Any, Any]:
     return fig, ax_log, ax_lin
 
 
-def _esd_loglog(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> None:
+def _esd_loglog(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any], dropped: int = 0) -> None:
     lo, hi = evals.min(), evals.max()
     if rand.size:
         lo, hi = min(lo, rand.min()), max(hi, rand.max())
@@ -295,6 +320,7 @@ def _esd_loglog(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any])
     bins = np.logspace(np.log10(lo), np.log10(hi) + 1e-9, 50)
     dens, _ = np.histogram(evals, bins=bins, density=True)
     ax.stairs(dens, bins, fill=True, color=ESD_COLOUR, alpha=0.85, label="ESD")
+    rdens = np.empty(0)
     if rand.size:
         rdens, _ = np.histogram(rand, bins=bins, density=True)
         ax.stairs(rdens, bins, color=SHUFFLED_COLOUR, lw=0.9, label="shuffled")
@@ -305,10 +331,14 @@ def _esd_loglog(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any])
         ax.plot(lam, tail * (alpha - 1) / xmin * (lam / xmin) ** (-alpha), color=FIT_COLOUR, lw=1.4,
                 label=f"power law α = {alpha:.2f}")
         ax.axvline(xmin, color=FIT_COLOUR, ls="--", lw=0.9, label=f"xmin = {xmin:.3g}")
-    positive = dens[dens > 0]
+    # the y range covers the shuffled copy too: its bars were clipped above the axes
+    positive = np.concatenate([dens[dens > 0], rdens[rdens > 0]])
     if positive.size:
         ax.set_ylim(positive.min() / 3, positive.max() * 3)
+        _log_ticks(ax.yaxis, positive.min() / 3, positive.max() * 3)
     ax.set_xlim(bins[0], bins[-1])
+    _log_ticks(ax.xaxis, bins[0], bins[-1])
+    ax.set_xlabel("eigenvalue λ of WᵀW (log)" + (f"\n{dropped} below {LOG_FLOOR:g}·λmax left out" if dropped else ""))
     ax.legend(loc="upper right", **_LEGEND)
 
 
@@ -357,11 +387,12 @@ def _esd_mp(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> 
     spikes = m.get("num_spikes")
     note = []
     if spikes is not None:
-        note.append(f"spikes: {spikes}")
+        note.append(f"{spikes} spike{'s' if spikes != 1 else ''}")
     if beyond:
         note.append(f"{beyond} beyond the axis (λmax {evals.max():.3g})")
-    legend = ax.legend(loc="upper right", **_LEGEND, title="\n".join(note) or None, title_fontsize=6.5)
-    legend._legend_box.align = "right"
+    # in the axis label, not in or beside the legend: there it collided with the legend's entries
+    ax.set_xlabel("eigenvalue λ of WᵀW" + (f"\n{', '.join(note)}" if note else ""))
+    ax.legend(loc="upper right", **_LEGEND)
 
 
 def _model_task(name: str, points: Sequence[DepthPoint], fmt: str, band: tuple[float, float]) -> str | None:

@@ -1,0 +1,274 @@
+"""Report layout defects, each with a test that would catch it again: text inside the page boxes
+(pypdf), the layer map wrapping, notes, the PDF listing without biases, readable policy, bytes and
+command, the plots' axes, the compare report; the HTML in headless Chromium when it is installed."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from wwaudit.engine.core import audit
+from wwaudit.formats import RenderContext
+from wwaudit.formats.report import html as html_format
+from wwaudit.formats.report import pdf as pdf_format
+from wwaudit.formats.report.document import build_document, command_args
+from wwaudit.options import AuditOptions
+
+pypdf = pytest.importorskip("pypdf")
+REPO = Path(__file__).resolve().parents[1]
+DEPTH = 130  # weight layers; with a bias each, 260 entries: more than one line of the layer map
+COMMAND = ("wwaudit /very/long/path/to/some/models/folder/detector-v5-large.onnx --json audit.json "
+           "--report audit.pdf --sarif audit.sarif --markdown summary.md --fail-on warning --max-plots 8 "
+           "--policy ci/wwaudit.toml --workers 4")
+
+
+def _deep(path: Path) -> Path:
+    """A detector-like chain: DEPTH small MatMul layers, each followed by a bias Add."""
+    rng = np.random.default_rng(3)
+    nodes, inits, x = [], [], "x"
+    for i in range(DEPTH):
+        w, b = f"model.{i}.conv.weight", f"model.{i}.conv.bias"
+        inits += [numpy_helper.from_array((rng.standard_normal((24, 24)) / 5).astype(np.float32), w),
+                  numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), b)]
+        nodes += [helper.make_node("MatMul", [x, w], [f"m{i}"], name=f"/model.{i}/cv/conv/MatMul"),
+                  helper.make_node("Add", [f"m{i}", b], [f"a{i}"], name=f"/model.{i}/cv/Add")]
+        x = f"a{i}"
+    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24])],
+                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 24])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def deep(tmp_path_factory: pytest.TempPathFactory):
+    return audit(str(_deep(tmp_path_factory.mktemp("deep") / "deep.onnx")), AuditOptions(fast=True, workers=1))
+
+
+@pytest.fixture(scope="module")
+def deep_pdf(deep) -> bytes:
+    return pdf_format.render(deep, RenderContext(command=COMMAND, generated="2026-01-01 00:00 UTC", plots="none"))
+
+
+@pytest.fixture(scope="module")
+def deep_html(deep) -> str:
+    return html_format.render(deep, RenderContext(command=COMMAND, plots="none")).decode()
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    return audit(str(REPO / "samples" / "digits_cnn_good.onnx"), AuditOptions(fast=True, workers=1))
+
+
+def _pages(pdf: bytes) -> list[tuple[float, float, list[tuple[float, float, float, str]]]]:
+    """Per page: width, height and each text run as (x, y, size, text) in page coordinates."""
+    out = []
+    for page in pypdf.PdfReader(io.BytesIO(pdf)).pages:
+        runs: list[tuple[float, float, float, str]] = []
+        page.extract_text(visitor_text=lambda text, cm, tm, _font, size, runs=runs: _run(runs, text, cm, tm, size))
+        out.append((float(page.mediabox.width), float(page.mediabox.height), runs))
+    return out
+
+
+def _run(runs: list, text: str, cm: list[float], tm: list[float], size: float) -> None:
+    """One text run in page coordinates: the text matrix times the current transformation."""
+    if text.strip():
+        x = tm[4] * cm[0] + tm[5] * cm[2] + cm[4]
+        y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+        runs.append((x, y, size * abs(tm[0] * cm[0]) if tm[0] else size * abs(cm[0]), text))
+
+
+def _text(pdf: bytes) -> str:
+    return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
+
+
+def test_every_text_run_starts_inside_its_page(deep_pdf: bytes) -> None:
+    for width, height, runs in _pages(deep_pdf):
+        assert runs
+        for x, y, _size, text in runs:
+            assert 0 <= x < width and 0 <= y <= height, (x, y, width, text)
+
+
+def test_layer_map_wraps_in_html_and_pdf(deep, deep_html: str, deep_pdf: bytes) -> None:
+    cells = re.search(r'<div class="layer-map">(.*?)</div>', deep_html, re.S).group(1)
+    assert cells.count('class="cell') == len(deep.layers)
+    assert "</a><a" not in cells  # whitespace between cells: a line can break there
+    # in the PDF, the map's cells all lie on the page and span several lines
+    page = next(p for p in _pages(deep_pdf) if any("Layer map" in t for *_xy, t in p[2]))
+    width, _height, runs = page
+    numbers = [(x, y, t.strip()) for x, y, _s, t in runs if t.strip().isdigit()]
+    last_id = str(deep.layers[-1].id)
+    assert any(t == last_id for *_xy, t in numbers), "the map stops before the last entry"
+    rows = {round(y) for x, y, t in numbers if int(t) > 20}
+    assert len(rows) >= 3 and all(x < width for x, _y, _t in numbers)
+
+
+def test_layer_notes_in_html_and_pdf(cnn) -> None:
+    notes = [n for layer in cnn.layers for n in layer.notes]
+    assert any("BatchNorm" in n for n in notes)
+    html = html_format.render(cnn, RenderContext(plots="all")).decode()
+    pdf = _text(pdf_format.render(cnn, RenderContext(plots="all")))
+    for note in notes:
+        assert f'<div class="note">{note}</div>' in html.replace("&#39;", "'")
+        assert " ".join(note.split()[:5]) in " ".join(pdf.split())
+
+
+def test_pdf_listing_keeps_non_weights_apart(deep, deep_pdf: bytes) -> None:
+    doc = build_document(deep, RenderContext(plots="none"), for_pdf=True)
+    assert len(doc["weight_rows"]) == DEPTH and all(row["analysed"] for row in doc["weight_rows"])
+    assert [(g["label"], g["count"]) for g in doc["non_weights"]] == [("biases, norm scales and other 1-D vectors", DEPTH)]
+    text = " ".join(_text(deep_pdf).split())
+    assert "Entries that are not weight matrices" in text
+    assert f"biases, norm scales and other 1-D vectors {DEPTH}" in text
+    assert "model.129.conv.bias" not in text  # no row per bias (the examples name the first ones)
+
+
+def test_policy_options_and_bytes_are_readable(deep_pdf: bytes, deep_html: str) -> None:
+    text = " ".join(_text(deep_pdf).split())
+    assert "alpha-min = 2" in text and "WW001 yes warning" in text
+    assert "8.0 GiB" in text
+    for blob in ('{"', '"rules":', "False", "None"):
+        assert blob not in text, blob
+    assert '"rules":' not in deep_html and ">False<" not in deep_html and ">None<" not in deep_html
+
+
+def test_command_breaks_only_between_arguments(deep_pdf: bytes) -> None:
+    groups = command_args(COMMAND)
+    assert "--json audit.json" in groups and "--workers 4" in groups
+    lines = [" ".join(line.split()) for line in _text(deep_pdf).splitlines()]
+    for group in groups:
+        assert any(group in line for line in lines), group  # never split between option and value
+
+
+def test_plots_log_axes_on_narrow_ranges_and_with_zero_eigenvalues() -> None:
+    import matplotlib
+
+    from wwaudit.formats.report import plots
+
+    with matplotlib.rc_context(plots.PLOT_STYLE):
+        _fig, ax, _lin = plots._layer_figure()
+        evals = np.linspace(1.0, 3.0, 50)
+        plots._esd_loglog(ax, evals, np.empty(0), {"alpha": 3.0, "xmin": 1.5})
+        lo, hi = ax.get_xlim()
+        shown = [t for t in ax.get_xticks() if lo <= t <= hi]
+        labels = [ax.xaxis.get_major_formatter()(t, i) for i, t in enumerate(shown)]
+        assert len(shown) >= 2 and all(labels), labels  # a narrow range still has labelled ticks
+    with_zero = np.concatenate([np.full(20, 1e-30), np.geomspace(1e-2, 1e2, 80)])
+    job = plots.LayerPlotJob(key="0", evals=with_zero, metrics={"alpha": 2.0, "xmin": 1.0})
+    assert plots.layer_plot(job) is not None
+    _fig, ax, ax_lin = plots._LAYER_FIGURES[0]
+    assert ax.get_xlim()[0] >= 1e-12 * 1e2 * 0.5  # the 1e-30 values do not stretch the axis
+    assert "20 below" in ax.get_xlabel()
+
+
+def test_plot_bars_fit_and_spike_note_stays_out_of_the_legend() -> None:
+    from wwaudit.formats.report import plots
+
+    rng = np.random.default_rng(0)
+    evals = rng.chisquare(4, 300)
+    rand = np.concatenate([evals * 0.2, [5e3]])  # a shuffled copy far taller in some bins
+    job = plots.LayerPlotJob(key="1", evals=evals, random_evals=rand,
+                             metrics={"alpha": 3.0, "xmin": 4.0, "bulk_min": 0.5, "bulk_max": 9.0, "num_spikes": 3})
+    assert plots.layer_plot(job) is not None
+    _fig, ax_log, ax_lin = plots._LAYER_FIGURES[0]
+    top = ax_log.get_ylim()[1]
+    heights = [float(np.max(p.get_data().values)) for p in ax_log.patches if hasattr(p, "get_data")]
+    assert heights and max(heights) <= top  # no bar cut by the frame
+    assert ax_lin.get_legend().get_title().get_text() == ""  # no annotation inside the legend box
+    assert "3 spikes" in ax_lin.get_xlabel()
+
+
+def test_overview_axis_counts_analysed_layers(deep, monkeypatch) -> None:
+    from wwaudit.formats.report import document, plots
+
+    points: list = []
+
+    class Spy:
+        """Records the points the overview plots get; draws nothing."""
+
+        def __init__(self, pts, *_args, **_kwargs) -> None:
+            points.extend(pts)
+
+        def __enter__(self) -> "Spy":
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def model_plots(self) -> dict:
+            return {}
+
+        def uris(self) -> dict:
+            return {}
+
+    monkeypatch.setattr(plots, "PlotRenderer", Spy)
+    document._draw_plots(deep, {}, set(), RenderContext(plots="none"), False, None, (2.0, 6.0))
+    assert [p.label for p in points] == [str(i) for i in range(1, DEPTH + 1)]  # layers, not file entries
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory: pytest.TempPathFactory):
+    from wwaudit.compare.engine import compare
+
+    return compare(str(REPO / "samples" / "digits_mlp_good.onnx"), str(REPO / "samples" / "digits_mlp_collapsed.onnx"),
+                   AuditOptions(fast=True, workers=1))
+
+
+def test_compare_report_has_header_versions_sign_off_and_no_reprs(compared) -> None:
+    from wwaudit.formats.report import compare as report
+
+    ctx = RenderContext(command="wwaudit compare a.onnx b.onnx --report c.pdf --fast", generated="2026-01-01")
+    html = report.render_html(compared, ctx)
+    assert not re.search(r">\s*(False|True|None)\s*<", html)
+    pdf = report.render_pdf(compared, ctx)
+    pages = _pages(pdf)
+    texts = [" ".join(" ".join(t for *_xy, t in runs).split()) for _w, _h, runs in pages]
+    assert all("compare:" in t and "verdict" in t for t in texts)  # running header on every page
+    whole = " ".join(texts)
+    assert "Versions" in whole and "numpy" in whole and "Reviewed by" in whole
+    for width, _height, runs in pages:  # the changes table inside the margins (estimated run ends)
+        for x, _y, size, text in runs:
+            assert x + 0.45 * size * len(text) <= width - 12, (text, x, width)
+
+
+def test_html_report_has_no_horizontal_overflow_in_chromium(deep_html: str, tmp_path: Path) -> None:
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless Chromium on this machine (Debian: apt-get install chromium)")
+    probe = """<script>window.addEventListener('load', function () {
+      var de = document.documentElement, over = [], sizes = [];
+      document.querySelectorAll('body *').forEach(function (el) {
+        var r = el.getBoundingClientRect();
+        if (r.width > 0 && r.right > de.clientWidth + 1 && !el.closest('.table-wrap')) over.push(el.className || el.tagName);
+      });
+      document.querySelectorAll('p, td, th, li, figcaption, a').forEach(function (el) {
+        if (el.textContent.trim()) sizes.push(parseFloat(getComputedStyle(el).fontSize));
+      });
+      var out = document.createElement('pre'); out.id = 'probe';
+      out.textContent = JSON.stringify({scroll: de.scrollWidth, client: de.clientWidth, over: over.slice(0, 5),
+                                        minFont: Math.min.apply(null, sizes)});
+      document.body.appendChild(out);
+    });</script>"""
+    page = tmp_path / "report.html"
+    page.write_text(deep_html.replace("</body>", probe + "</body>"))
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1100,900", "--virtual-time-budget=3000"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout)
+    assert found, dom.stderr[-500:]
+    facts = json.loads(found.group(1).replace("&quot;", '"'))
+    assert facts["scroll"] <= facts["client"] and facts["over"] == [], facts
+    assert facts["minFont"] >= 8, facts  # legible: nothing below 8 px
+    shot = tmp_path / "shot.png"
+    subprocess.run([*common, f"--screenshot={shot}", page.as_uri()], capture_output=True, timeout=180)
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    assert image.size == (1100, 900) and image.getextrema()[0] < 100  # rendered text, not a blank page
