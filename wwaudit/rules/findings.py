@@ -204,6 +204,17 @@ _RANDOM_HELP = {
              "random: intact 8x32 convs of the benchmark looked random)",
 }
 
+def _alpha_rule_params(name: str, value: float) -> tuple[dict[str, float], dict[str, str]]:
+    """WW001's and WW002's parameters (their threshold `name`, max_D, use_ci) and their help."""
+    return {name: value, "max_D": POOR_FIT_D, "use_ci": 1.0}, {
+        name: "fires when alpha (with use_ci: the whole 95% interval) is beyond it; the articles' band [2, 6]. Info by "
+              "default: on the judgement benchmark's intact models alpha < 2 or > 6 occurred in most models and said "
+              "nothing about damage",
+        "max_D": "only when the fit's KS distance D <= max_D (else WW005)",
+        "use_ci": "1: judge the 95% interval and skip embeddings; 0: the point estimate, every kind (weightwatcher)",
+    }
+
+
 AUDIT_RULES: tuple[Rule, ...] = (
     Rule("WW000", "Graph problem", "warning", "model",
          "The graph walker met something it could not follow (dangling references, unsupported constructs): "
@@ -215,17 +226,13 @@ AUDIT_RULES: tuple[Rule, ...] = (
          "harmless in some layer kinds (attention Q/K projections: 80-90% of LLaMA-2-70B's are below 2), so it is "
          "information, not a defect; the weightwatcher preset makes it a warning.",
          "Compare with the same layer in other checkpoints of this architecture; look at the layer's ESD plot.",
-         per_layer(_over_trained), {"alpha_min": ALPHA_LOW, "max_D": POOR_FIT_D, "use_ci": 1.0},
-         {"alpha_min": "fires when alpha (with use_ci: the whole 95% interval) is beyond it; the articles' band [2, 6]. Info by default: on the judgement benchmark's intact models alpha < 2 or > 6 occurred in most models and said nothing about damage", "max_D": "only when the fit's KS distance D <= max_D (else WW005)",
-          "use_ci": "1: judge the 95% interval and skip embeddings; 0: the point estimate, every kind (weightwatcher)"}),
+         per_layer(_over_trained), *_alpha_rule_params("alpha_min", ALPHA_LOW)),
     Rule("WW002", "Light-tailed ESD (alpha above 6)", "info", "layer",
          "An ESD tail exponent above 6 is what weightwatcher labels under-trained: close to a random matrix. About a "
          "quarter of a good ViT-L's layers are above 6, so on its own it is information; a layer that is really "
          "random among trained siblings is WW011, a model that is random throughout WW012.",
          "Compare with the same layer in other checkpoints; WW011/WW012 say whether it is indistinguishable from random.",
-         per_layer(_under_trained), {"alpha_max": ALPHA_HIGH, "max_D": POOR_FIT_D, "use_ci": 1.0},
-         {"alpha_max": "fires when alpha (with use_ci: the whole 95% interval) is beyond it; the articles' band [2, 6]. Info by default: on the judgement benchmark's intact models alpha < 2 or > 6 occurred in most models and said nothing about damage", "max_D": "only when the fit's KS distance D <= max_D (else WW005)",
-          "use_ci": "1: judge the 95% interval and skip embeddings; 0: the point estimate, every kind (weightwatcher)"}),
+         per_layer(_under_trained), *_alpha_rule_params("alpha_max", ALPHA_HIGH)),
     Rule("WW003", "Rank collapse", "warning", "layer",
          "Many numerically zero singular values mean the layer maps onto a lower-dimensional space: truncated, "
          "duplicated or collapsed weights. Zero singular values from dead units (all-zero rows or columns, left "
