@@ -121,3 +121,16 @@ def test_over_trained_model_is_a_model_level_warning(tmp_path: Path) -> None:
     heavy = {f"h{i}": power_law_matrix(256, 128, 1.5 + 0.02 * i, seed=i) for i in range(3)}
     found = audit(str(save_model(tmp_path / "heavy.onnx", heavy)), AuditOptions(workers=1))
     assert [(f.rule, f.layer, f.severity) for f in found.findings if f.severity != "info"] == [("WW014", None, "warning")]
+
+
+def test_rows_copied_from_another_layer_are_named(tmp_path: Path) -> None:
+    weights = clean_weights(6)
+    pasted = weights["dense4"].copy()
+    pasted[:16] = weights["dense1"][:16]  # 16 output rows (of the (out x in) matrix) taken from dense1
+    found = audit(str(save_model(tmp_path / "paste.onnx", dict(weights, dense4=pasted))), AuditOptions(workers=1))
+    copied = {(f.rule, f.layer) for f in found.findings if f.rule == "WW017"}
+    assert copied == {("WW017", "dense4"), ("WW017", "dense1")}
+    message = next(f.message for f in found.findings if f.layer == "dense4" and f.rule == "WW017")
+    assert "16 of its 128 output rows" in message and "dense1 (16)" in message
+    clean = audit(str(save_model(tmp_path / "clean.onnx", weights)), AuditOptions(workers=1))
+    assert not [f for f in clean.findings if f.rule == "WW017"]

@@ -199,7 +199,7 @@ def test_verdict_follows_fail_on_and_coverage() -> None:
 
 def test_registry_is_complete_and_described() -> None:
     ids = [rule.id for rule in findings.RULES]
-    assert ids[:17] == [f"WW{i:03d}" for i in range(17)]
+    assert ids[:18] == [f"WW{i:03d}" for i in range(18)]
     for rule in findings.RULES:
         assert rule.severity in findings.SEVERITIES and rule.scope in ("layer", "model")
         assert rule.rationale and rule.remedy and rule.title
@@ -209,7 +209,7 @@ def test_registry_is_complete_and_described() -> None:
 def test_rules_command_text_and_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules"]) == 0
     text = capsys.readouterr().out
-    assert all(f"WW{i:03d}" in text for i in range(17)) and "alpha_min = 2" in text
+    assert all(f"WW{i:03d}" in text for i in range(18)) and "alpha_min = 2" in text
     assert main(["rules", "--format", "json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     by_id = {r["id"]: r for r in doc}

@@ -75,6 +75,9 @@ class LayerResult:
     # the ESD of one element-shuffled copy on the same scale (None with --fast).
     evals: Any = field(default=None, repr=False, compare=False)
     random_evals: Any = field(default=None, repr=False, compare=False)
+    # Sorted hashes of the first slice's non-zero output rows (spectral/structure.row_hashes), for
+    # the rule on rows copied between layers (WW017); never serialised.
+    row_hashes: Any = field(default=None, repr=False, compare=False)
     # Quantization damage against a float reference layer (`--reference`, compare/engine.py);
     # serialised only when set, so audits without a reference keep their bytes.
     reference: dict[str, Any] | None = None

@@ -101,6 +101,7 @@ def _apply(layer: LayerResult, outcome: LayerOutcome) -> None:
     if analysis.spectrum is not None:
         layer.evals = analysis.spectrum.evals
     layer.random_evals = analysis.random_evals
+    layer.row_hashes = analysis.row_hashes
 
 
 def audit(

@@ -243,3 +243,36 @@ def heavy_tailed_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit
         yield None, (f"model: {len(heavy)} of {len(fitted)} reliably fitted layers have their whole 95% alpha interval "
                      f"below {p['alpha_min']:g} ({names}): very heavy-tailed throughout, the articles' signature of "
                      "over-training (memorisation)")
+
+
+# --- WW017: rows copied between layers -------------------------------------------------------
+
+
+def copied_between_layers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
+    """Layers sharing whole output rows (exact bit patterns) with another layer of the model.
+
+    Trained float layers do not share a whole row by chance; rows pasted from one layer into
+    another do (a merge or surgery gone wrong). Each layer involved is named, with the layers it
+    shares rows with: which one was the source the weights cannot say.
+    """
+    owners: dict[int, set[int]] = {}
+    for layer in ctx.layers:
+        hashes = getattr(layer, "row_hashes", None)
+        if layer.analysed and hashes is not None and layer.quantization is None:
+            for h in hashes.tolist():
+                owners.setdefault(h, set()).add(layer.id)
+    names = {layer.id: layer.name for layer in ctx.layers}
+    for layer in ctx.layers:
+        hashes = getattr(layer, "row_hashes", None)
+        if not layer.analysed or hashes is None or layer.quantization is not None:
+            continue
+        partners: dict[int, int] = {}
+        for h in hashes.tolist():
+            for other in owners.get(h, ()):
+                if other != layer.id:
+                    partners[other] = partners.get(other, 0) + 1
+        shared = sum(partners.values())
+        if shared >= p["min_rows"] and shared >= p["min_share"] * len(hashes):
+            with_ = ", ".join(f"{names[o]} ({n})" for o, n in sorted(partners.items(), key=lambda kv: -kv[1])[:3])
+            yield layer, (f"{layer.name}: {shared} of its {len(hashes)} output rows are exact copies of rows of other "
+                          f"layers: {with_} (copied weights, from a merge or export bug)")

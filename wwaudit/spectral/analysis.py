@@ -22,7 +22,7 @@ from wwaudit.spectral.mp_fit import fit_mp
 from wwaudit.options import AuditOptions
 from wwaudit.spectral.powerlaw_fit import fit_power_law
 from wwaudit.spectral.spectra import Backend, Spectrum, Storage, layer_spectrum
-from wwaudit.spectral.structure import structure_metrics
+from wwaudit.spectral.structure import structure_and_rows
 from wwaudit.spectral.traps import correlation_traps
 
 _RANDOM_KEYS = ("num_traps", "rand_distance", "rand_bulk_max", "rand_lambda_max", "num_rand_spikes", "rand_lambda_ratio")
@@ -52,6 +52,8 @@ class LayerAnalysis:
     # Machine-readable cause of status 'error' (results.LayerResult.problem): rules key on it,
     # never on the wording of `reason`.
     problem: str | None = None
+    # Hashes of the first slice's output rows (spectral/structure.row_hashes): rows copied between layers.
+    row_hashes: np.ndarray | None = None
 
 
 def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, options: AuditOptions) -> LayerAnalysis:
@@ -73,7 +75,7 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
         return LayerAnalysis("error", reason=f"eigensolver failed: {exc}", problem="numeric")
     if not np.all(np.isfinite(spectrum.evals)):
         return LayerAnalysis("error", reason="eigenvalues overflow float64 (weights too large)", problem="numeric")
-    structure = structure_metrics(mats)
+    structure, hashes = structure_and_rows(mats)
     scale = CONV_NORM_FACTOR if kind == "conv" else 1.0
     if scale != 1.0:
         spectrum = replace(spectrum, evals=spectrum.evals * scale, sv_max=spectrum.sv_max * float(np.sqrt(scale)))
@@ -105,7 +107,8 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
         else:
             metrics.update(dict.fromkeys(_COMPARE_KEYS))
     return LayerAnalysis(
-        status, metrics=metrics, reason=reason, notes=notes, spectrum=spectrum, random_evals=random_evals
+        status, metrics=metrics, reason=reason, notes=notes, spectrum=spectrum, random_evals=random_evals,
+        row_hashes=hashes,
     )
 
 

@@ -112,18 +112,29 @@ def _levels(mats: list[np.ndarray], live: np.ndarray) -> int | None:
 
 
 def structure_metrics(mats: list[np.ndarray]) -> dict[str, float | int | None]:
-    """``log_gain``, ``dup_rows``/``dup_cols`` and ``dead_rows``/``dead_cols`` of a layer's (out × in) slices.
+    """The structure metrics alone (structure_and_rows without the row hashes)."""
+    return structure_and_rows(mats)[0]
+
+
+def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | None], np.ndarray | None]:
+    """``log_gain``, ``dup_rows``/``dup_cols`` and ``dead_rows``/``dead_cols`` of a layer's (out × in) slices,
+    and the sorted unique hashes of the first slice's non-zero output rows (of at least MIN_DUP_LENGTH
+    values): rows of equal length hash with the same multipliers in every layer, so a rule can find
+    rows copied from one layer into another (None when the rows are too short).
 
     Every slice of a layer has the same (out × in) shape, so row i of each slice belongs to output
     unit i and column j to input j: their squared norms add up over the slices.
     """
     total, dup_rows, dup_cols = 0.0, 0, 0
+    hashes: np.ndarray | None = None
     row_sq = np.zeros(mats[0].shape[0] if mats else 0)
     col_sq = np.zeros(mats[0].shape[1] if mats else 0)
     for W in mats:
         p = _Pass(W)
         p.run()
         total += float(p.row_sq.sum())
+        if hashes is None and W.shape[1] >= MIN_DUP_LENGTH:
+            hashes = np.unique(p.row_hash[p.row_nonzero])
         dup_rows += _repeats(p.row_hash, p.row_nonzero, W.shape[1])
         dup_cols += _repeats(p.col_hash, p.col_nonzero, W.shape[0])
         if p.row_sq.shape == row_sq.shape and p.col_sq.shape == col_sq.shape:
@@ -138,4 +149,4 @@ def structure_metrics(mats: list[np.ndarray]) -> dict[str, float | int | None]:
     return {"log_gain": gain, "levels_per_row": _levels(mats, live), "dup_rows": dup_rows, "dup_cols": dup_cols,
             "dead_rows": dead_rows, "dead_cols": dead_cols,
             "dead_share": max(dead_rows / outputs, dead_cols / inputs) if outputs and inputs else None,
-            "dead_rank_loss": (min(outputs, inputs) - alive) * len(mats)}
+            "dead_rank_loss": (min(outputs, inputs) - alive) * len(mats)}, hashes
