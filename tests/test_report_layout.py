@@ -133,7 +133,7 @@ def test_pdf_listing_keeps_non_weights_apart(deep, deep_pdf: bytes) -> None:
 
 def test_policy_options_and_bytes_are_readable(deep_pdf: bytes, deep_html: str) -> None:
     text = " ".join(_text(deep_pdf).split())
-    assert "alpha-min = 2" in text and "WW001 yes warning" in text
+    assert "alpha-min = 2" in text and "WW001 yes info" in text and "WW009 no info" in text
     assert "8.0 GiB" in text
     for blob in ('{"', '"rules":', "False", "None"):
         assert blob not in text, blob
