@@ -456,8 +456,8 @@ def _tooltip(key: str, band: tuple[float, float]) -> str:
 
 def _coverage_text(s: dict[str, Any]) -> str:
     share = s.get("coverage")
-    text = f"{s.get('weights_analysed', 0)} of {s.get('weights', 0)} weights"
-    return text + (f" ({share:.1%} of their parameters)" if isinstance(share, (int, float)) else "")
+    text = f"{s.get('weights_analysed', 0)} of {s.get('weights', 0)}"
+    return text + (f" ({share:.0%})" if isinstance(share, (int, float)) else "")
 
 
 # What the judgement benchmark measured (README, "How reliable are these findings"): printed in
@@ -489,6 +489,7 @@ def _key_metrics(result: AuditResult, band: tuple[float, float]) -> list[tuple[s
     s = result.summary
     return [
         ("Weights analysed", _coverage_text(s),
+         "Weight matrices analysed, and in brackets their share of the weight parameters. "
          f"{s.get('weights_not_analysable', 0)} too small or depthwise to analyse, {s.get('weights_skipped_for_limit', 0)} "
          f"skipped for a limit, {s.get('weights_not_selected', 0)} not selected, {s.get('errors', 0)} unreadable, "
          f"{s.get('fit_failed', 0)} with a failed power-law fit. Every tensor in the file is listed; skipped ones "
