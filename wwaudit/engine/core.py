@@ -96,7 +96,8 @@ def _working_set(spec: LayerSpec, layer: LayerResult, options: AuditOptions) -> 
     native = stored is not None and stored in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
     itemsize = stored.itemsize if native and not spec.source.quantized else 4
     in_memory = not spec.tensor.is_external or not native or spec.source.quantized
-    return working_set_bytes(spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast)
+    return working_set_bytes(spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast,
+                             layer.slices or 1)
 
 
 def _selected(spec: LayerSpec, pattern: re.Pattern[str] | None) -> bool:

@@ -31,6 +31,9 @@ GIB = 1 << 30
 DEFAULT_TIMEOUT = 3600.0  # seconds; an audit of a BERT-class model takes well under a minute
 # Gram matrix + eigensolver workspace: about three M x M float64 arrays at the peak.
 GRAM_COPIES = 3
+# Python bookkeeping of one matrix slice (array objects, its eigenvalue array): conv layers with
+# millions of kernel positions are bounded by this, not by their few bytes of data.
+SLICE_OVERHEAD = 1024
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -64,7 +67,8 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_memory: bool, traps: bool) -> int:
+def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_memory: bool, traps: bool,
+                      slices: int = 1) -> int:
     """Estimated peak bytes of analysing one layer, as the streaming scheduler does it.
 
     The tensor is read in its own dtype (float16/32/64; other formats widen to float32): external
@@ -73,13 +77,18 @@ def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_mem
     spectra.GRAM_CHUNK_ELEMENTS; the shuffled copy for correlation traps is one slice at a time;
     the eigensolver needs about GRAM_COPIES M x M float64 arrays. No step widens the whole tensor
     to float64, so a 250k x 4k external embedding table needs its Gram work and one shuffled
-    slice, not 8 bytes per element.
+    slice, not 8 bytes per element. A conv with many kernel positions also pays per slice (array
+    objects and per-slice eigenvalues, SLICE_OVERHEAD) and the power-law fit pays for all its
+    M x slices eigenvalues (powerlaw_fit.fit_working_bytes): 10⁶ positions cost about 1 GiB.
     """
+    from wwaudit.spectral.powerlaw_fit import fit_working_bytes
     from wwaudit.spectral.spectra import GRAM_CHUNK_ELEMENTS
 
     values = value_itemsize * elements if in_memory else 0
     shuffled = value_itemsize * N * M if traps else 0
-    return values + shuffled + 8 * min(elements, GRAM_CHUNK_ELEMENTS) + GRAM_COPIES * 8 * M * M
+    per_slice = slices * SLICE_OVERHEAD if slices > 1 else 0
+    fit = fit_working_bytes(M * max(slices, 1))
+    return values + shuffled + per_slice + fit + 8 * min(elements, GRAM_CHUNK_ELEMENTS) + GRAM_COPIES * 8 * M * M
 
 
 def memory_refusal(need: int, max_memory: int | None) -> str | None:
