@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from wwaudit.errors import UsageError
+
+if TYPE_CHECKING:
+    from wwaudit.engine.limits import Deadline
+    from wwaudit.formats import StagedOutputs
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -28,3 +32,21 @@ def run_date() -> str:
 
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
+
+
+def write_outputs(outputs: Sequence[tuple[str, Callable[[Any, Any], bytes]]], result: Any, ctx: Any,
+                  deadline: "Deadline", staged: "StagedOutputs") -> None:
+    """Render every output under the deadline into staged temp files, then put them all in place.
+
+    `--timeout` bounds the outputs too: the deadline is checked after each one, and a deadline
+    passed (or any error) discards all of them, so a run that stops leaves no output at all, not
+    even the ones it had finished.
+    """
+    try:
+        for path, renderer in outputs:
+            staged.add(path, renderer(result, ctx))
+            deadline.check(f"while writing {path}")
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise

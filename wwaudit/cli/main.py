@@ -13,7 +13,7 @@ import sys
 from typing import Sequence
 
 from wwaudit import __version__
-from wwaudit.cli.common import check_counts, command_line, run_date
+from wwaudit.cli.common import check_counts, command_line, run_date, write_outputs
 from wwaudit.errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, UsageError, WwauditError
 
 SUBCOMMANDS = ("audit", "rules", "compare")
@@ -133,25 +133,24 @@ def _run_audit(argv: Sequence[str]) -> int:
 
     policy = load_policy(args.policy, fail_on=args.fail_on)
     baseline = load_baseline(args.baseline) if args.baseline else None
-    with limits.watchdog(deadline):
+    staged = formats.StagedOutputs()
+    with limits.watchdog(deadline, cleanup=staged.discard):
         result = audit(args.model, options, progress, policy=policy, baseline=baseline)
         if args.reference:
             from wwaudit.compare.engine import attach_reference
 
             attach_reference(result, args.model, args.reference, options, progress)
         deadline.check("at the end of the analysis")
-    display.join()
-
-    ctx = formats.RenderContext(
-        command=command_line(argv),
-        generated=run_date(),
-        page_size=args.page_size,
-        plots=args.plots,
-        max_plots=args.max_plots,
-        extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
-    )
-    for path, renderer in outputs:
-        formats.write_atomic(path, renderer(result, ctx))
+        display.join()
+        ctx = formats.RenderContext(
+            command=command_line(argv),
+            generated=run_date(),
+            page_size=args.page_size,
+            plots=args.plots,
+            max_plots=args.max_plots,
+            extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
+        )
+        write_outputs(outputs, result, ctx, deadline, staged)
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result)
     return EXIT_FINDINGS if result.verdict == "fail" else EXIT_OK

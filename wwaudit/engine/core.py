@@ -144,7 +144,7 @@ def audit(
     loaded = load_model(path)
     walked = walk(loaded.proto, loaded.base_dir)
     walked.problems.extend(loaded.problems)
-    specs = [s for s in plan_layers(walked) if _selected(s, pattern)]
+    specs = [s for s in plan_layers(walked, options.max_memory) if _selected(s, pattern)]
     t_load = time.perf_counter() - t0
     parameters = sum(t.size for t in walked.tensors.values() if t.is_float or (t.is_integer and len(t.dims) >= 2))
     external = any(t.is_external for t in walked.tensors.values())

@@ -6,11 +6,12 @@ one shuffled slice for the traps, a Gram chunk, the M x M Gram matrix and eigens
 reason, before anything is allocated; the rest of the model is audited. The limit applies to
 each layer task: with several workers, up to `workers` layers are in memory at once.
 
-Time (`--timeout`, default 3600 s): the deadline is checked at each phase boundary and between
-layers; past it the audit stops with exit 2 and writes no output. A layer still running
-`hard_grace` seconds after the deadline (a single eigensolve can run for minutes) is cut off by
-a watchdog that ends the process (and the worker processes it started) with exit 2; outputs are
-rendered only after the audit, so none exists yet and no partial file is left behind.
+Time (`--timeout`, default 3600 s) bounds the whole run: loading, walking, analysis and every
+output. The deadline is checked at each phase boundary, between layers and between outputs;
+past it the run stops with exit 2 and leaves no output. Anything still running `hard_grace`
+seconds after the deadline (a single eigensolve, a PDF layout) is cut off by a watchdog that
+removes the staged outputs and ends the process (and the worker processes it started) with
+exit 2: outputs go to temp files and are renamed into place only at the very end.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from wwaudit.errors import EXIT_ERROR, ResourceLimitError, UsageError
 from wwaudit.options import DEFAULT_MAX_MEMORY  # noqa: F401  (re-exported: the limits' default)
@@ -149,9 +150,11 @@ class GuardedProgress:
         self._inner.finish()
 
 
-def _hard_stop(deadline: Deadline) -> None:
-    """Watchdog action: one line on stderr, end the workers we started, exit 2 at once."""
+def _hard_stop(deadline: Deadline, cleanup: Callable[[], None] | None = None) -> None:
+    """Watchdog action: remove staged outputs, one line on stderr, end our workers, exit 2 at once."""
     try:
+        if cleanup is not None:
+            cleanup()
         sys.stderr.write(
             f"wwaudit: error: time limit of {deadline.seconds:g} s (--timeout) exceeded and a layer did not "
             f"finish within {deadline.hard_grace:g} s more: audit killed, no output written\n"
@@ -164,17 +167,18 @@ def _hard_stop(deadline: Deadline) -> None:
 
 
 @contextmanager
-def watchdog(deadline: Deadline) -> Iterator[None]:
-    """Hard stop for the audit phase: ends the process if it overruns the deadline plus grace.
+def watchdog(deadline: Deadline, cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hard stop for the whole run: ends the process if it overruns the deadline plus grace.
 
-    Only the audit runs under it; outputs are rendered after it is disarmed, so the process can
-    never be killed in the middle of writing a file.
+    Loading, analysis and the rendering of every output run under it (a PDF of a crafted model
+    can take longer than its analysis). Outputs are staged in temp files (formats.StagedOutputs);
+    `cleanup` removes them, and any already put in place, before the process ends.
     """
     remaining = deadline.remaining()
     if remaining is None:
         yield
         return
-    timer = threading.Timer(remaining + deadline.hard_grace, _hard_stop, args=(deadline,))
+    timer = threading.Timer(remaining + deadline.hard_grace, _hard_stop, args=(deadline, cleanup))
     timer.daemon = True
     timer.start()
     try:
