@@ -57,6 +57,18 @@ METRIC_COLUMNS: tuple[str, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class IntegrityIssue:
+    """A payload ambiguity found while loading: what a viewer shows may not be what runs.
+
+    `kind` names the rule's fact (two_payloads, duplicate_initializer, input_override,
+    overlapping_external, dtype_payload); `message` says which payload onnxruntime executes.
+    """
+
+    kind: str
+    message: str
+
+
 @dataclass
 class Finding:
     """One rule violation, on one layer or on the whole model (layer is None)."""
@@ -245,3 +257,16 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
+
+
+# Names come from the model file and can be any length (a 99,000-character node name was seen
+# fuzzing): outputs carry at most this many characters of one, so a report stays readable and
+# its layout time bounded.
+MAX_NAME_CHARS = 256
+
+
+def short_name(name: str, limit: int = MAX_NAME_CHARS) -> str:
+    """`name` cut to `limit` characters, saying how long it was when cut."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 40]}… ({len(name)} characters)"

@@ -24,7 +24,7 @@ from wwaudit.engine.limits import memory_refusal, working_set_bytes
 from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe as describe_quantization
 from wwaudit.ingest.quant import value_dtype as quantized_value_dtype
-from wwaudit.records import AuditResult, LayerResult, ModelInfo
+from wwaudit.records import AuditResult, LayerResult, ModelInfo, short_name
 from wwaudit.engine.scheduler import (
     LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
 )
@@ -67,24 +67,36 @@ def model_info(loaded: LoadedModel, parameters: int, external: bool) -> ModelInf
     )
 
 
+# A weight consumed by 100,000 nodes lists at most this many of them (and how many more).
+MAX_USED_BY = 50
+# Beyond this many skipped non-weight tensors (biases, shapes, scalars...), the rest are counted
+# by reason in the summary instead of listed one by one: 100,000 tiny initializers made a 137 MB JSON.
+MAX_LISTED_SKIPPED = 1000
+
+
+def _used_by(names: list[str]) -> list[str]:
+    shown = [short_name(safe_name(u)) for u in names[:MAX_USED_BY]]
+    return shown + ([f"… and {len(names) - MAX_USED_BY} more"] if len(names) > MAX_USED_BY else [])
+
+
 def _layer_result(index: int, spec: LayerSpec) -> LayerResult:
     tensor = spec.tensor
     result = LayerResult(
         id=index,
-        name=safe_name(spec.name),
+        name=short_name(safe_name(spec.name)),
         op=spec.op,
-        tensor=safe_name(tensor.name),
+        tensor=short_name(safe_name(tensor.name)),
         kind=spec.view.kind if spec.view else "none",
         shape=list(tensor.dims),
         dtype=storage_dtype(tensor),
         quantization=describe_quantization(spec.source),
         status="skipped" if spec.skipped else "ok",
         reason=spec.reason,
-        used_by=[safe_name(u) for u in spec.used_by],
+        used_by=_used_by(spec.used_by),
         notes=list(spec.notes),
     )
     if tensor.scope:
-        result.notes.append(f"in {tensor.scope}")
+        result.notes.append(f"in {short_name(tensor.scope)}")
     if not spec.skipped:
         result.N, result.M, result.slices = spec.shape_info()
     return result
@@ -168,9 +180,10 @@ def audit(
         _apply(layers[outcome.index], outcome)
     t_analyse = time.perf_counter() - t0 - t_load
 
+    layers, unlisted = cap_listing(layers)
     assign_phases(layers)
     policy = policy or Policy()
-    judged = findings_mod.judge(layers, walked.problems, policy, baseline)
+    judged = findings_mod.judge(layers, walked.problems, policy, baseline, loaded.integrity)
     return AuditResult(
         model=model_info(loaded, parameters, external),
         layers=layers,
@@ -178,10 +191,39 @@ def audit(
         verdict=judged.verdict,
         verdict_reasons=judged.reasons,
         options={**options.to_dict(), "policy": policy.to_dict(), "baseline": baseline.name if baseline else None},
-        summary={**summarise(layers, judged.verdict), **judged.counts()},
+        summary={**summarise(layers, judged.verdict), **judged.counts(), **_unlisted_summary(unlisted)},
         timings={"load_s": t_load, "analyse_s": t_analyse},
         suppressed=judged.suppressed,
     )
+
+
+def cap_listing(layers: list[LayerResult]) -> tuple[list[LayerResult], dict[str, int]]:
+    """Keep every weight's entry and the first MAX_LISTED_SKIPPED non-weight entries.
+
+    Non-weight entries (kind 'none': biases, shape vectors, scalars, unused tensors) past the cap
+    are counted by reason instead (at most 20 reasons, the rest as 'other'): the outputs stay
+    proportional to what a reader needs, and the summary says how many were not listed.
+    """
+    kept: list[LayerResult] = []
+    unlisted: dict[str, int] = {}
+    seen = 0
+    for layer in layers:
+        if layer.kind == "none" and layer.status == "skipped":
+            seen += 1
+            if seen > MAX_LISTED_SKIPPED:
+                reason = short_name(layer.reason or "skipped", 120)
+                key = reason if reason in unlisted or len(unlisted) < 20 else "other"
+                unlisted[key] = unlisted.get(key, 0) + 1
+                continue
+        kept.append(layer)
+    return kept, unlisted
+
+
+def _unlisted_summary(unlisted: dict[str, int]) -> dict[str, object]:
+    """Summary keys for the skipped non-weight tensors left out of the listing (none when all are listed)."""
+    if not unlisted:
+        return {}
+    return {"unlisted_skipped": sum(unlisted.values()), "unlisted_skipped_reasons": unlisted}
 
 
 def _mean(values: list) -> float | None:

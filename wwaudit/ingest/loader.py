@@ -28,6 +28,8 @@ from onnx import AttributeProto, TensorProto
 
 from wwaudit.ingest.tensors import parse_external, safe_open
 from wwaudit.errors import InputError
+from wwaudit.ingest.integrity import integrity_issues
+from wwaudit.records import IntegrityIssue, short_name
 
 # protobuf refuses messages above 2 GiB; anything larger must keep its weights in external data.
 PROTOBUF_LIMIT = 2**31
@@ -66,6 +68,8 @@ class LoadedModel:
     size_bytes: int
     # Structural defects that do not stop the weights from being read (reported as findings).
     problems: list[str] = field(default_factory=list)
+    # Payload ambiguities (two payloads, repeated names, overridable initializers...): rules WW020-WW024.
+    integrity: list[IntegrityIssue] = field(default_factory=list)
 
 
 def _read_model_file(path: str) -> bytes:
@@ -142,6 +146,7 @@ def load_model(path: str) -> LoadedModel:
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         problems=structure_problems(model.graph),
+        integrity=integrity_issues(model),
     )
 
 
@@ -298,7 +303,7 @@ def check_expansion(model: onnx.ModelProto, limit: int = MAX_EXPANDED_NODES) -> 
 # Structure: cycles, dangling inputs, outputs produced twice
 # ---------------------------------------------------------------------------------------------
 def _quote(names: list[str]) -> str:
-    shown = ", ".join(f"'{n}'" for n in names[:MAX_NAMES_QUOTED])
+    shown = ", ".join(f"'{short_name(n, 120)}'" for n in names[:MAX_NAMES_QUOTED])
     return shown + (f" and {len(names) - MAX_NAMES_QUOTED} more" if len(names) > MAX_NAMES_QUOTED else "")
 
 

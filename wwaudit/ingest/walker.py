@@ -21,6 +21,7 @@ from onnx import AttributeProto, TensorProto
 
 from wwaudit.ingest.tensors import TensorRef
 from wwaudit.errors import InputError
+from wwaudit.records import short_name
 
 MAX_SUBGRAPH_DEPTH = 64
 MAX_CONCAT_NESTING = 8
@@ -119,7 +120,8 @@ class _Walker:
         )
         key = ref.key
         if key in self.tensors:
-            self.problems.append(f"duplicate tensor name '{name}'" + (f" in {scope}" if scope else ""))
+            if len(self.problems) < 100:  # a crafted file can repeat one name 10⁵ times
+                self.problems.append(f"duplicate tensor name '{short_name(name)}'" + (f" in {short_name(scope)}" if scope else ""))
             suffix = 2
             while f"{key}#{suffix}" in self.tensors:
                 suffix += 1

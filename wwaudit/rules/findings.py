@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from statistics import median
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
-from wwaudit.records import finite_or_none, Finding, LayerResult
+from wwaudit.records import finite_or_none, Finding, IntegrityIssue, LayerResult
+from wwaudit.rules.integrity import integrity_rules
 
 if TYPE_CHECKING:  # policy imports this module; only the annotation is needed here
     from wwaudit.rules.baseline import Baseline
@@ -38,6 +39,7 @@ class RuleContext:
 
     layers: Sequence[LayerResult]
     graph_problems: Sequence[str] = ()
+    integrity_problems: Sequence[IntegrityIssue] = ()  # payload ambiguities (rules/integrity.py)
 
 
 @dataclass(frozen=True)
@@ -267,7 +269,7 @@ RULES: tuple[Rule, ...] = (
          "weights nobody looked at, and a model whose data is broken does not run as stored.",
          "Fix the export or the external data files (sizes, offsets) and audit again; the layer's reason names the problem.",
          _per_layer(_unanalysable)),
-)
+) + integrity_rules(Rule)
 
 RULES_BY_ID = {rule.id: rule for rule in RULES}
 
@@ -290,9 +292,10 @@ class Judgement:
         }
 
 
-def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None) -> list[Finding]:
+def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
+             integrity_problems: Sequence[IntegrityIssue] = ()) -> list[Finding]:
     """All findings of the enabled rules, rule by rule in registry order, each in layer order."""
-    ctx = RuleContext(list(layers), tuple(graph_problems))
+    ctx = RuleContext(list(layers), tuple(graph_problems), tuple(integrity_problems))
     found: list[Finding] = []
     for rule in RULES:
         if policy is not None and not policy.enabled(rule.id):
@@ -308,7 +311,7 @@ def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), 
 
 
 def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
-          baseline: Baseline | None = None) -> Judgement:
+          baseline: Baseline | None = None, integrity_problems: Sequence[IntegrityIssue] = ()) -> Judgement:
     """Evaluate the rules, then apply the policy (report level, ignored layers) and the baseline.
 
     Order matters: a finding on an ignored layer is waived by the policy before the baseline is
@@ -320,7 +323,7 @@ def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), pol
     by_id = {layer.id: layer for layer in layers}
     active: list[Finding] = []
     suppressed: list[Finding] = []
-    for f in evaluate(layers, graph_problems, policy):
+    for f in evaluate(layers, graph_problems, policy, integrity_problems):
         if SEVERITY_RANK[f.severity] < SEVERITY_RANK[report_level]:
             continue
         layer = by_id.get(f.layer_id) if f.layer_id is not None else None

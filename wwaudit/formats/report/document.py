@@ -354,7 +354,9 @@ def _key_metrics(result: AuditResult) -> list[tuple[str, str, str]]:
     return [
         ("Layers analysed", f"{s.get('analysed', 0)} of {s.get('layers', 0)}",
          f"{s.get('skipped', 0)} skipped, {s.get('errors', 0)} unreadable, {s.get('fit_failed', 0)} with a failed "
-         "power-law fit. Every weight tensor in the file is listed; skipped ones carry their reason."),
+         "power-law fit. Every weight tensor in the file is listed; skipped ones carry their reason"
+         + (f" ({s['unlisted_skipped']} more skipped non-weight tensors are counted by reason in the JSON summary, "
+            "not listed)." if s.get("unlisted_skipped") else ".")),
         ("Mean alpha", fmt(s.get("alpha_mean")),
          "Tail exponent of the eigenvalue spectrum. Well-trained layers lie in [2, 6]; below 2 suggests "
          "over-training, above 6 a layer that learned little."),
