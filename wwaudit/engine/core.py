@@ -161,9 +161,11 @@ def audit(
     parameters = sum(t.size for t in walked.tensors.values() if t.is_float or (t.is_integer and len(t.dims) >= 2))
     external = any(t.is_external for t in walked.tensors.values())
 
-    layers = [_layer_result(i, spec) for i, spec in enumerate(specs)]
+    layers, unlisted = listed_layers(specs)
+    by_id = {layer.id: layer for layer in layers}
     tasks = []
-    for layer, spec in zip(layers, specs):
+    for layer in layers:
+        spec = specs[layer.id]
         if spec.skipped:
             continue
         if options.max_evals is not None and (layer.M or 0) * (layer.slices or 1) > options.max_evals:
@@ -177,10 +179,9 @@ def audit(
         cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
         tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, eps, options, cost))
     for outcome in run_layers(tasks, progress, options.workers, executor):
-        _apply(layers[outcome.index], outcome)
+        _apply(by_id[outcome.index], outcome)
     t_analyse = time.perf_counter() - t0 - t_load
 
-    layers, unlisted = cap_listing(layers)
     assign_phases(layers)
     policy = policy or Policy()
     judged = findings_mod.judge(layers, walked.problems, policy, baseline, loaded.integrity)
@@ -197,25 +198,26 @@ def audit(
     )
 
 
-def cap_listing(layers: list[LayerResult]) -> tuple[list[LayerResult], dict[str, int]]:
-    """Keep every weight's entry and the first MAX_LISTED_SKIPPED non-weight entries.
+def listed_layers(specs: list[LayerSpec]) -> tuple[list[LayerResult], dict[str, int]]:
+    """Result entries for every weight and the first MAX_LISTED_SKIPPED non-weight tensors.
 
-    Non-weight entries (kind 'none': biases, shape vectors, scalars, unused tensors) past the cap
-    are counted by reason instead (at most 20 reasons, the rest as 'other'): the outputs stay
-    proportional to what a reader needs, and the summary says how many were not listed.
+    Non-weight entries (biases, shape vectors, scalars, unused tensors: skipped by the plan) past
+    the cap are counted by reason instead (at most 20 reasons, the rest as 'other'), so the
+    outputs stay proportional to what a reader needs and the summary says how many were left
+    out. Ids stay the specs' indices: a gap marks an entry that is counted, not listed.
     """
     kept: list[LayerResult] = []
     unlisted: dict[str, int] = {}
     seen = 0
-    for layer in layers:
-        if layer.kind == "none" and layer.status == "skipped":
+    for index, spec in enumerate(specs):
+        if spec.skipped:
             seen += 1
             if seen > MAX_LISTED_SKIPPED:
-                reason = short_name(layer.reason or "skipped", 120)
+                reason = short_name(spec.reason or "skipped", 120)
                 key = reason if reason in unlisted or len(unlisted) < 20 else "other"
                 unlisted[key] = unlisted.get(key, 0) + 1
                 continue
-        kept.append(layer)
+        kept.append(_layer_result(index, spec))
     return kept, unlisted
 
 
