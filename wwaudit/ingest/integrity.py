@@ -9,7 +9,9 @@ rules in rules/integrity.py report them at error severity.
 
 Which payload runs was checked against onnxruntime 1.32 itself (tests/test_integrity.py runs
 each construction through it): external data wins over raw_data, raw_data over the typed
-fields, the last of several same-named initializers (dense or sparse) wins, a fed graph input
+fields, the first of several same-named initializers wins when it holds 128 bytes or more and
+the last one below that (sparse copies count after dense ones: ORT_FIRST_COPY_BYTES in the
+walker), a fed graph input
 replaces the initializer of the same name, and only the typed field that matches the declared
 dtype is read. wwaudit reads the same payload in each case.
 """
@@ -95,9 +97,9 @@ def _name_issues(model: onnx.ModelProto) -> Iterator[IntegrityIssue]:
         for name, count in counts.items():
             if count > 1:
                 yield IntegrityIssue("duplicate_initializer", (
-                    f"initializer '{short_name(name)}'{where} is stored {count} times: onnxruntime executes the last one "
-                    "(sparse initializers count after dense ones), and wwaudit audits the one the graph's ops "
-                    "receive, the same last one; a viewer may show the first"))
+                    f"initializer '{short_name(name)}'{where} is stored {count} times: onnxruntime (1.32) executes the "
+                    "first copy when it holds 128 bytes or more and the last copy below that (sparse copies count "
+                    "after dense ones); wwaudit audits the same copy, but another tool may show another"))
     inits = {t.name for t in model.graph.initializer} | {sp.values.name for sp in model.graph.sparse_initializer}
     for graph_input in model.graph.input:
         if graph_input.name in inits:
