@@ -151,7 +151,7 @@ def gen_nesting(rng: np.random.Generator, b: Built, scale: int) -> None:
         y = [helper.make_tensor_value_info("if_out", TensorProto.FLOAT, None)]
         inner = helper.make_graph([helper.make_node("MatMul", ["x", "w_if"], ["if_out"], name="fc_if")], "leaf", [], y)
         empty = helper.make_graph([helper.make_node("Identity", ["x"], ["if_out"])], "else", [], y)
-        for level in range(int(rng.integers(1, 40))):
+        for level in range(int(rng.integers(1, 26))):  # deeper: tests/make_hostile.py encodes it by hand
             node = helper.make_node("If", ["cond"], ["if_out"], name=f"if_{level}", then_branch=inner, else_branch=empty)
             inner = helper.make_graph([node], f"l{level}", [], y)
         b.inits.append(numpy_helper.from_array(_matrix(rng, 16, 8), "w_if"))
