@@ -115,14 +115,20 @@ def main(argv: list[str] | None = None) -> int:
     import wwaudit.cli.main  # noqa: F401  (loaded once in the parent: children fork with it)
     import wwaudit.engine.core  # noqa: F401
 
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(True))  # finish the case, write the summary
     t0 = time.monotonic()
     results = []
     with tempfile.TemporaryDirectory(prefix="wwaudit-fuzz-") as tmp:
         for seed in range(args.start, args.start + args.cases):
+            if stop:
+                break
             results.append(run_case(seed, args.scale, Path(tmp)))
             if len(results) % 500 == 0:
                 print(f"{len(results)} cases, {time.monotonic() - t0:.0f} s, "
                       f"{sum(1 for r in results if r['problem'])} findings", file=sys.stderr)
+                if args.out:  # partial figures survive an interrupted campaign
+                    Path(args.out).write_text(json.dumps(_summary(results, time.monotonic() - t0, args), indent=1))
     summary = _summary(results, time.monotonic() - t0, args)
     print(json.dumps({k: v for k, v in summary.items() if k != "results"}, indent=2))
     if args.out:
