@@ -50,11 +50,11 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in args.sizes:
         x = esd(rng, n)
-        t_ours, ours = best_time(lambda: fit_power_law(x), args.repeat)
+        t_ours, ours = best_time(lambda x=x: fit_power_law(x), args.repeat)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t_ww, ref = best_time(lambda: WWFit(x[x > 1e-5]), max(1, args.repeat // 2))
-            t_pl, pl = best_time(lambda: powerlaw.Fit(x[x > 1e-5], verbose=False), 1)
+            t_ww, ref = best_time(lambda x=x: WWFit(x[x > 1e-5]), max(1, args.repeat // 2))
+            t_pl, pl = best_time(lambda x=x: powerlaw.Fit(x[x > 1e-5], verbose=False), 1)
         same = abs(ours.alpha - ref.alpha) < 1e-9
         print(f"| {n} | {t_ours * 1e3:.1f} ms | {t_ww * 1e3:.1f} ms | {t_pl * 1e3:.0f} ms | "
               f"{t_ww / t_ours:.1f}x | {t_pl / t_ours:.0f}x | {same} | {ours.alpha:.3f} / {pl.alpha:.3f} |")

@@ -16,7 +16,12 @@ date or timings (the date and timings live only in the HTML/PDF reports and in
 AuditResult.timings, which the JSON leaves out), so every byte must match. Paths in the outputs
 are the model paths, which are the same for both revisions (one model folder, given absolute).
 
+An intended change is declared, never hidden: `--ignore-line REGEX` drops the lines that match
+from both sides before the byte comparison (e.g. '"min_evals": 8,' when that option left the JSON),
+and the script prints how many lines each pattern dropped.
+
 Usage: python benchmarks/output_identity.py [--before REV] [--after REV] [--no-real] [--no-hostile]
+                                            [--ignore-line REGEX ...]
 Exit code 0 when every output is identical, 1 otherwise (the differing files are listed).
 """
 
@@ -25,6 +30,7 @@ from __future__ import annotations
 import argparse
 import filecmp
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -110,17 +116,33 @@ def audit_argv(model: Path, extra: list[str]) -> list[str]:
     return argv
 
 
-def compare_trees(a: Path, b: Path) -> list[str]:
-    """Relative paths of the files that differ (or exist on one side only)."""
+def _without(data: bytes, patterns: list[re.Pattern[bytes]], dropped: dict[bytes, int]) -> bytes:
+    lines = data.splitlines(keepends=True)
+    kept = [line for line in lines if not any(p.search(line) for p in patterns)]
+    for p in patterns:
+        dropped[p.pattern] = dropped.get(p.pattern, 0) + sum(1 for line in lines if p.search(line))
+    return b"".join(kept)
+
+
+def compare_trees(a: Path, b: Path, ignore: list[str] | None = None) -> tuple[list[str], dict[bytes, int]]:
+    """Relative paths of the files that differ (or exist on one side only), and per ignored
+    pattern the number of lines it dropped (both sides)."""
+    patterns = [re.compile(p.encode()) for p in ignore or []]
+    dropped: dict[bytes, int] = {}
     diffs = []
     for root, _, files in os.walk(a):
         for name in files:
             rel = Path(root, name).relative_to(a)
-            if not (b / rel).exists() or not filecmp.cmp(a / rel, b / rel, shallow=False):
+            if not (b / rel).exists():
+                diffs.append(str(rel))
+            elif patterns:
+                if _without((a / rel).read_bytes(), patterns, dropped) != _without((b / rel).read_bytes(), patterns, dropped):
+                    diffs.append(str(rel))
+            elif not filecmp.cmp(a / rel, b / rel, shallow=False):
                 diffs.append(str(rel))
     for root, _, files in os.walk(b):
         diffs += [str(Path(root, n).relative_to(b)) for n in files if not (a / Path(root, n).relative_to(b)).exists()]
-    return sorted(set(diffs))
+    return sorted(set(diffs)), dropped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", help="git revision to check (default: the working tree)")
     parser.add_argument("--no-real", action="store_true", help="leave out the cached real-model wheels")
     parser.add_argument("--no-hostile", action="store_true", help="leave out tests/make_hostile.py's cases")
+    parser.add_argument("--ignore-line", action="append", default=[], metavar="REGEX",
+                        help="drop lines matching REGEX from both sides first (an intended, declared change)")
     parser.add_argument("--keep", metavar="DIR", help="write the outputs under DIR instead of a temporary folder")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="wwaudit-identity-") as tmp:
@@ -144,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                     run_cli(tree, audit_argv(model, extra), scratch / side / name)
                 for i, (a, b) in enumerate(zip(samples, samples[1:])):
                     run_cli(tree, ["compare", str(a), str(b), "-q", "--json", "compare.json"], scratch / side / f"compare_{i}")
-            diffs = compare_trees(scratch / "before", scratch / "after")
+            diffs, dropped = compare_trees(scratch / "before", scratch / "after", args.ignore_line)
         finally:
             for tree in trees.values():
                 if tree != REPO:
                     git("worktree", "remove", "--force", str(tree))
         files = sum(len(f) for _, _, f in os.walk(scratch / "before"))
         print(f"{len(cases)} models, {files} files per revision ({args.before} vs {args.after or 'working tree'})")
+        for pattern, count in dropped.items():
+            print(f"ignored {count} lines matching {pattern.decode()!r} (both revisions together)")
         for rel in diffs:
             print(f"DIFFERS: {rel}")
         print("byte-identical" if not diffs else f"{len(diffs)} files differ")

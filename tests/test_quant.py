@@ -26,7 +26,7 @@ from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
 from quant_models import analysed, cnn_model, layer_specs, ort_dequantize, rnn_model, run_one_node, stored
 from wwaudit.engine.core import audit
-from wwaudit.ingest.plan import materialise
+from wwaudit.ingest.transforms import materialise
 from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe
 from wwaudit.cli.main import main

@@ -14,9 +14,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from quant_models import analysed, layer_specs, ort_dequantize, run_one_node
-from wwaudit.ingest import quant
+from wwaudit.ingest import kernels, quant
 from wwaudit.engine.core import audit
-from wwaudit.ingest.plan import materialise
+from wwaudit.ingest.transforms import materialise
 
 MS = "com.microsoft"
 
@@ -146,7 +146,7 @@ def test_unpack_bits_is_the_little_endian_bit_stream(bits):
     values = rng.integers(0, 1 << bits, size=(3, 16 * 8))
     stream = ((values[..., None] >> np.arange(bits)) & 1).reshape(3, -1).astype(np.uint8)
     packed = np.packbits(stream, axis=-1, bitorder="little")
-    np.testing.assert_array_equal(quant.unpack_bits(packed, bits), values)
+    np.testing.assert_array_equal(kernels.unpack_bits(packed, bits), values)
 
 
 @pytest.mark.parametrize("bits,zp_kind", [(4, "packed"), (4, None), (4, "float"), (2, "packed"), (8, "packed"), (8, None)])
@@ -178,8 +178,8 @@ def test_matmul_nbits_act_order_g_idx():
     b = rng.integers(0, 256, size=(n, 2, 8), dtype=np.uint8)
     scales = rng.uniform(0.1, 1, size=(n, 2)).astype(np.float32)
     g_idx = rng.permutation(np.repeat(np.arange(2), 16)).astype(np.int32)
-    w = quant.dequantize_nbits(b, scales, None, g_idx, k, n, 4, block)
-    q = quant.unpack_bits(b, 4).reshape(n, k)
+    w = kernels.dequantize_nbits(b, scales, None, g_idx, k, n, 4, block)
+    q = kernels.unpack_bits(b, 4).reshape(n, k)
     np.testing.assert_array_equal(w, ((q - 8) * scales[:, g_idx]).astype(np.float32))
 
 

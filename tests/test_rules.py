@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gating_models import clean_weights, save_model, trigger_weights
-from wwaudit.rules import findings
+from wwaudit.rules import findings, judge
 from wwaudit.engine.core import audit
 from wwaudit.options import AuditOptions
 from wwaudit.rules.phases import PHASES, assign_phases, classify
@@ -32,7 +32,7 @@ def _layer(i: int, status: str = "ok", reason: str | None = None, problem: str |
 
 
 def _rules(layers: list[LayerResult], problems: tuple[str, ...] = ()) -> list[tuple[str, str | None]]:
-    return [(f.rule, f.layer) for f in findings.evaluate(layers, problems)]
+    return [(f.rule, f.layer) for f in judge.evaluate(layers, problems)]
 
 
 # (rule, metrics or status that trigger it); each case is one layer next to clean layers.
@@ -85,27 +85,27 @@ def test_spectral_outlier_needs_enough_layers_and_spread() -> None:
     flat = [_layer(i, log_spectral_norm=1.0) for i in range(6)]
     assert _rules(flat) == []  # MAD 0: no scale to judge by
     low = [_layer(i, log_spectral_norm=1.0 + 0.05 * i) for i in range(6)] + [_layer(6, log_spectral_norm=-4.0)]
-    hits = [f for f in findings.evaluate(low) if f.rule == "WW008"]
+    hits = [f for f in judge.evaluate(low) if f.rule == "WW008"]
     assert [f.layer for f in hits] == ["layer6"] and "below" in hits[0].message
 
 
 def test_model_level_rules_have_no_layer() -> None:
     layers = [_layer(i, alpha_weighted=12.0) for i in range(3)]
-    found = findings.evaluate(layers, ("dangling input 'x' of node 'n'",))
+    found = judge.evaluate(layers, ("dangling input 'x' of node 'n'",))
     model = [(f.rule, f.layer, f.layer_id) for f in found if f.rule in ("WW000", "WW009")]
     assert model == [("WW000", None, None), ("WW009", None, None)]
-    assert findings.evaluate([_layer(i) for i in range(3)]) == []
-    assert findings.evaluate([_layer(i, alpha_weighted=-0.5) for i in range(3)])[0].rule == "WW009"
+    assert judge.evaluate([_layer(i) for i in range(3)]) == []
+    assert judge.evaluate([_layer(i, alpha_weighted=-0.5) for i in range(3)])[0].rule == "WW009"
 
 
 def test_verdict_follows_fail_on() -> None:
-    found = findings.evaluate([_layer(0, alpha=1.5), _layer(1, D=0.5)])  # one warning, one info
-    assert findings.verdict(found, "error")[0] == "review"
-    assert findings.verdict(found, "warning")[0] == "fail"
-    assert findings.verdict(found, "never")[0] == "review"
+    found = judge.evaluate([_layer(0, alpha=1.5), _layer(1, D=0.5)])  # one warning, one info
+    assert judge.verdict(found, "error")[0] == "review"
+    assert judge.verdict(found, "warning")[0] == "fail"
+    assert judge.verdict(found, "never")[0] == "review"
     info_only = [f for f in found if f.severity == "info"]
-    assert findings.verdict(info_only, "error")[0] == "pass"
-    assert findings.verdict(info_only, "info")[0] == "fail"
+    assert judge.verdict(info_only, "error")[0] == "pass"
+    assert judge.verdict(info_only, "info")[0] == "fail"
 
 
 def test_registry_is_complete_and_described() -> None:

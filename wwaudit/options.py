@@ -16,7 +16,6 @@ class AuditOptions:
     layers: str | None = None  # regex on layer name or tensor name
     fast: bool = False  # reference metric set only: no traps, no distribution comparison
     seed: int = 0  # for the element-shuffled copies (correlation traps)
-    min_evals: int = 8
     max_evals: int | None = None  # None: no size gate
     workers: int = 1  # layers analysed side by side (the CLI defaults to the usable cores)
     precision: str = "float64"  # Gram accumulation: float64, or float32 (spectra.py: error bound)

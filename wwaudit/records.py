@@ -6,55 +6,17 @@ reads ONNX or computes metrics. The JSON contract (`schema: wwaudit/1`) is `Audi
 
 from __future__ import annotations
 
+import html
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from wwaudit.layer_metrics import METRIC_COLUMNS
+
 SCHEMA = "wwaudit/1"
 
-# Per-layer metric columns, in the order the JSON and the tables show them. Metrics a layer does
-# not have are null. Modules that compute more metrics add their keys here so that every
-# renderer shows them in one stable order.
-METRIC_COLUMNS: tuple[str, ...] = (
-    "num_evals",
-    "lambda_max",
-    "sv_max",
-    "alpha",
-    "alpha_ci_low",
-    "alpha_ci_high",
-    "alpha_weighted",
-    "D",
-    "xmin",
-    "xmax",
-    "sigma",
-    "num_pl_spikes",
-    "log_norm",
-    "log_spectral_norm",
-    "log_alpha_norm",
-    "stable_rank",
-    "matrix_rank",
-    "rank_loss",
-    "weak_rank_loss",
-    "entropy",
-    "num_spikes",
-    "sigma_mp",
-    "mp_softrank",
-    "bulk_min",
-    "bulk_max",
-    "num_traps",
-    "rand_distance",
-    "rand_bulk_max",
-    "best_fit",
-    "tpl_alpha",
-    "tpl_lambda",
-    "R_tpl",
-    "p_tpl",
-    "R_lognormal",
-    "p_lognormal",
-    "R_exponential",
-    "p_exponential",
-    "phase",
-)
+# Per-layer metric columns, in the order the JSON and the tables show them (layer_metrics.METRICS).
+# Metrics a layer does not have are null.
 
 
 @dataclass(frozen=True)
@@ -216,6 +178,24 @@ class AuditResult:
     def analysed_layers(self) -> list[LayerResult]:
         return [layer for layer in self.layers if layer.analysed]
 
+    def to_dataframe(self) -> Any:
+        """One pandas row per layer entry, the columns of the CSV output (metrics as numbers, NaN
+        where a layer has none; `reference.*` with --reference). Needs the [dataframe] extra."""
+        return dataframe([flat_row(layer.to_dict()) for layer in self.layers])
+
+    def _repr_html_(self) -> str:
+        """The notebook view: verdict, findings, and the layers' key metrics."""
+        analysed = sum(1 for layer in self.layers if layer.analysed)
+        counts = ", ".join(f"{sum(1 for f in self.findings if f.severity == s)} {s}" for s in ("error", "warning", "info"))
+        head = (f"<p><b>wwaudit</b> {html.escape(self.model.path)}: verdict <b>{html.escape(self.verdict)}</b>; "
+                f"{analysed} of {len(self.layers)} layers analysed; findings: {counts}</p>")
+        findings = html_table(("rule", "severity", "layer", "message"),
+                              [(f.rule, f.severity, f.layer or "model", f.message) for f in self.findings])
+        layers = html_table(("id", "layer", "op", "shape", "status") + HTML_METRICS,
+                            [(layer.id, layer.name, layer.op, _shape(layer), layer.status,
+                              *(layer.metric(k) for k in HTML_METRICS)) for layer in self.layers])
+        return head + (findings if self.findings else "") + layers
+
     def to_dict(self) -> dict[str, Any]:
         """The stable JSON contract. No timestamps or timings: same input, same bytes."""
         out = {
@@ -257,6 +237,73 @@ def finite_or_none(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return out if math.isfinite(out) else None
+
+
+# The metrics the notebook view shows per layer (to_dataframe() has them all).
+HTML_METRICS: tuple[str, ...] = ("alpha", "D", "log_spectral_norm", "stable_rank", "num_traps")
+
+
+def flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Nested blocks (a layer's `reference` from --reference) become `block.key` columns."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{sub}": v for sub, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def dataframe(rows: list[dict[str, Any]]) -> Any:
+    """A pandas DataFrame of flat rows. pandas is optional (the [dataframe] extra): the audit itself
+    never needs it, so it is imported here and its absence is one clear message."""
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError("to_dataframe() needs pandas: pip install 'wwaudit[dataframe]'") from None
+    return pd.DataFrame(rows)
+
+
+def html_table(headers: tuple[str, ...], rows: list[tuple[Any, ...]]) -> str:
+    """A small escaped HTML table for notebooks (names come from the model file: never raw HTML)."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_html_cell(v))}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _html_cell(value: Any) -> str:
+    value = clean_number(value)
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _shape(layer: LayerResult) -> str:
+    if layer.N is None or layer.M is None:
+        return "–"
+    return f"{layer.N}×{layer.M}" + (f" ×{layer.slices}" if layer.slices and layer.slices > 1 else "")
+
+
+@dataclass(frozen=True)
+class Storage:
+    """How the analysed values were rounded when stored: the error model of the storage noise floor.
+
+    eps: machine epsilon of the stored float format (relative error ≤ eps/2 per element); tiny:
+    its smallest subnormal (absolute error ≤ tiny/2 near zero; 0 where a scale makes it
+    irrelevant); step: for integer codes, the root mean square of the quantisation step (the
+    scale, in the dequantized values' units; error ≤ step/2), 0 for float storage.
+    """
+
+    eps: float
+    tiny: float = 0.0
+    step: float = 0.0
+
+    @classmethod
+    def of(cls, storage: "Storage | float") -> "Storage":
+        """A Storage; a bare float is the machine epsilon of a float storage format."""
+        return storage if isinstance(storage, Storage) else cls(float(storage))
 
 
 # Names come from the model file and can be any length (a 99,000-character node name was seen

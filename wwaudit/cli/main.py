@@ -16,8 +16,6 @@ from wwaudit import __version__
 from wwaudit.cli.common import check_counts, command_line, run_date, write_outputs
 from wwaudit.errors import EXIT_ERROR, EXIT_FINDINGS, EXIT_OK, UsageError, WwauditError
 
-SUBCOMMANDS = ("audit", "rules", "compare")
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting, so usage errors follow the one-line contract."""

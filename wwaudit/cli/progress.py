@@ -42,7 +42,7 @@ class RichProgress:
             console=Console(stderr=True),
             transient=True,
         )
-        self._task = None
+        self._task: Any = None  # rich's TaskID once started
         self._done = 0
         self._total = 0
         self._t0 = 0.0
@@ -127,17 +127,17 @@ def print_summary(result: AuditResult) -> None:
     from rich.table import Table
 
     from wwaudit.formats.report.document import fmt
+    from wwaudit.layer_metrics import TERMINAL_METRICS
 
     console = Console(stderr=True, highlight=False)
     s = result.summary
     colour = {"pass": "green", "review": "yellow", "fail": "red"}[result.verdict]
     table = Table(title=f"{escape(result.model.path)}  ({s['analysed']} analysed, {s['skipped']} skipped)", title_justify="left")
-    for col in ("layer", "op", "N×M", "α", "α̂", "log‖W‖²", "log λmax", "rank loss", "status"):
+    for col in ("layer", "op", "N×M", *(m.label for m in TERMINAL_METRICS), "status"):
         table.add_column(col, justify="left" if col in ("layer", "op", "status") else "right")
     for layer in result.analysed_layers()[:60]:
-        table.add_row(escape(layer.name[:48]), escape(layer.op), f"{layer.N}×{layer.M}", fmt(layer.metric("alpha")),
-                      fmt(layer.metric("alpha_weighted")), fmt(layer.metric("log_norm")),
-                      fmt(layer.metric("log_spectral_norm")), fmt(layer.metric("rank_loss")), layer.status)
+        table.add_row(escape(layer.name[:48]), escape(layer.op), f"{layer.N}×{layer.M}",
+                      *(fmt(layer.metric(m.name)) for m in TERMINAL_METRICS), layer.status)
     if len(result.analysed_layers()) > 60:
         table.caption = f"… {len(result.analysed_layers()) - 60} more layers in the JSON/report"
     console.print(table)

@@ -15,7 +15,7 @@ module measures how far the candidate moved and in which way:
   singular values (what quantization does to the directions that carry most of the signal);
 - the spectrum of W₂ − W₁ (what a fine-tune added): analysed with the project's own layer
   analysis, so its rank, stable rank and, once a power law is fitted, its alpha;
-- metric deltas (candidate − base) for the keys of results.METRIC_COLUMNS listed in DELTA_KEYS.
+- metric deltas (candidate − base) for the keys of layer_metrics.METRICS marked delta=True (DELTA_KEYS).
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from wwaudit.layer_metrics import DELTA_METRICS
 from wwaudit.spectral.analysis import analyse_matrices
 from wwaudit.options import AuditOptions
 from wwaudit.spectral.spectra import gram
 
-DELTA_KEYS: tuple[str, ...] = ("alpha", "alpha_weighted", "log_norm", "log_spectral_norm", "mp_softrank")
+DELTA_KEYS: tuple[str, ...] = DELTA_METRICS  # layer_metrics: the metrics marked delta=True
 SUBSPACE_K_MAX = 10
 TOP_SV = 5
 # The difference spectrum is a diagnostic, not an audited layer: the reference metric set suffices

@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from wwaudit.engine.core import audit, dtype_eps
+from wwaudit.engine.core import audit
 from wwaudit.ingest.walker import walk
 from wwaudit.ingest.plan import LayerSpec, plan_layers, safe_name
+from wwaudit.ingest.tensors import dtype_eps
 from wwaudit.ingest.loader import load_model
 from wwaudit.options import AuditOptions
 from wwaudit.records import AuditResult, LayerResult

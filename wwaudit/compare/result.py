@@ -6,10 +6,12 @@ audits stay attached (not serialised) so the report can plot both models' spectr
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass, field
 from typing import Any
 
-from wwaudit.records import AuditResult, Finding, clean_number
+from wwaudit.layer_metrics import MODEL_METRICS as LAYER_MODEL_METRICS
+from wwaudit.records import AuditResult, Finding, clean_number, dataframe, flat_row, html_table
 
 SCHEMA = "wwaudit-compare/1"
 
@@ -19,12 +21,9 @@ CAVEAT = (
     "averages are not comparable, and no data-free metric replaces an evaluation on held-out data."
 )
 
-# Model-level metrics compared, from each audit's summary; for all three, lower is favoured.
-MODEL_METRICS: tuple[tuple[str, str], ...] = (
-    ("alpha_mean", "mean alpha"),
-    ("alpha_weighted_mean", "alpha-hat (mean α·log10 λmax)"),
-    ("log_norm_mean", "mean log-norm"),
-)
+# Model-level metrics compared, from each audit's summary (layer_metrics: those with a model_label);
+# for all of them, lower is favoured.
+MODEL_METRICS: tuple[tuple[str, str], ...] = LAYER_MODEL_METRICS
 
 
 @dataclass
@@ -99,6 +98,29 @@ class CompareResult:
     verdict: str  # "pass" | "review" | "fail"
     verdict_reasons: list[str]
     options: dict[str, Any]
+
+    @property
+    def layers(self) -> list[PairResult]:
+        """The matched layer pairs (the comparison's unit, as layers are the audit's)."""
+        return self.pairs
+
+    def to_dataframe(self) -> Any:
+        """One pandas row per layer pair: identity, `delta.*`, `diff.*`, `base_metrics.*` and
+        `candidate_metrics.*` columns. Needs the [dataframe] extra."""
+        return dataframe([flat_row(p.to_dict()) for p in self.pairs])
+
+    def _repr_html_(self) -> str:
+        """The notebook view: verdict, findings and the pairs' main differences."""
+        head = (f"<p><b>wwaudit compare</b> {html.escape(self.base.model.path)} → "
+                f"{html.escape(self.candidate.model.path)}: verdict <b>{html.escape(self.verdict)}</b>; "
+                f"{len(self.pairs)} layer pairs, {len(self.unmatched_base)} + {len(self.unmatched_candidate)} "
+                f"unmatched; {len(self.findings)} findings</p>")
+        findings = html_table(("rule", "severity", "layer", "message"),
+                              [(f.rule, f.severity, f.layer or "model", f.message) for f in self.findings])
+        pairs = html_table(("base", "candidate", "match", "status", "Δ alpha", "relative distance", "subspace overlap"),
+                           [(p.base, p.candidate, p.match, p.status, p.delta.get("alpha"), p.relative_distance,
+                             p.subspace_overlap) for p in self.pairs])
+        return head + (findings if self.findings else "") + pairs
 
     def summary(self) -> dict[str, Any]:
         ok = [p for p in self.pairs if p.status == "ok"]

@@ -11,9 +11,10 @@ import re
 import time
 
 import numpy as np
-import onnx
 
-from wwaudit.rules import findings as findings_mod
+from wwaudit.layer_metrics import MEAN_METRICS
+from wwaudit.rules.findings import ALPHA_BAND
+from wwaudit.rules.judge import judge
 from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.phases import assign_phases
 from wwaudit.rules.policy import Policy
@@ -23,31 +24,14 @@ from wwaudit.ingest.loader import LoadedModel, load_model
 from wwaudit.engine.limits import memory_refusal, working_set_bytes
 from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe as describe_quantization
-from wwaudit.ingest.quant import value_dtype as quantized_value_dtype
+from wwaudit.ingest.quant import storage_noise
+from wwaudit.ingest.tensors import numpy_dtype
 from wwaudit.records import AuditResult, LayerResult, ModelInfo, short_name
 from wwaudit.engine.scheduler import (
     LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
 )
 from wwaudit.spectral.spectra import Backend, check_backend
 from wwaudit.errors import UsageError
-
-# Machine epsilon of the stored dtype, for the rank threshold σ_max·N·eps.
-_EPS = {
-    onnx.TensorProto.DOUBLE: float(np.finfo(np.float64).eps),
-    onnx.TensorProto.FLOAT: float(np.finfo(np.float32).eps),
-    onnx.TensorProto.FLOAT16: float(np.finfo(np.float16).eps),
-    onnx.TensorProto.BFLOAT16: 2.0**-7,
-    onnx.TensorProto.FLOAT8E4M3FN: 2.0**-3,
-    onnx.TensorProto.FLOAT8E4M3FNUZ: 2.0**-3,
-    onnx.TensorProto.FLOAT8E5M2: 2.0**-2,
-    onnx.TensorProto.FLOAT8E5M2FNUZ: 2.0**-2,
-}
-
-
-def dtype_eps(data_type: int) -> float:
-    """Epsilon of the weights' own dtype (float32's for integer/quantized storage: scales are float32)."""
-    return _EPS.get(data_type, float(np.finfo(np.float32).eps))
-
 
 def model_info(loaded: LoadedModel, parameters: int, external: bool) -> ModelInfo:
     """Identity block of the audited file."""
@@ -104,9 +88,9 @@ def _layer_result(index: int, spec: LayerSpec) -> LayerResult:
 
 def _working_set(spec: LayerSpec, layer: LayerResult, options: AuditOptions) -> int:
     """The layer task's estimated peak memory (limits.working_set_bytes), from shapes and dtypes only."""
-    stored = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(spec.tensor.data_type)) if spec.tensor.is_float else None
+    stored = numpy_dtype(spec.tensor.data_type) if spec.tensor.is_float else None
     native = stored is not None and stored in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-    itemsize = stored.itemsize if native and not spec.source.quantized else 4
+    itemsize = stored.itemsize if stored is not None and native and not spec.source.quantized else 4
     in_memory = not spec.tensor.is_external or not native or spec.source.quantized
     return working_set_bytes(spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast,
                              layer.slices or 1)
@@ -175,7 +159,7 @@ def audit(
         if too_big:
             layer.status, layer.reason = "skipped", too_big
             continue
-        eps = dtype_eps(quantized_value_dtype(spec.source))
+        eps = storage_noise(spec.source)
         cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
         tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, eps, options, cost))
     for outcome in run_layers(tasks, progress, options.workers, executor):
@@ -184,7 +168,7 @@ def audit(
 
     assign_phases(layers)
     policy = policy or Policy()
-    judged = findings_mod.judge(layers, walked.problems, policy, baseline, loaded.integrity)
+    judged = judge(layers, walked.problems, policy, baseline, loaded.integrity)
     return AuditResult(
         model=model_info(loaded, parameters, external),
         layers=layers,
@@ -192,7 +176,7 @@ def audit(
         verdict=judged.verdict,
         verdict_reasons=judged.reasons,
         options={**options.to_dict(), "policy": policy.to_dict(), "baseline": baseline.name if baseline else None},
-        summary={**summarise(layers, judged.verdict), **judged.counts(), **_unlisted_summary(unlisted)},
+        summary={**summarise(layers, judged.verdict, policy.alpha_band()), **judged.counts(), **_unlisted_summary(unlisted)},
         timings={"load_s": t_load, "analyse_s": t_analyse},
         suppressed=judged.suppressed,
     )
@@ -233,23 +217,22 @@ def _mean(values: list) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def summarise(layers: list[LayerResult], verdict: str) -> dict:
-    """Model-level averages over analysed layers (weightwatcher's summary convention)."""
+def summarise(layers: list[LayerResult], verdict: str, band: tuple[float, float] = ALPHA_BAND) -> dict:
+    """Model-level averages over analysed layers (weightwatcher's summary convention): the means of
+    layer_metrics.MEAN_METRICS, over the fitted or the analysed layers, and the share of fitted
+    alphas inside the policy's band."""
     analysed = [layer for layer in layers if layer.analysed]
     fitted = [layer for layer in layers if layer.status == "ok"]
     alphas = [layer.metric("alpha") for layer in fitted if layer.metric("alpha") is not None]
-    in_band = [a for a in alphas if findings_mod.ALPHA_LOW <= a <= findings_mod.ALPHA_HIGH]
+    in_band = [a for a in alphas if band[0] <= a <= band[1]]
+    over = {"fitted": fitted, "analysed": analysed}
     return {
         "layers": len(layers),
         "analysed": len(analysed),
         "skipped": sum(1 for layer in layers if layer.status == "skipped"),
         "errors": sum(1 for layer in layers if layer.status == "error"),
         "fit_failed": sum(1 for layer in layers if layer.status == "fit_failed"),
-        "alpha_mean": _mean(alphas),
-        "alpha_weighted_mean": _mean([layer.metric("alpha_weighted") for layer in fitted]),
-        "log_norm_mean": _mean([layer.metric("log_norm") for layer in analysed]),
-        "log_spectral_norm_mean": _mean([layer.metric("log_spectral_norm") for layer in analysed]),
-        "stable_rank_mean": _mean([layer.metric("stable_rank") for layer in analysed]),
+        **{f"{m.name}_mean": _mean([layer.metric(m.name) for layer in over[m.mean_over]]) for m in MEAN_METRICS},
         "share_alpha_in_band": (len(in_band) / len(alphas)) if alphas else None,
         "verdict": verdict,
     }

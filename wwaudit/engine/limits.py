@@ -28,8 +28,6 @@ from typing import Any, Callable, Iterator
 from wwaudit.errors import EXIT_ERROR, ResourceLimitError, UsageError
 from wwaudit.options import DEFAULT_MAX_MEMORY  # noqa: F401  (re-exported: the limits' default)
 
-GIB = 1 << 30
-DEFAULT_TIMEOUT = 3600.0  # seconds; an audit of a BERT-class model takes well under a minute
 # Gram matrix + eigensolver workspace: about three M x M float64 arrays at the peak.
 GRAM_COPIES = 3
 # Python bookkeeping of one matrix slice (array objects, its eigenvalue array): conv layers with

@@ -38,6 +38,7 @@ import numpy as np
 from wwaudit.spectral.analysis import LayerAnalysis, analyse_matrices
 from wwaudit.ingest.plan import LayerSpec
 from wwaudit.options import AuditOptions
+from wwaudit.spectral.spectra import Storage
 from wwaudit.errors import InputError
 
 # dtypes numpy computes with natively; others (bfloat16, float8, float4 from ml_dtypes) are
@@ -86,7 +87,7 @@ class LayerTask:
     name: str
     spec: LayerSpec  # tensor reference (external location/offset/length), transforms, view
     kind: str
-    eps: float  # machine epsilon of the stored dtype (rank threshold)
+    eps: Storage | float  # how the values were stored: the rank-loss noise floor (spectra.Storage)
     options: AuditOptions
     cost: float  # estimated work: N·M² per slice (Gram) + M³ (eigensolver)
 

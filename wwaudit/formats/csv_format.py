@@ -10,12 +10,12 @@ from __future__ import annotations
 import csv
 import io
 
-from wwaudit.records import AuditResult
+from wwaudit.records import AuditResult, flat_row
 
 
 def render(result: AuditResult, ctx: object = None) -> bytes:
     """One header row, then one row per layer entry (analysed and skipped)."""
-    rows = [_flat(layer.to_dict()) for layer in result.layers]
+    rows = [flat_row(layer.to_dict()) for layer in result.layers]
     columns: list[str] = []
     for row in rows:
         for key in row:
@@ -42,14 +42,3 @@ def _cell(value: object) -> object:
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
-
-
-def _flat(row: dict) -> dict:
-    """Nested blocks (a layer's `reference` from --reference) become `block.key` columns."""
-    out: dict = {}
-    for key, value in row.items():
-        if isinstance(value, dict):
-            out.update({f"{key}.{sub}": v for sub, v in value.items()})
-        else:
-            out[key] = value
-    return out

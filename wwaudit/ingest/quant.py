@@ -1,4 +1,4 @@
-"""Dequantization of low-precision weights: the matrices a quantized model really computes with.
+"""Quantized weights: the matrices a quantized model really computes with, and where they come from.
 
 A deployed model often stores int8, int4 or packed 2/4/8-bit weights together with scales and
 zero points. Auditing the integers alone would measure the quantizer's grid, not the model, so
@@ -11,354 +11,30 @@ every stored format is turned back into real numbers exactly as onnxruntime does
   the op, or, for MatMulInteger/ConvInteger, are multiplied in downstream;
 - onnxruntime's packed formats MatMulNBits, GatherBlockQuantized and MatMulBnb4.
 
-Each format becomes one step (a `Transform`) appended to the weight's `Source`, so the layer
-machinery (shapes, views, sharing) treats a dequantized weight like any float weight. A step
-carries its scale/zero-point `Source`s; `apply_step` loads them through the caller's loader.
-The product (q − zero point)·scale is rounded once to the scale's dtype, which reproduces
-onnxruntime's float32 (or float16) arithmetic bit for bit; integers stay int32 and float32
-products are formed in float32 directly, so a layer costs about twice its float32 size in memory.
+This module finds which op input is a quantized weight (and which are its scales and zero
+points) and plans each format as one step (a `Transform`) appended to the weight's `Source`, so the
+layer machinery (shapes, views, sharing) treats a dequantized weight like any float weight. A step
+carries its scale/zero-point `Source`s; transforms.apply_step loads them and runs the kernels of
+kernels.py. `describe` names a source's scheme for the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from typing import Callable
+from typing import Any
 
 import ml_dtypes
 import numpy as np
 import onnx
 from onnx import TensorProto
 
-from wwaudit.ingest.walker import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
-from wwaudit.ingest.tensors import dtype_name
+from wwaudit.records import Storage
 from wwaudit.errors import InputError
-
-# Transform ops this module applies (the graph walker emits "dequantize", "quantize" and "rescale").
-STEP_OPS = frozenset({"dequantize", "quantize", "rescale", "nbits", "block_gather", "bnb4"})
-# Of those, the ones whose output shape differs from their input's.
-RESHAPING_STEPS = frozenset({"nbits", "block_gather", "bnb4"})
-
-Loader = Callable[[Source], np.ndarray]
-
-# bitsandbytes' 4-bit code books as onnxruntime's MatMulBnb4 kernel stores them (quant_type 1 / 0).
-NF4_TABLE = np.array(
-    [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-     -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-     0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-     0.7229568362236023, 1.0],
-    dtype=np.float32,
-)
-FP4_TABLE = np.array(
-    [0.0, 0.005208333333, 0.66666667, 1.0, 0.33333333, 0.5, 0.16666667, 0.25,
-     -0.0, -0.005208333333, -0.66666667, -1.0, -0.33333333, -0.5, -0.16666667, -0.25],
-    dtype=np.float32,
-)
-
-_INT_RANGES = {
-    TensorProto.INT8: (-128, 127),
-    TensorProto.UINT8: (0, 255),
-    TensorProto.INT16: (-32768, 32767),
-    TensorProto.UINT16: (0, 65535),
-    TensorProto.INT4: (-8, 7),
-    TensorProto.UINT4: (0, 15),
-    TensorProto.INT32: (-(2**31), 2**31 - 1),
-}
-_FLOAT8 = {
-    TensorProto.FLOAT8E4M3FN: ml_dtypes.float8_e4m3fn,
-    TensorProto.FLOAT8E4M3FNUZ: ml_dtypes.float8_e4m3fnuz,
-    TensorProto.FLOAT8E5M2: ml_dtypes.float8_e5m2,
-    TensorProto.FLOAT8E5M2FNUZ: ml_dtypes.float8_e5m2fnuz,
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Element arithmetic
-# ---------------------------------------------------------------------------------------------
-def _values(arr: np.ndarray) -> np.ndarray:
-    """Exact values of stored integers (int4 included) or low-precision floats, as int32/int64/float64."""
-    arr = np.asarray(arr)
-    name = arr.dtype.name
-    if arr.dtype.kind in "iu" and arr.dtype.itemsize >= 4:
-        return arr.astype(np.int64)
-    if arr.dtype.kind in "iu" or name in ("int4", "uint4", "int2", "uint2"):
-        return arr.astype(np.int32)
-    if arr.dtype.kind == "f" or name.startswith(("bfloat16", "float8", "float4")):
-        return arr.astype(np.float64)
-    raise InputError(f"cannot dequantize values of dtype {arr.dtype}")
-
-
-def _out_dtype(scale: np.ndarray) -> np.dtype:
-    """The dequantized weights have the scale's dtype (float32, float16 or bfloat16)."""
-    if scale.dtype.kind == "f" or scale.dtype.name == "bfloat16":
-        return scale.dtype
-    raise InputError(f"quantization scale has non-float dtype {scale.dtype}")
-
-
-def _scaled(diff: np.ndarray, scale: np.ndarray, out: np.dtype) -> np.ndarray:
-    """diff·scale rounded once to `out`.
-
-    int32 differences come from types of at most 16 bits (|diff| < 2^17): exact in float32, so
-    float32 multiplication is already the correctly rounded product. Float differences (float8
-    codes, float zero points) and float16/bfloat16 scales go through float64, where the product
-    is exact, and are rounded once to the scale's dtype.
-    """
-    # a scale near the dtype's maximum overflows to inf: the analysis reports it (NaN/Inf weights),
-    # numpy need not warn on the user's terminal
-    with np.errstate(over="ignore", invalid="ignore"):
-        if out == np.float32 and diff.dtype == np.int32:
-            return diff.astype(np.float32) * scale.astype(np.float32)
-        return (diff * scale.astype(np.float64)).astype(out)
-
-
-def unpack_bits(packed: np.ndarray, bits: int) -> np.ndarray:
-    """Unsigned `bits`-wide values packed along the last axis of a uint8 array, lowest bits first."""
-    packed = np.ascontiguousarray(packed, dtype=np.uint8)
-    if bits == 8:
-        return packed.astype(np.int32)
-    if bits in (1, 2, 4):
-        shifts = np.arange(0, 8, bits, dtype=np.uint8)
-        vals = (packed[..., None] >> shifts) & np.uint8((1 << bits) - 1)
-        return vals.reshape(packed.shape[:-1] + (-1,)).astype(np.int32)
-    if not 1 <= bits <= 8:
-        raise InputError(f"cannot unpack {bits}-bit values")
-    stream = np.unpackbits(packed, axis=-1, bitorder="little")
-    count = stream.shape[-1] // bits
-    stream = stream[..., : count * bits].reshape(packed.shape[:-1] + (count, bits)).astype(np.int32)
-    return stream @ (np.int32(1) << np.arange(bits, dtype=np.int32))
-
-
-def _expand_blocks(param: np.ndarray, axis: int, block: int, length: int) -> np.ndarray:
-    """Repeat per-block parameters `block` times along `axis` and crop to `length` (last block may be short).
-
-    A block longer than the axis is one block: repeating it `length` times is enough (and keeps
-    a hostile block_size from allocating more than the weight itself).
-    """
-    return np.take(np.repeat(param, min(block, length), axis=axis), np.arange(length), axis=axis)
-
-
-def _broadcast_param(param: np.ndarray, shape: tuple[int, ...], axis: int, block: int, what: str) -> np.ndarray:
-    """Shape a scale or zero point to broadcast against data of `shape` (ONNX DequantizeLinear rules)."""
-    rank = len(shape)
-    if param.size == 1 and block == 0:
-        return param.reshape(())
-    axis = axis + rank if axis < 0 else axis
-    if not 0 <= axis < max(rank, 1):
-        raise InputError(f"quantization axis {axis} does not fit a tensor of shape {list(shape)}")
-    if block == 0 and param.ndim == 1:
-        if param.shape[0] != shape[axis]:
-            raise InputError(f"{what} of length {param.shape[0]} does not match axis {axis} of shape {list(shape)}")
-        view = [1] * rank
-        view[axis] = -1
-        return param.reshape(view)
-    if param.ndim != rank:
-        raise InputError(f"{what} of shape {list(param.shape)} does not fit a tensor of shape {list(shape)}")
-    if block > 0:
-        if param.shape[axis] != -(-shape[axis] // block):
-            raise InputError(
-                f"{what} has {param.shape[axis]} blocks on axis {axis}, shape {list(shape)} with block {block} needs "
-                f"{-(-shape[axis] // block)}"
-            )
-        param = _expand_blocks(param, axis, block, shape[axis])
-    if any(p not in (1, s) for p, s in zip(param.shape, shape)):
-        raise InputError(f"{what} of shape {list(param.shape)} does not broadcast to {list(shape)}")
-    return param
-
-
-def dequantize_linear(
-    x: np.ndarray, scale: np.ndarray | None, zero_point: np.ndarray | None, axis: int = 1, block_size: int = 0
-) -> np.ndarray:
-    """ONNX DequantizeLinear, y = (x − zero_point)·scale; without a scale, the centred integers (float64)."""
-    shape = tuple(x.shape)
-    diff = _values(x)
-    if zero_point is not None and zero_point.size:
-        diff = diff - _broadcast_param(_values(zero_point), shape, axis, block_size, "zero point")
-    if scale is None:
-        return diff.astype(np.float64)
-    s = _broadcast_param(np.asarray(scale), shape, axis, block_size, "scale")
-    return _scaled(diff, s, _out_dtype(np.asarray(scale)))
-
-
-def rescale(x: np.ndarray, const: np.ndarray, op: str) -> np.ndarray:
-    """Weight-only quantization in plain ops: Cast(q) − zero point, or × scale (numpy broadcasting, as ONNX)."""
-    const = np.asarray(const)
-    if const.ndim > x.ndim or any(c not in (1, d) for c, d in zip(const.shape[::-1], x.shape[::-1])):
-        raise InputError(f"{op} constant of shape {list(const.shape)} does not broadcast to the weight {list(x.shape)}")
-    if op == "sub":
-        diff = _values(x) - _values(const)
-        # ONNX Sub needs equal input types: an integer constant means the Sub runs before the Cast,
-        # in that integer type, where the difference wraps around as onnxruntime computes it.
-        return _values(diff.astype(const.dtype)) if const.dtype.kind in "iu" else diff
-    return _scaled(_values(x), const, _out_dtype(const))
-
-
-def quantize_linear(
-    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int, block_size: int, out_type: int
-) -> np.ndarray:
-    """ONNX QuantizeLinear (fake-quantized float weights): round half to even, saturate to the type."""
-    shape = tuple(x.shape)
-    s = _broadcast_param(np.asarray(scale), shape, axis, block_size, "scale")
-    ratio = np.asarray(x, dtype=np.float32) / s.astype(np.float32)
-    if out_type in _FLOAT8:
-        target = _FLOAT8[out_type]
-        limit = float(ml_dtypes.finfo(target).max)
-        return np.clip(ratio, -limit, limit).astype(target)
-    if out_type not in _INT_RANGES:
-        raise InputError(f"QuantizeLinear to {dtype_name(out_type)} is not supported")
-    lo, hi = _INT_RANGES[out_type]
-    q = np.rint(ratio).astype(np.int64)
-    if zero_point is not None and zero_point.size:
-        q = q + _broadcast_param(_values(zero_point), shape, axis, block_size, "zero point")
-    return np.clip(q, lo, hi)
-
-
-def dequantize_nbits(
-    packed: np.ndarray,
-    scales: np.ndarray,
-    zero_points: np.ndarray | None,
-    g_idx: np.ndarray | None,
-    k: int,
-    n: int,
-    bits: int,
-    block_size: int,
-) -> np.ndarray:
-    """com.microsoft MatMulNBits: B [N, ⌈K/bs⌉, bs·bits/8] → W (N × K), rows = outputs.
-
-    W[n, k] = (q[n, k] − zp[n, b])·s[n, b] with b = k // bs (or g_idx[k] for act-order models);
-    zero points are packed like B, or floats, or default to 2^(bits−1); padding beyond K is cropped.
-    """
-    if block_size <= 0 or k <= 0 or n <= 0 or not 1 <= bits <= 8:
-        raise InputError(f"MatMulNBits attributes K={k} N={n} bits={bits} block_size={block_size} are invalid")
-    blocks = -(-k // block_size)
-    blob = block_size * bits // 8
-    if packed.size != n * blocks * blob:
-        raise InputError(f"MatMulNBits B holds {packed.size} bytes, K={k} N={n} bits={bits} block {block_size} need {n * blocks * blob}")
-    q = unpack_bits(packed.reshape(n, blocks, blob), bits)  # (N, blocks, block)
-    scales = np.asarray(scales)
-    if scales.size != n * blocks:
-        raise InputError(f"MatMulNBits scales hold {scales.size} values, {n}x{blocks} needed")
-    s = scales.reshape(n, blocks)
-    if zero_points is None or zero_points.size == 0:
-        z = np.full((n, blocks), 1 << (bits - 1), dtype=np.int32)
-    elif zero_points.dtype == np.uint8:
-        z = unpack_bits(zero_points.reshape(n, -1), bits)[:, :blocks]
-        if z.shape[1] != blocks:
-            raise InputError(f"MatMulNBits zero points hold {zero_points.size} bytes, too few for {n}x{blocks} blocks")
-    else:
-        if zero_points.size != n * blocks:
-            raise InputError(f"MatMulNBits zero points hold {zero_points.size} values, {n}x{blocks} needed")
-        z = _values(zero_points).reshape(n, blocks)
-    if g_idx is not None and g_idx.size:
-        index = np.asarray(g_idx, dtype=np.int64).reshape(-1)
-        if index.size != k or index.min() < 0 or index.max() >= blocks:
-            raise InputError("MatMulNBits g_idx does not map every input feature to a block")
-        q = q.reshape(n, -1)[:, :k]
-        return _scaled(q - z[:, index], s[:, index], _out_dtype(s))
-    # Contiguous blocks: broadcast each block's parameters over it, then crop the padding.
-    w = _scaled(q - z[:, :, None], s[:, :, None], _out_dtype(s))
-    return w.reshape(n, -1)[:, :k]
-
-
-def dequantize_bnb4(packed: np.ndarray, absmax: np.ndarray, k: int, n: int, block_size: int, quant_type: int) -> np.ndarray:
-    """com.microsoft MatMulBnb4: NF4/FP4 codes (high nibble first) × per-block absmax → W (N × K)."""
-    count = n * k
-    if block_size <= 0 or packed.size != (count + 1) // 2 or absmax.size != -(-count // block_size):
-        raise InputError(f"MatMulBnb4 B/absmax sizes do not match K={k} N={n} block_size={block_size}")
-    table = NF4_TABLE if quant_type == 1 else FP4_TABLE
-    flat = np.asarray(packed, dtype=np.uint8).reshape(-1)
-    codes = np.stack([flat >> 4, flat & 0x0F], axis=-1).reshape(-1)[:count]
-    scale = np.asarray(absmax).reshape(-1)
-    out = _out_dtype(scale)
-    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is reported by the analysis
-        w = table[codes].astype(np.float64) * scale.astype(np.float64)[np.arange(count) // block_size]
-        return w.astype(out).reshape(n, k)
-
-
-def dequantize_block_gather(
-    data: np.ndarray,
-    scales: np.ndarray,
-    zero_points: np.ndarray | None,
-    bits: int,
-    block_size: int,
-    quantize_axis: int,
-    data_type: int,
-) -> np.ndarray:
-    """com.microsoft GatherBlockQuantized's table: (data − zp)·scale, blocks along `quantize_axis`.
-
-    uint8 data with bits < 8 is packed along the last axis (low bits first); zero points default
-    to 0 for int4/uint4 and 2^(bits−1) for uint8; float8/float4 tables have no zero point.
-    """
-    packed = data_type == TensorProto.UINT8 and bits < 8
-    q = unpack_bits(data, bits) if packed else _values(data)
-    shape = q.shape
-    axis = quantize_axis + len(shape) if quantize_axis < 0 else quantize_axis
-    if not 0 <= axis < len(shape):
-        raise InputError(f"GatherBlockQuantized quantize_axis {quantize_axis} does not fit shape {list(shape)}")
-    block = block_size if block_size > 0 else shape[axis]
-    scales = np.asarray(scales)
-    if scales.ndim != len(shape):
-        raise InputError(f"GatherBlockQuantized scales of shape {list(scales.shape)} do not fit data {list(shape)}")
-    if zero_points is not None and zero_points.size:
-        z = unpack_bits(zero_points, bits) if packed else _values(zero_points)
-        z = z[tuple(slice(0, d) for d in scales.shape)]
-        q = q - _broadcast_param(z, shape, axis, block, "zero point")
-    elif data_type == TensorProto.UINT8:
-        q = q - (1 << (bits - 1))
-    s = _broadcast_param(scales, shape, axis, block, "scale")
-    return _scaled(q, s, _out_dtype(scales))
-
-
-# ---------------------------------------------------------------------------------------------
-# Steps: shapes and application
-# ---------------------------------------------------------------------------------------------
-def step_dims(dims: tuple[int, ...], step: Transform) -> tuple[int, ...]:
-    """Shape after a quantization step (only the packed formats change it)."""
-    if step.op in ("nbits", "bnb4"):
-        return (step.params[1], step.params[0])  # (N, K)
-    if step.op == "block_gather":
-        bits, _block, _axis, packed, _type = step.params
-        return dims[:-1] + (dims[-1] * 8 // bits,) if packed else dims
-    return dims
-
-
-def apply_step(arr: np.ndarray, step: Transform, load: Loader) -> np.ndarray:
-    """Apply one quantization step to the array the previous steps produced.
-
-    Shapes come from an untrusted file: numpy's complaints about them become InputError, so a
-    malformed quantized weight is one layer error, never a crash.
-    """
-    try:
-        return _apply_step(arr, step, load)
-    except (ValueError, IndexError) as exc:
-        raise InputError(f"cannot dequantize ({step.op}): {exc}") from None
-
-
-def _apply_step(arr: np.ndarray, step: Transform, load: Loader) -> np.ndarray:
-    def param(i: int) -> np.ndarray | None:
-        src = step.extra[i] if len(step.extra) > i else None
-        return None if src is None else np.asarray(load(src))
-
-    if step.op == "dequantize":
-        return dequantize_linear(arr, param(0), param(1), step.params[0], step.params[1])
-    if step.op == "quantize":
-        zp = param(1)
-        out_type = step.params[2] if len(step.params) > 2 else (step.extra[1].tensor.data_type if zp is not None else TensorProto.UINT8)
-        scale = param(0)
-        if scale is None:
-            raise InputError("QuantizeLinear without a constant scale")
-        return quantize_linear(arr, scale, zp, step.params[0], step.params[1], out_type)
-    if step.op == "rescale":
-        return rescale(arr, param(0), step.params[0])
-    if step.op == "nbits":
-        k, n, bits, block = step.params
-        return dequantize_nbits(arr, param(0), param(1), param(2), k, n, bits, block)
-    if step.op == "bnb4":
-        k, n, block, quant_type = step.params
-        return dequantize_bnb4(arr, param(0), k, n, block, quant_type)
-    if step.op == "block_gather":
-        bits, block, axis, _packed, data_type = step.params
-        return dequantize_block_gather(arr, param(0), param(1), bits, block, axis, data_type)
-    raise ValueError(f"not a quantization step: {step.op}")
+from wwaudit.ingest.kernels import FLOAT8_TYPES
+from wwaudit.ingest.tensors import dtype_name
+from wwaudit.ingest.transforms import STEP_OPS
+from wwaudit.ingest.walker import DEFAULT_DOMAINS, Source, Transform, Use, WalkResult
 
 
 def value_dtype(source: Source) -> int:
@@ -375,6 +51,49 @@ def value_dtype(source: Source) -> int:
             if step.op != "rescale":
                 return TensorProto.FLOAT
     return source.tensor.data_type
+
+
+def _float_storage(data_type: int, scaled: bool) -> Storage | None:
+    """Storage of values rounded to an ONNX float type (None for other types); a scale after the
+    codes makes their subnormal spacing irrelevant."""
+    wider: dict[int, Any] = {
+        TensorProto.DOUBLE: np.float64, TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
+        TensorProto.BFLOAT16: ml_dtypes.bfloat16,
+    }
+    np_type = FLOAT8_TYPES.get(data_type) or wider.get(data_type)
+    if np_type is None:
+        return None
+    info = ml_dtypes.finfo(np_type)
+    return Storage(float(info.eps), 0.0 if scaled else float(info.smallest_subnormal))
+
+
+def _step_rms(step: Transform) -> float:
+    """Root mean square of the quantisation step (in the dequantized values' units) that one
+    integer-code step applies: its scale (the codes are integers), 1 without a scale; for
+    bitsandbytes' 4-bit code books the widest gap, 0.34 of the block's absmax."""
+    scale = step.extra[0] if step.extra else None
+    if not isinstance(scale, Source) or not scale.tensor.is_float:
+        return 1.0
+    values = np.asarray(scale.tensor.load(), dtype=np.float64)
+    rms = float(np.sqrt(np.mean(values * values))) if values.size else 0.0
+    return rms * (0.34 if step.op == "bnb4" else 1.0)
+
+
+def storage_noise(source: Source) -> Storage:
+    """How the values an op computes with were rounded when stored (spectra.Storage): the codes'
+    float format, or for integer codes the quantisation step (the scale), plus the rounding of
+    the dequantized values to the scale's dtype (value_dtype)."""
+    steps = [t for t in source.transforms if t.op in STEP_OPS and not (t.op == "rescale" and t.params[0] == "sub")]
+    value = _float_storage(value_dtype(source), False) or Storage(float(np.finfo(np.float32).eps))
+    code = source.tensor.data_type
+    for t in steps:
+        if t.op == "quantize":
+            code = t.params[2] if len(t.params) > 2 else (
+                t.extra[1].tensor.data_type if len(t.extra) > 1 and t.extra[1] is not None else TensorProto.UINT8)
+    floating = _float_storage(code, scaled=bool(steps))
+    if floating is not None:
+        return Storage(max(floating.eps, value.eps), floating.tiny)
+    return Storage(value.eps, 0.0, _step_rms(steps[-1]) if steps else 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -449,6 +168,8 @@ class _Slot:
 
 
 _MS = "com.microsoft"
+
+
 # (domain, op) -> {weight slot: _Slot}; the axis of per-channel parameters is derived in `_axis`.
 WEIGHT_SLOTS: dict[tuple[str, str], dict[int, _Slot]] = {
     ("", "QLinearConv"): {3: _Slot(4, 5, "Conv", 1)},
@@ -464,6 +185,8 @@ WEIGHT_SLOTS: dict[tuple[str, str], dict[int, _Slot]] = {
     (_MS, "MatMulBnb4"): {1: _Slot(2, None, "MatMulBnb4", 1)},
     (_MS, "GatherBlockQuantized"): {0: _Slot(2, 3, "Gather", 0)},
 }
+
+
 # Inputs of quantized ops (and of DequantizeLinear/QuantizeLinear) that hold scales, zero points or g_idx.
 PARAM_SLOTS: dict[str, set[int]] = {
     "QLinearConv": {1, 2, 4, 5, 6, 7},
@@ -480,6 +203,8 @@ PARAM_SLOTS: dict[str, set[int]] = {
     "DequantizeLinear": {1, 2},
     "QuantizeLinear": {1, 2},
 }
+
+
 # Ops the weight scale of MatMulInteger/ConvInteger passes on its way to the output multiplication.
 _DOWNSTREAM_PASS = {"Cast", "Identity", "Reshape", "Squeeze", "Unsqueeze", "Flatten", "Transpose"}
 

@@ -435,3 +435,27 @@ def as_float64(arr: np.ndarray) -> np.ndarray:
     if arr.dtype.kind in "fiu" or arr.dtype.name.startswith(("bfloat16", "float8", "float4")):
         return arr.astype(np.float64)
     raise InputError(f"cannot convert dtype {arr.dtype} to float")
+
+
+# Machine epsilon of the stored dtype, for the rank threshold σ_max·N·eps.
+_EPS: dict[int, float] = {
+    TensorProto.DOUBLE: float(np.finfo(np.float64).eps),
+    TensorProto.FLOAT: float(np.finfo(np.float32).eps),
+    TensorProto.FLOAT16: float(np.finfo(np.float16).eps),
+    TensorProto.BFLOAT16: 2.0**-7,
+    TensorProto.FLOAT8E4M3FN: 2.0**-3,
+    TensorProto.FLOAT8E4M3FNUZ: 2.0**-3,
+    TensorProto.FLOAT8E5M2: 2.0**-2,
+    TensorProto.FLOAT8E5M2FNUZ: 2.0**-2,
+}
+
+
+def dtype_eps(data_type: int) -> float:
+    """Epsilon of the weights' own dtype (float32's for integer/quantized storage: scales are float32)."""
+    return _EPS.get(data_type, float(np.finfo(np.float32).eps))
+
+
+def numpy_dtype(data_type: int) -> np.dtype:
+    """The numpy dtype of an ONNX element type: the engine sizes a layer's working set with it
+    without importing onnx itself."""
+    return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(data_type))

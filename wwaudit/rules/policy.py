@@ -17,7 +17,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from wwaudit.rules.findings import FAIL_ON_LEVELS, RULES, RULES_BY_ID, SEVERITIES
+from wwaudit.rules.findings import FAIL_ON_LEVELS, RULES, RULES_BY_ID, SEVERITIES, alpha_band
 from wwaudit.errors import UsageError
 
 POLICY_FILE = "wwaudit.toml"
@@ -64,6 +64,10 @@ class Policy:
                 for rule in RULES
             },
         }
+
+    def alpha_band(self) -> tuple[float, float]:
+        """The alpha band this policy judges by (findings.alpha_band)."""
+        return alpha_band(self.settings())
 
     def sha256(self) -> str:
         """Hash of the effective settings: two runs with the same hash judged by the same rules."""

@@ -17,13 +17,13 @@ import numpy as np
 
 from wwaudit.spectral.distributions import compare_distributions
 from wwaudit.spectral.metrics import CONV_NORM_FACTOR, alpha_metrics, matrix_entropy, scale_metrics
+from wwaudit.layer_metrics import MP_METRICS
 from wwaudit.spectral.mp_fit import fit_mp
 from wwaudit.options import AuditOptions
 from wwaudit.spectral.powerlaw_fit import fit_power_law
-from wwaudit.spectral.spectra import Backend, Spectrum, layer_spectrum
+from wwaudit.spectral.spectra import Backend, Spectrum, Storage, layer_spectrum
 from wwaudit.spectral.traps import correlation_traps
 
-_MP_KEYS = ("num_spikes", "sigma_mp", "mp_softrank", "bulk_min", "bulk_max")
 _COMPARE_KEYS = ("best_fit", "tpl_alpha", "tpl_lambda") + tuple(
     f"{k}_{s}" for s in ("tpl", "lognormal", "exponential") for k in ("R", "p")
 )
@@ -48,11 +48,12 @@ class LayerAnalysis:
     problem: str | None = None
 
 
-def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: AuditOptions) -> LayerAnalysis:
+def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, options: AuditOptions) -> LayerAnalysis:
     """Eigenvalues of the pooled slices and the metrics computed from them.
 
     `kind` is the layer kind (dense, conv, embedding, recurrent, attention): conv layers follow the
-    reference's conv normalisation (see metrics.CONV_NORM_FACTOR).
+    reference's conv normalisation (see metrics.CONV_NORM_FACTOR). `eps` says how the values were
+    stored (spectra.Storage, or a float format's epsilon): it sets the rank-loss noise floor.
     """
     for W in mats:
         if not np.all(np.isfinite(W)):
@@ -83,7 +84,7 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
     try:
         metrics.update(fit_mp(evals, spectrum.N, spectrum.M).metrics())
     except ValueError as exc:
-        metrics.update(dict.fromkeys(_MP_KEYS))
+        metrics.update(dict.fromkeys(MP_METRICS))
         notes.append(f"MP fit failed: {exc}")
 
     random_evals = None
@@ -95,7 +96,7 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: float, options: Aud
         metrics["num_traps"] = traps.num_traps
         metrics["rand_distance"] = traps.rand_distance
         metrics["rand_bulk_max"] = traps.rand_bulk_max
-        if fit.status == "ok":
+        if fit.status == "ok" and fit.xmin is not None and fit.alpha is not None:  # a fit that is ok has both
             metrics.update(compare_distributions(evals, fit.xmin, fit.alpha))
         else:
             metrics.update(dict.fromkeys(_COMPARE_KEYS))

@@ -101,7 +101,7 @@ def _tpl_normalizer(self: Any) -> float:
     reliable."""
     g = upper_incomplete_gamma(1.0 - float(self.alpha), float(self.Lambda) * float(self.xmin))
     if g is None:
-        return type(self).__mro__[1]._pdf_continuous_normalizer.fget(self)
+        return type(self).__mro__[1]._pdf_continuous_normalizer.fget(self)  # type: ignore[attr-defined]  # powerlaw's own
     return float(self.Lambda) ** (1.0 - float(self.alpha)) / g
 
 

@@ -4,15 +4,24 @@ weightwatcher's convention: λ = σ², the squared singular values, NOT divided 
 a layer (conv kernel positions, groups) pooled into one sorted array. We form the small-side
 Gram matrix and call a symmetric eigensolver, 3-5x faster than an SVD.
 
+Rank. A singular value counts as numerically zero (rank_loss) when it is indistinguishable from
+zero given how it was computed and stored (README, "Method in brief"): below the computation's
+resolution (σ_max·max(N, M)·eps64 for an SVD; σ_max·√(M·eps64)·10 for the Gram route, whose
+results are kept only where that settles the count, else the slice is recomputed with an SVD),
+or below the noise floor that rounding at storage time adds, τ = (eps_s·rms(W) + tiny_s +
+step_s)·(√N + √M) (storage_floor), where the singular values there form a noise bulk (clearly
+more of them below τ than in (τ, 4τ]: a rank-k matrix rounded to a coarse dtype has N−k singular
+values below τ and few above; a full-rank matrix's spectrum runs on continuously through τ, and
+then only the computation's resolution applies).
+
 Precision. By default the Gram matrix is accumulated in float64: its absolute eigenvalue error
-is about eps64·λ_max, i.e. σ errors of about 1.5e-8·σ_max, far below the rank threshold
-σ_max·N·eps for float32/float16 weights. For float64 weights that threshold is smaller than the
-Gram error, so slices with singular values near it are recomputed with an SVD.
-`precision="float32"` accumulates the Gram matrix in float32 (half the memory traffic, twice the
+is about eps64·λ_max·M, i.e. σ errors of about σ_max·√(M·eps64) (GRAM_NOISE). Slices with a
+singular value below that, whose rank count the Gram route cannot settle, are recomputed with an
+SVD. `precision="float32"` accumulates the Gram matrix in float32 (half the memory traffic, twice the
 BLAS speed) and solves it in float64: eigenvalue errors are then about eps32·λ_max, harmless for
 the power-law tail (α agrees to ~1e-7 on the benchmark matrices) but not for counting tiny
 singular values, so any slice with an eigenvalue within that error of zero or of a rank threshold
-is recomputed in float64 and rank metrics are identical in both precisions. Measured on the
+(τ, 4τ) is recomputed in float64 and rank metrics are identical in both precisions. Measured on the
 BERT-large benchmark, square weights nearly always have such eigenvalues (their spectrum reaches
 down to 0), so float32 is used only for matrices at least FLOAT32_MIN_ASPECT times taller than
 wide (FFN projections, embeddings), where the Gram step dominates and float32 pays.
@@ -33,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from wwaudit.errors import UsageError
+from wwaudit.records import Storage  # noqa: F401  (defined with the plain data; re-exported here)
 
 # Tall matrices are reduced to their Gram matrix in row chunks of at most this many elements.
 GRAM_CHUNK_ELEMENTS = 1 << 22
@@ -100,6 +110,46 @@ class Spectrum:
     rank_loss: int
 
 
+def storage_floor(shape: tuple[int, ...], sq_norm: float, storage: Storage) -> float:
+    """Largest singular value that storage rounding alone can put in place of a zero one.
+
+    Rounding adds E to the exact matrix, with independent elements of rms at most
+    eps/2·|w|/√3 (float: relative error uniform in ±eps/2), tiny/√12 (subnormals) or step/√12
+    (integer codes); a random N×M matrix of elementwise rms s has ‖E‖₂ ≈ s(√N + √M) (Bai-Yin).
+    Weyl: each singular value moves by at most ‖E‖₂, so a stored σ below it is consistent with a
+    zero one. The bound here, (eps·rms(W) + tiny + step)(√N + √M), is 2√3 ≈ 3.5× that estimate,
+    to cover weights whose magnitudes vary by row or column (the collapsed sample stored in
+    float16: ‖E‖₂ was 2.2× the homogeneous estimate).
+    """
+    n, m = shape
+    rms = np.sqrt(sq_norm / max(n * m, 1))
+    return float((storage.eps * rms + storage.tiny + storage.step) * (np.sqrt(n) + np.sqrt(m)))
+
+
+def _noise_bulk(sv: np.ndarray, floor: float) -> bool:
+    """Whether the singular values below `floor` form a bulk of their own: more of them below it
+    than in (floor, 4·floor], by more than twice the count's Poisson spread (√(band + 1)).
+
+    That is what a rank-deficient matrix plus rounding noise looks like (N − k values below the
+    floor, few above), as opposed to a continuous spectrum that merely runs on through the floor
+    (a density near zero puts about three times as many values in the band as below it). One or
+    two isolated values are not a bulk: the smallest singular value of a full-rank square matrix
+    sits alone near zero too (exact zeros are still counted, by the computation's resolution).
+    """
+    below = int(np.count_nonzero(sv <= floor))
+    band = int(np.count_nonzero((sv > floor) & (sv <= 4 * floor)))
+    return below > band + 2 * np.sqrt(band + 1)
+
+
+def count_rank_loss(sv: np.ndarray, resolution: float, cut: float) -> int:
+    """Singular values indistinguishable from zero: below the computation's `resolution`, or
+    below `cut` (the storage floor) when they form a noise bulk there."""
+    tol = resolution
+    if cut > tol and _noise_bulk(sv, cut):
+        tol = cut
+    return int(np.count_nonzero(sv <= tol))
+
+
 def _tall(W: np.ndarray) -> np.ndarray:
     return W.T if W.shape[0] < W.shape[1] else W
 
@@ -115,7 +165,7 @@ def _chunks(W: np.ndarray, dtype: type) -> Any:
 def gram(W: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     """The small-side Gram matrix (M x M) of W, accumulated in row chunks in `dtype`."""
     W = _tall(W)
-    G = np.zeros((W.shape[1], W.shape[1]), dtype=dtype)
+    G: np.ndarray = np.zeros((W.shape[1], W.shape[1]), dtype=dtype)
     for block in _chunks(W, dtype):
         G += block.T @ block
     return G
@@ -157,39 +207,49 @@ def _svd_eigvals(W: np.ndarray, device: str) -> np.ndarray:
     return np.sort(sv * sv)
 
 
-def _float32_ambiguous(evals: np.ndarray, M: int, rank_tol: float) -> bool:
+def _float32_ambiguous(evals: np.ndarray, M: int, floor: float) -> bool:
     """Whether float32 Gram errors could change a rank count: an eigenvalue near 0, near the
-    weak-rank tolerance, or near the rank threshold."""
+    weak-rank tolerance, or near the storage floor's thresholds (τ², (4τ)²)."""
     if not evals.size:
         return False
     noise = evals[-1] * _EPS32 * np.sqrt(M) * 2
     if evals[0] <= noise + _WEAK_RANK_BAND:
         return True
-    return bool(np.any(np.abs(evals - rank_tol) <= noise))
+    return any(bool(np.any(np.abs(evals - t * t) <= noise)) for t in (floor, 4 * floor))
 
 
-def singular_values_squared(W: np.ndarray, eps: float, backend: Backend | None = None) -> np.ndarray:
-    """σ² of W (ascending), via the Gram matrix, falling back to float64 or SVD where rank needs it.
-
-    W may be any float dtype, including a read-only memory map: it is widened chunk by chunk.
-    """
-    backend = backend or Backend()
+def _slice_spectrum(W: np.ndarray, storage: Storage, backend: Backend) -> tuple[np.ndarray, float, float]:
+    """σ² of one slice (ascending), the σ resolution of the route that computed them, and the
+    cut below which a noise bulk counts as zero (the storage floor, or the Gram route's
+    resolution where that is coarser)."""
     N, M = max(W.shape), min(W.shape)
     # float32 only where it can stand: square-ish weights have singular values near 0 (the
     # Marchenko-Pastur lower edge (1 - sqrt(M/N))^2 vanishes) and would be recomputed anyway.
     precision = backend.precision if N >= FLOAT32_MIN_ASPECT * M else "float64"
     evals = _gram_eigvals(W, precision, backend.device)
-    if precision == "float32" and evals.size:
-        rank_tol = evals[-1] * (N * eps) ** 2
-        if _float32_ambiguous(evals, M, rank_tol):
-            evals = _gram_eigvals(W, "float64", backend.device)
-    sv_max = float(np.sqrt(evals[-1])) if evals.size else 0.0
-    threshold = sv_max * N * eps
-    # Gram eigenvalues carry an absolute error of ~ M·eps64·λ_max: σ below this is noise.
-    gram_noise = sv_max * np.sqrt(M * _EPS64) * 10
-    if threshold < gram_noise and np.any(np.sqrt(evals) < gram_noise):
-        evals = _svd_eigvals(W, backend.device)
-    return evals
+    if not evals.size:
+        return evals, 0.0, 0.0
+    floor = storage_floor(W.shape, float(np.sum(evals)), storage)
+    if precision == "float32" and _float32_ambiguous(evals, M, floor):
+        evals = _gram_eigvals(W, "float64", backend.device)
+    sv = np.sqrt(evals)
+    # Gram eigenvalues carry an absolute error of ~ M·eps64·λ_max: σ below this is unresolved.
+    gram_noise = float(sv[-1] * np.sqrt(M * _EPS64) * 10)
+    cut = max(floor, gram_noise)
+    if sv[0] >= gram_noise or _noise_bulk(sv, cut):
+        return evals, gram_noise, cut
+    # an isolated small σ the Gram route cannot resolve: an SVD settles it
+    evals = _svd_eigvals(W, backend.device)
+    return evals, float(np.sqrt(evals[-1])) * N * _EPS64, floor
+
+
+def singular_values_squared(W: np.ndarray, storage: Storage | float, backend: Backend | None = None) -> np.ndarray:
+    """σ² of W (ascending), via the Gram matrix, falling back to float64 or SVD where rank needs it.
+
+    W may be any float dtype, including a read-only memory map: it is widened chunk by chunk.
+    `storage` (a Storage, or the stored float format's epsilon) sets the storage noise floor.
+    """
+    return _slice_spectrum(W, Storage.of(storage), backend or Backend())[0]
 
 
 def reference_evals(W: np.ndarray, backend: Backend | None = None) -> np.ndarray:
@@ -219,22 +279,21 @@ def reference_evals(W: np.ndarray, backend: Backend | None = None) -> np.ndarray
     return np.clip(np.sort(evals), 0.0, None)
 
 
-def layer_spectrum(mats: list[np.ndarray], eps: float, options: Any = None) -> Spectrum:
-    """Pool the eigenvalues of all slices of a layer; count rank loss per slice (σ ≤ σ_max·N·eps).
+def layer_spectrum(mats: list[np.ndarray], storage: Storage | float, options: Any = None) -> Spectrum:
+    """Pool the eigenvalues of all slices of a layer; count rank loss per slice (count_rank_loss).
 
+    `storage` describes how the values were stored (Storage, or a float format's epsilon);
     `options` (an AuditOptions or None) selects precision and device (see Backend.of).
     """
     backend = Backend.of(options)
+    storage = Storage.of(storage)
     all_evals = []
     rank_loss = 0
     N = max(max(m.shape) for m in mats)
     M = min(min(m.shape) for m in mats)
     for W in mats:
-        ev = singular_values_squared(W, eps, backend)
-        sv = np.sqrt(ev)
-        n = max(W.shape)
-        tol = sv.max() * n * eps if sv.size else 0.0
-        rank_loss += int(np.count_nonzero(sv <= tol))
+        ev, resolution, cut = _slice_spectrum(W, storage, backend)
+        rank_loss += count_rank_loss(np.sqrt(ev), resolution, cut)
         all_evals.append(ev)
     evals = np.sort(np.concatenate(all_evals)) if all_evals else np.zeros(0)
     sv_max = float(np.sqrt(evals[-1])) if evals.size else 0.0

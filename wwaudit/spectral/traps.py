@@ -61,7 +61,7 @@ def layer_rng(mats: list[np.ndarray], seed: int) -> np.random.Generator:
         h.update(repr(W.shape).encode())
         steps = tuple(max(1, -(-n // SEED_SAMPLE)) for n in W.shape)
         sample = W[tuple(slice(None, None, k) for k in steps)]
-        h.update(np.ascontiguousarray(sample).reshape(-1).view(np.uint8))  # any dtype, bfloat16 too
+        h.update(np.ascontiguousarray(sample).reshape(-1).view(np.uint8))  # type: ignore[arg-type]  # any dtype, bfloat16 too
     words = np.frombuffer(h.digest(), dtype=np.uint32)
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, words)]))
 

@@ -1,17 +1,15 @@
 """The comparison report (HTML or PDF) from a CompareResult: document, plots, rendering.
 
-It reuses the single-model report's machinery rather than copying it: the jinja2 environment of
-formats/html_format.py (autoescaped: names come from vendor files), the data:-only URL fetcher of
-formats/pdf_format.py and the plot constants of formats/plots.py. Its few figure helpers are its
-own (deterministic data: URIs, SVG for HTML, PNG for PDF as the audit report does), since the
-audit report's are private to it. Nothing here computes a metric; the plots draw the audits' eigenvalues and the
-numbers of the result document.
+It shares the audit report's machinery (formats/report/): the templates and their jinja2
+environment (html.template_html; autoescaped: names come from vendor files), the data:-only URL
+fetcher of pdf.html_to_pdf, and the figure helpers and style of plots.py (fixed margins,
+deterministic data: URIs, SVG for HTML, JPEG for PDF). Only its document and its three plots are
+its own. Nothing here computes a metric; the plots draw the audits' eigenvalues and the numbers
+of the result document.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 from typing import Any, Callable
 
@@ -20,9 +18,10 @@ import numpy as np
 from wwaudit.compare.result import CAVEAT, CompareResult, PairResult
 from wwaudit.compare.rules import OVERLAP_MIN, RULES
 from wwaudit.errors import UsageError
+from wwaudit.rules.findings import ALPHA_BAND, band_text
 from wwaudit.formats import RenderContext
 from wwaudit.formats.report.document import fmt, human_bytes
-from wwaudit.formats.report.plots import PLOT_STYLE
+from wwaudit.formats.report.plots import PLOT_STYLE, figure, figure_uri
 
 LARGEST_CHANGES = 20  # rows of the "largest changes" table
 ESD_LAYERS = 4  # layers whose overlaid ESDs are drawn
@@ -39,31 +38,6 @@ def change_order(pairs: list[PairResult]) -> list[PairResult]:
     return sorted(pairs, key=key)
 
 
-# Same look as the audit report's plots (formats/plots.py): one style, deterministic SVG ids.
-PNG_DPI = 200
-
-
-def _figure(width: float, height: float, ncols: int = 1, bottom: float = 0.5) -> tuple[Any, list[Any]]:
-    """A matplotlib Figure with fixed margins (no pyplot, no display; Agg renders the PNG)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height))
-    fig.subplots_adjust(left=0.6 / width, right=1 - 0.1 / width, bottom=bottom / height,
-                        top=1 - 0.25 / height, wspace=0.3)
-    return fig, [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
-
-
-def _uri(fig: Any, image: str) -> str:
-    """The figure as a data: URI, SVG (HTML) or PNG (PDF), without dates or software stamps."""
-    buf = io.BytesIO()
-    if image == "png":
-        fig.savefig(buf, format="png", dpi=PNG_DPI, metadata={"Software": None})
-    else:
-        fig.savefig(buf, format="svg", metadata={"Date": None})
-    mime = "image/png" if image == "png" else "image/svg+xml"
-    return f"data:{mime};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def _integer_ticks(ax: Any) -> None:
     from matplotlib.ticker import MaxNLocator
 
@@ -71,10 +45,10 @@ def _integer_ticks(ax: Any) -> None:
 
 
 def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
-    """Both models' alpha per matched layer, in base graph order, over the [2, 6] band."""
+    """Both models' alpha per matched layer, in base graph order, over the default alpha band."""
     import matplotlib
 
-    from wwaudit.formats.report.plots import ALPHA_BAND, BAND_COLOUR
+    from wwaudit.formats.report.plots import BAND_COLOUR
 
     xs = list(range(len(pairs)))
     a = [p.base_metrics.get("alpha") for p in pairs]
@@ -82,8 +56,8 @@ def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
     if all(v is None for v in a + b):
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax,) = _figure(7.0, 2.5)
-        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0, label="[2, 6]")
+        fig, (ax,) = figure(7.0, 2.5)
+        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0, label=band_text(ALPHA_BAND))
         for values, colour, label, marker in ((a, BASE_COLOUR, "base", "o"), (b, CANDIDATE_COLOUR, "candidate", "s")):
             arr = np.array([np.nan if v is None else min(float(v), 20.0) for v in values])
             ax.plot(xs, arr, color=colour, lw=0.9, marker=marker, ms=3, label=label)
@@ -91,7 +65,7 @@ def _alpha_plot(pairs: list[PairResult], image: str) -> str | None:
         ax.set_xlabel("matched layer (base graph order)")
         _integer_ticks(ax)
         ax.legend(loc="upper left", frameon=False, ncols=3)
-        return _uri(fig, image)
+        return figure_uri(fig, image)
 
 
 def _change_plot(pairs: list[PairResult], image: str) -> str | None:
@@ -104,7 +78,7 @@ def _change_plot(pairs: list[PairResult], image: str) -> str | None:
     dist = np.array([np.nan if p.relative_distance is None else p.relative_distance for p in pairs])
     overlap = np.array([np.nan if p.subspace_overlap is None else p.subspace_overlap for p in pairs])
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax_d, ax_o) = _figure(7.0, 2.3, ncols=2, bottom=0.42)
+        fig, (ax_d, ax_o) = figure(7.0, 2.3, ncols=2, bottom=0.42)
         ax_d.bar(xs, dist, color=CANDIDATE_COLOUR, width=0.8)
         ax_d.set_ylabel("‖W₂−W₁‖ / ‖W₁‖")
         ax_d.set_xlabel("matched layer")
@@ -115,7 +89,7 @@ def _change_plot(pairs: list[PairResult], image: str) -> str | None:
         ax_o.set_xlabel("matched layer")
         _integer_ticks(ax_d)
         _integer_ticks(ax_o)
-        return _uri(fig, image)
+        return figure_uri(fig, image)
 
 
 def _esd_plot(base_evals: Any, cand_evals: Any, image: str) -> str | None:
@@ -134,7 +108,7 @@ def _esd_plot(base_evals: Any, cand_evals: Any, image: str) -> str | None:
     a, b = a[a >= lo], b[b >= lo]
     bins = np.logspace(np.log10(lo), np.log10(hi) + 1e-9, 40)
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax,) = _figure(3.4, 2.3)
+        fig, (ax,) = figure(3.4, 2.3)
         for values, colour, label in ((a, BASE_COLOUR, "base"), (b, CANDIDATE_COLOUR, "candidate")):
             dens, _ = np.histogram(values, bins=bins, density=True)
             ax.stairs(np.where(dens > 0, dens, np.nan), bins, color=colour, lw=1.1, label=label)
@@ -144,7 +118,7 @@ def _esd_plot(base_evals: Any, cand_evals: Any, image: str) -> str | None:
         ax.set_xlabel("eigenvalue λ of WᵀW")
         ax.set_ylabel("density")
         ax.legend(loc="upper right", frameon=False)
-        return _uri(fig, image)
+        return figure_uri(fig, image)
 
 
 def _model(info: Any) -> dict[str, str]:
@@ -169,8 +143,8 @@ def _row(p: PairResult) -> dict[str, str]:
 
 def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = False) -> dict[str, Any]:
     """Everything the compare template shows, as strings, small lists and data-URI images
-    (SVG for the HTML report, PNG for the PDF: WeasyPrint places images far faster than it draws SVG)."""
-    image = "png" if for_pdf else "svg"
+    (SVG for the HTML report, JPEG for the PDF as in the audit report: plots.figure_uri says why)."""
+    image = "jpeg" if for_pdf else "svg"
     ordered = change_order(result.pairs)
     base_layers = {layer.id: layer for layer in result.base.layers}
     cand_layers = {layer.id: layer for layer in result.candidate.layers}
@@ -211,10 +185,9 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
 
 def render_html(result: CompareResult, ctx: RenderContext, for_pdf: bool = False) -> str:
     """The comparison report as an HTML string (the PDF renderer prints this same document)."""
-    from wwaudit.formats.report.html import _environment
+    from wwaudit.formats.report.html import template_html
 
-    doc = build_document(result, ctx, for_pdf=for_pdf)
-    return _environment().get_template("compare.html.j2").render(doc=doc, for_pdf=for_pdf)
+    return template_html("compare.html.j2", build_document(result, ctx, for_pdf=for_pdf), for_pdf)
 
 
 def render_pdf(result: CompareResult, ctx: RenderContext) -> bytes:

@@ -16,33 +16,20 @@ from typing import Any
 import numpy as np
 
 import wwaudit
-from wwaudit.rules.findings import RULES_BY_ID
+from wwaudit.rules.findings import RULES_BY_ID, alpha_band, band_text
+from wwaudit.layer_metrics import DETAIL_METRICS as LAYER_DETAIL
+from wwaudit.layer_metrics import TABLE_METRICS
 from wwaudit.records import AuditResult, Finding, LayerResult
 from wwaudit.formats import RenderContext
 
 PLOT_MODES = ("findings", "all", "none")
 
 # (metric key, column label, tooltip); the layer table shows these after the identity columns.
-METRIC_TABLE = (
-    ("alpha", "α", "power-law exponent of the ESD tail; [2, 6] is typical of well-trained layers"),
-    ("alpha_weighted", "α̂", "α · log10 λmax"),
-    ("D", "D", "Kolmogorov-Smirnov distance of the power-law fit (lower fits better)"),
-    ("log_norm", "log‖W‖²", "log10 of the squared Frobenius norm"),
-    ("log_spectral_norm", "log λmax", "log10 of the largest eigenvalue of WᵀW"),
-    ("stable_rank", "stable rank", "Σλ / λmax"),
-    ("rank_loss", "rank loss", "singular values that are numerically zero"),
-    ("num_spikes", "spikes", "eigenvalues above the Marchenko-Pastur bulk"),
-    ("num_traps", "traps", "correlation traps: spikes the element-shuffled copy also shows"),
-)
+# Tooltips may name the alpha band as {band}: build_document fills in the policy's.
+METRIC_TABLE: tuple[tuple[str, str, str], ...] = tuple((m.name, m.label, m.description) for m in TABLE_METRICS)
 
 # Per-layer metrics shown next to each layer's plots.
-DETAIL_METRICS = (
-    ("alpha", "α"), ("alpha_ci_low", "α CI low"), ("alpha_ci_high", "α CI high"), ("D", "KS distance D"),
-    ("xmin", "xmin"), ("num_pl_spikes", "eigenvalues in the tail"), ("best_fit", "best tail model"),
-    ("lambda_max", "λmax"), ("stable_rank", "stable rank"), ("rank_loss", "rank loss"),
-    ("sigma_mp", "σ (MP)"), ("bulk_max", "MP bulk edge"), ("num_spikes", "spikes"), ("num_traps", "traps"),
-    ("rand_distance", "distance to shuffled"), ("phase", "phase"),
-)
+DETAIL_METRICS: tuple[tuple[str, str], ...] = tuple((m.name, m.detail_label or m.label) for m in LAYER_DETAIL)
 
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
@@ -129,105 +116,25 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
     ``wwaudit-plot:`` URLs, ``doc["plot_source"].fetch(url)`` gives their bytes, and the drawing
     stops when that stack closes (the PDF renderer overlaps it with WeasyPrint's work).
     """
-    from wwaudit.formats.report import plots
-
     if ctx.plots not in PLOT_MODES:
         raise ValueError(f"plots mode {ctx.plots!r} is not one of {PLOT_MODES}")
-    model = result.model
-    by_layer: dict[int, list[Finding]] = {}
-    for f in result.findings:
-        if f.layer_id is not None:
-            by_layer.setdefault(f.layer_id, []).append(f)
-
-    has_quant = any(layer.quantization for layer in result.layers)
-    has_phase = any(layer.metric("phase") is not None for layer in result.layers)
-    columns = [("id", "#", True), ("name", "layer", False), ("op", "op", False), ("shape", "shape", False)]
-    if has_quant:
-        columns.append(("quantization", "quantization", False))
-    columns.append(("status", "status", False))
-    columns += [(key, label, True) for key, label, _tip in METRIC_TABLE]
-    if has_phase:
-        columns.append(("phase", "phase", False))
-    columns.append(("findings", "findings", False))
-
+    by_layer = _findings_by_layer(result.findings)
+    band = alpha_band(result.options.get("policy"))
+    columns = _table_columns(result)
     plotted, with_sections = _plotted_layers(result.layers, by_layer, ctx.plots, ctx.max_plots)
-    rows, points, jobs = [], [], []
-    for layer in result.layers:
-        found = by_layer.get(layer.id, [])
-        cls = layer_class(layer, found)
-        cells = {
-            "id": (str(layer.id), sort_key(layer.id)),
-            "name": (layer.name, layer.name),
-            "op": (layer.op or "–", layer.op or ""),
-            "shape": (_shape(layer), sort_key((layer.N or 0) * (layer.M or 0) * (layer.slices or 1))),
-            "quantization": (layer.quantization or "–", layer.quantization or ""),
-            "status": (layer.status, layer.status),
-            "phase": (fmt(layer.metric("phase")), sort_key(layer.metric("phase"))),
-            "findings": (" ".join(sorted({f.rule for f in found})) or "–", " ".join(sorted({f.rule for f in found}))),
-        }
-        for key, _label, _tip in METRIC_TABLE:
-            cells[key] = (fmt(layer.metric(key)), sort_key(layer.metric(key)))
-        # a layer without metrics shows its reason across the metric columns instead of a row of dashes
-        metric_keys = [key for key, _label, _numeric in columns if key in _SPANNED]
-        rows.append({"id": layer.id, "anchor": f"layer-{layer.id}", "cls": cls, "status": layer.status,
-                     "reason": layer.reason or "", "name": layer.name, "analysed": layer.analysed,
-                     "span": len(metric_keys), "first_metric": metric_keys[0],
-                     "cells": [(key, cells[key][0], cells[key][1], numeric, key in _SPANNED)
-                               for key, _label, numeric in columns]})
-        if layer.analysed:
-            lo, hi = layer.metric("alpha_ci_low"), layer.metric("alpha_ci_high")
-            points.append(plots.DepthPoint(
-                position=len(points), label=str(layer.id), status=cls,
-                alpha=layer.metric("alpha") if layer.status == "ok" else None,
-                alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
-                log_spectral_norm=layer.metric("log_spectral_norm")))
-            if layer.id in plotted and layer.evals is not None:
-                jobs.append(plots.LayerPlotJob(
-                    key=str(layer.id), evals=np.asarray(layer.evals),
-                    random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
-                    metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
-                    fmt="jpeg" if for_pdf else "svg"))
-
-    renderer = plots.PlotRenderer(points, jobs, fmt="jpeg" if for_pdf else "svg", workers=ctx.extra.get("workers"),
-                                  deferred=plots_until is not None)
-    if plots_until is None:
-        with renderer:
-            model_plots, layer_plots = renderer.model_plots(), renderer.uris()
-    else:
-        plots_until.enter_context(renderer)
-        model_plots = {name: renderer.model_url(name) for name in plots.MODEL_PLOT_NAMES}
-        layer_plots = {job.key: renderer.url(job.key) for job in jobs}
-    details = []
-    for layer in result.layers:
-        found = by_layer.get(layer.id, [])
-        if layer.id not in plotted:
-            continue
-        uri = layer_plots.get(str(layer.id))
-        details.append({
-            "id": layer.id, "anchor": f"layer-{layer.id}", "name": layer.name, "tensor": layer.tensor,
-            "op": layer.op, "shape": _shape(layer), "dtype": layer.dtype or "", "quantization": layer.quantization,
-            "status": layer.status, "reason": layer.reason or "", "cls": layer_class(layer, found),
-            "metrics": [(label, fmt(layer.metric(key))) for key, label in DETAIL_METRICS if layer.metric(key) is not None],
-            "findings": [{"rule": f.rule, "severity": f.severity, "message": _without_layer(f)} for f in found],
-            "plot": uri,
-            "no_plot": "" if uri else ("no eigenvalues (layer not analysed)" if not layer.analysed else "no eigenvalues kept for this layer"),
-        })
-
+    rows = [_table_row(layer, by_layer.get(layer.id, []), columns) for layer in result.layers]
+    renderer, model_plots, layer_plots = _draw_plots(result, by_layer, plotted, ctx, for_pdf, plots_until, band)
+    details = [_detail(layer, by_layer.get(layer.id, []), layer_plots.get(str(layer.id)))
+               for layer in result.layers if layer.id in plotted]
     return {
-        "title": f"wwaudit report: {model.path}",
-        "model": {
-            "path": model.path, "sha256": model.sha256, "short_hash": model.sha256[:16],
-            "size": human_bytes(model.size_bytes),
-            "producer": f"{model.producer} {model.producer_version}".strip() or "unknown",
-            "opset": ", ".join(f"{d} {v}" for d, v in sorted(model.opset.items())) or "none",
-            "parameters": fmt(model.parameters), "ir_version": str(model.ir_version),
-            "graph_name": model.graph_name, "external_data": "yes" if model.external_data else "no",
-        },
+        "title": f"wwaudit report: {result.model.path}",
+        "model": _model_block(result.model),
         "verdict": result.verdict,
         "verdict_reasons": result.verdict_reasons,
-        "summary": _key_metrics(result),
+        "summary": _key_metrics(result, band),
+        "alpha_band": {"text": band_text(band), "low": f"{band[0]:g}", "high": f"{band[1]:g}"},
         "counts": {sev: sum(1 for f in result.findings if f.severity == sev) for sev in ("error", "warning", "info")},
-        "columns": [(key, label, numeric, _tooltip(key), width) for (key, label, numeric), width
+        "columns": [(key, label, numeric, _tooltip(key, band), width) for (key, label, numeric), width
                     in zip(columns, _column_widths([key for key, _label, _numeric in columns]))],
         "layers": rows,
         "listing": _listing(columns, rows, ctx.page_size) if for_pdf else None,
@@ -241,10 +148,7 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "plots_mode": ctx.plots,
         "unplotted": with_sections - len(plotted),
         "findings": _finding_groups(result.findings),
-        "waived": [{"rule": f.rule, "severity": f.severity, "layer": f.layer or "model", "message": f.message,
-                    "by": ": ".join(x for x in (getattr(f, "suppressed_by", None) or "policy",
-                                                getattr(f, "justification", None)) if x)}
-                   for f in getattr(result, "suppressed", [])],
+        "waived": _waived(result),
         "options": [(k, _option_text(v)) for k, v in sorted(result.options.items())],
         "versions": _versions(for_pdf),
         "timings": [(k, f"{v:.2f} s") for k, v in sorted(result.timings.items()) if isinstance(v, (int, float))],
@@ -253,6 +157,117 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "page_size": ctx.page_size,
         "wwaudit_version": wwaudit.__version__,
     }
+
+
+def _findings_by_layer(findings: list[Finding]) -> dict[int, list[Finding]]:
+    by_layer: dict[int, list[Finding]] = {}
+    for f in findings:
+        if f.layer_id is not None:
+            by_layer.setdefault(f.layer_id, []).append(f)
+    return by_layer
+
+
+def _table_columns(result: AuditResult) -> list[tuple[str, str, bool]]:
+    """(key, label, numeric) of the layer table; quantization and phase only when some layer has one."""
+    columns = [("id", "#", True), ("name", "layer", False), ("op", "op", False), ("shape", "shape", False)]
+    if any(layer.quantization for layer in result.layers):
+        columns.append(("quantization", "quantization", False))
+    columns.append(("status", "status", False))
+    columns += [(key, label, True) for key, label, _tip in METRIC_TABLE]
+    if any(layer.metric("phase") is not None for layer in result.layers):
+        columns.append(("phase", "phase", False))
+    columns.append(("findings", "findings", False))
+    return columns
+
+
+def _table_row(layer: LayerResult, found: list[Finding], columns: list[tuple[str, str, bool]]) -> dict[str, Any]:
+    """One row of the layer table: each cell as (key, text, sort key, numeric, spanned)."""
+    rules = sorted({f.rule for f in found})
+    cells = {
+        "id": (str(layer.id), sort_key(layer.id)),
+        "name": (layer.name, layer.name),
+        "op": (layer.op or "–", layer.op or ""),
+        "shape": (_shape(layer), sort_key((layer.N or 0) * (layer.M or 0) * (layer.slices or 1))),
+        "quantization": (layer.quantization or "–", layer.quantization or ""),
+        "status": (layer.status, layer.status),
+        "phase": (fmt(layer.metric("phase")), sort_key(layer.metric("phase"))),
+        "findings": (" ".join(rules) or "–", " ".join(rules)),
+    }
+    for key, _label, _tip in METRIC_TABLE:
+        cells[key] = (fmt(layer.metric(key)), sort_key(layer.metric(key)))
+    # a layer without metrics shows its reason across the metric columns instead of a row of dashes
+    metric_keys = [key for key, _label, _numeric in columns if key in _SPANNED]
+    return {"id": layer.id, "anchor": f"layer-{layer.id}", "cls": layer_class(layer, found), "status": layer.status,
+            "reason": layer.reason or "", "name": layer.name, "analysed": layer.analysed,
+            "span": len(metric_keys), "first_metric": metric_keys[0],
+            "cells": [(key, cells[key][0], cells[key][1], numeric, key in _SPANNED) for key, _label, numeric in columns]}
+
+
+def _draw_plots(result: AuditResult, by_layer: dict[int, list[Finding]], plotted: set[int], ctx: RenderContext,
+                for_pdf: bool, plots_until: ExitStack | None,
+                band: tuple[float, float]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Start the model plots (alpha and norm by depth) and the plotted layers' ESD plots: drawn
+    here, or left drawing until `plots_until` closes. Returns (renderer, model plots, layer plots)."""
+    from wwaudit.formats.report import plots
+
+    points: list[Any] = []
+    jobs: list[Any] = []
+    for layer in result.layers:
+        if not layer.analysed:
+            continue
+        lo, hi = layer.metric("alpha_ci_low"), layer.metric("alpha_ci_high")
+        points.append(plots.DepthPoint(
+            position=len(points), label=str(layer.id), status=layer_class(layer, by_layer.get(layer.id, [])),
+            alpha=layer.metric("alpha") if layer.status == "ok" else None,
+            alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
+            log_spectral_norm=layer.metric("log_spectral_norm")))
+        if layer.id in plotted and layer.evals is not None:
+            jobs.append(plots.LayerPlotJob(
+                key=str(layer.id), evals=np.asarray(layer.evals),
+                random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
+                metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
+                fmt="jpeg" if for_pdf else "svg"))
+    renderer = plots.PlotRenderer(points, jobs, fmt="jpeg" if for_pdf else "svg", workers=ctx.extra.get("workers"),
+                                  deferred=plots_until is not None, band=band)
+    if plots_until is None:
+        with renderer:
+            return renderer, renderer.model_plots(), renderer.uris()
+    plots_until.enter_context(renderer)
+    model_plots = {name: renderer.model_url(name) for name in plots.MODEL_PLOT_NAMES}
+    return renderer, model_plots, {job.key: renderer.url(job.key) for job in jobs}
+
+
+def _detail(layer: LayerResult, found: list[Finding], uri: str | None) -> dict[str, Any]:
+    """A plotted layer's section: identity, metrics, findings and its ESD plot."""
+    return {
+        "id": layer.id, "anchor": f"layer-{layer.id}", "name": layer.name, "tensor": layer.tensor,
+        "op": layer.op, "shape": _shape(layer), "dtype": layer.dtype or "", "quantization": layer.quantization,
+        "status": layer.status, "reason": layer.reason or "", "cls": layer_class(layer, found),
+        "metrics": [(label, fmt(layer.metric(key))) for key, label in DETAIL_METRICS if layer.metric(key) is not None],
+        "findings": [{"rule": f.rule, "severity": f.severity, "message": _without_layer(f)} for f in found],
+        "plot": uri,
+        "no_plot": "" if uri else ("no eigenvalues (layer not analysed)" if not layer.analysed else "no eigenvalues kept for this layer"),
+    }
+
+
+def _model_block(model: Any) -> dict[str, str]:
+    """The report's identity block of the audited file."""
+    return {
+        "path": model.path, "sha256": model.sha256, "short_hash": model.sha256[:16],
+        "size": human_bytes(model.size_bytes),
+        "producer": f"{model.producer} {model.producer_version}".strip() or "unknown",
+        "opset": ", ".join(f"{d} {v}" for d, v in sorted(model.opset.items())) or "none",
+        "parameters": fmt(model.parameters), "ir_version": str(model.ir_version),
+        "graph_name": model.graph_name, "external_data": "yes" if model.external_data else "no",
+    }
+
+
+def _waived(result: AuditResult) -> list[dict[str, Any]]:
+    """Findings the policy or the baseline waived, with who waived them and why."""
+    return [{"rule": f.rule, "severity": f.severity, "layer": f.layer or "model", "message": f.message,
+             "by": ": ".join(x for x in (getattr(f, "suppressed_by", None) or "policy",
+                                         getattr(f, "justification", None)) if x)}
+            for f in getattr(result, "suppressed", [])]
 
 
 def _option_text(value: Any) -> str:
@@ -340,16 +355,16 @@ def _listing(columns: list[tuple[str, str, bool]], rows: list[dict[str, Any]], p
     return {"header": header, "widths": widths, "font_pt": f"{max(font, _LISTING_FONT_PT[0]):.2f}pt"}
 
 
-def _tooltip(key: str) -> str:
+def _tooltip(key: str, band: tuple[float, float]) -> str:
     if key == "shape":
         return "N×M, ×slices for conv kernels and stacked matrices"
     for k, _label, tip in METRIC_TABLE:
         if k == key:
-            return tip
+            return tip.format(band=band_text(band))
     return ""
 
 
-def _key_metrics(result: AuditResult) -> list[tuple[str, str, str]]:
+def _key_metrics(result: AuditResult, band: tuple[float, float]) -> list[tuple[str, str, str]]:
     s = result.summary
     return [
         ("Layers analysed", f"{s.get('analysed', 0)} of {s.get('layers', 0)}",
@@ -358,13 +373,13 @@ def _key_metrics(result: AuditResult) -> list[tuple[str, str, str]]:
          + (f" ({s['unlisted_skipped']} more skipped non-weight tensors are counted by reason in the JSON summary, "
             "not listed)." if s.get("unlisted_skipped") else ".")),
         ("Mean alpha", fmt(s.get("alpha_mean")),
-         "Tail exponent of the eigenvalue spectrum. Well-trained layers lie in [2, 6]; below 2 suggests "
-         "over-training, above 6 a layer that learned little."),
+         f"Tail exponent of the eigenvalue spectrum. Well-trained layers lie in {band_text(band)}; below {band[0]:g} "
+         f"suggests over-training, above {band[1]:g} a layer that learned little."),
         ("Alpha-hat", fmt(s.get("alpha_weighted_mean")),
          "Mean α·log10 λmax; it tracks test accuracy across models of one architecture family (lower is better)."),
         ("Mean log-norm", fmt(s.get("log_norm_mean")),
          "Mean log10 of the squared Frobenius norm: the scale of the weights."),
-        ("Share of layers with α in [2, 6]", fmt(s.get("share_alpha_in_band")),
+        (f"Share of layers with α in {band_text(band)}", fmt(s.get("share_alpha_in_band")),
          "Fraction of fitted layers inside the usual range; 1 is best."),
     ]
 

@@ -9,7 +9,9 @@ from wwaudit.formats import RenderContext
 from wwaudit.formats.report.document import build_document
 
 
-def _environment() -> Any:
+def environment() -> Any:
+    """The reports' jinja2 environment (audit and compare): autoescaped, strict, templates from
+    formats/report/templates."""
     import jinja2
 
     return jinja2.Environment(
@@ -21,9 +23,14 @@ def _environment() -> Any:
     )
 
 
+def template_html(template: str, doc: dict[str, Any], for_pdf: bool = False) -> str:
+    """A built document rendered by one of the report templates (report.html.j2, compare.html.j2)."""
+    return environment().get_template(template).render(doc=doc, for_pdf=for_pdf)
+
+
 def document_html(doc: dict[str, Any], for_pdf: bool = False) -> str:
-    """A built document (document.build_document) as the report's HTML."""
-    return _environment().get_template("report.html.j2").render(doc=doc, for_pdf=for_pdf)
+    """A built audit document (document.build_document) as the report's HTML."""
+    return template_html("report.html.j2", doc, for_pdf)
 
 
 def render_html(result: AuditResult, ctx: RenderContext, for_pdf: bool = False) -> str:

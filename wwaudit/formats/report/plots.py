@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-ALPHA_BAND = (2.0, 6.0)
+from wwaudit.rules.findings import ALPHA_BAND
 
 # One palette for the plots and report.css, so a colour means the same thing everywhere.
 STATUS_COLOURS = {
@@ -37,7 +37,7 @@ SHUFFLED_COLOUR = "#8a8f99"
 FIT_COLOUR = "#d1495b"
 BAND_COLOUR = "#d8eed9"
 
-PLOT_STYLE = {
+PLOT_STYLE: dict[Any, Any] = {  # matplotlib types rc keys as Literals
     "svg.hashsalt": "wwaudit",  # stable element ids: same audit, same bytes
     "svg.fonttype": "path",  # glyphs as paths: the HTML reader's browser may lack DejaVu Sans
     "font.family": "DejaVu Sans",
@@ -89,7 +89,7 @@ class LayerPlotJob:
     fmt: str = "svg"
 
 
-def _uri(fig: Any, fmt: str) -> str:
+def figure_uri(fig: Any, fmt: str) -> str:
     """The figure as a data: URI: SVG for the HTML report; JPEG at print resolution for the PDF.
 
     Why JPEG there: WeasyPrint spends far longer drawing an SVG plot (each label is laid out as
@@ -108,7 +108,7 @@ def _uri(fig: Any, fmt: str) -> str:
     return "data:image/svg+xml;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _figure(width: float, height: float, ncols: int = 1, bottom: float = 0.5) -> tuple[Any, list[Any]]:
+def figure(width: float, height: float, ncols: int = 1, bottom: float = 0.5) -> tuple[Any, list[Any]]:
     """A figure with fixed margins (in inches): no tight-layout pass, so each plot is drawn once."""
     from matplotlib.backends.backend_svg import FigureCanvasSVG
     from matplotlib.figure import Figure
@@ -157,24 +157,24 @@ def _depth_ticks(ax: Any, points: Sequence[DepthPoint], most: int = 25) -> None:
     ax.set_xlim(-0.8, max(p.position for p in points) + 0.8)
 
 
-def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
-    """Alpha per layer along depth, with the [2, 6] band; None when no layer has an alpha."""
+def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple[float, float] = ALPHA_BAND) -> str | None:
+    """Alpha per layer along depth, with the policy's alpha band; None when no layer has an alpha."""
     import matplotlib
 
     fitted = [p for p in points if _finite(p.alpha) is not None]
     if not fitted:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax,) = _figure(7.0, 2.5, bottom=0.62)
+        fig, (ax,) = figure(7.0, 2.5, bottom=0.62)
         alphas = np.array([p.alpha for p in fitted], dtype=float)
         top = float(min(max(8.0, alphas.max() * 1.1), 20.0))
-        ax.axhspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)  # explained in the caption: no legend over the points
+        ax.axhspan(*band, color=BAND_COLOUR, zorder=0)  # explained in the caption: no legend over the points
         pos = np.array([p.position for p in fitted], dtype=float)
         ax.plot(pos, np.minimum(alphas, top), color="#c9ced8", lw=0.8, zorder=1)
-        ci = [p for p in fitted if p.alpha_ci is not None]
+        ci = [(p.position, p.alpha_ci) for p in fitted if p.alpha_ci is not None]
         if ci:
-            ax.vlines([p.position for p in ci], [min(p.alpha_ci[0], top) for p in ci],
-                      [min(p.alpha_ci[1], top) for p in ci], color="#5a6272", lw=0.8, zorder=2)
+            ax.vlines([x for x, _ in ci], [min(lo, top) for _, (lo, _hi) in ci],
+                      [min(hi, top) for _, (_lo, hi) in ci], color="#5a6272", lw=0.8, zorder=2)
         colours = np.array([STATUS_COLOURS[p.status] for p in fitted])
         for clipped, marker in ((False, "o"), (True, "^")):
             sel = (alphas > top) == clipped
@@ -185,37 +185,39 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | No
         ax.set_ylabel("alpha")
         ax.set_xlabel("layer (#, depth order)")
         _depth_ticks(ax, points)
-        return _uri(fig, fmt)
+        return figure_uri(fig, fmt)
 
 
-def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
-    """Distribution of alpha over layers, with the [2, 6] band; None when no layer has an alpha."""
+def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg",
+                         band: tuple[float, float] = ALPHA_BAND) -> str | None:
+    """Distribution of alpha over layers, with the policy's alpha band; None when no layer has an alpha."""
     import matplotlib
 
     alphas = np.array([p.alpha for p in points if _finite(p.alpha) is not None], dtype=float)
     if alphas.size == 0:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax,) = _figure(3.4, 2.4, bottom=0.45)
+        fig, (ax,) = figure(3.4, 2.4, bottom=0.45)
         top = float(min(max(8.0, alphas.max() * 1.05), 20.0))
-        ax.axvspan(*ALPHA_BAND, color=BAND_COLOUR, zorder=0)
+        ax.axvspan(*band, color=BAND_COLOUR, zorder=0)
         ax.hist(np.minimum(alphas, top), bins=np.linspace(0, top, 33), color=ESD_COLOUR, zorder=2)
         ax.set_xlim(0, top)
         ax.set_xlabel("alpha" + (" (clipped at %g)" % top if alphas.max() > top else ""))
         ax.set_ylabel("layers")
         ax.yaxis.get_major_locator().set_params(integer=True)
-        return _uri(fig, fmt)
+        return figure_uri(fig, fmt)
 
 
-def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | None:
-    """log10 of the largest eigenvalue per layer along depth; None when no layer has one."""
+def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple[float, float] = ALPHA_BAND) -> str | None:
+    """log10 of the largest eigenvalue per layer along depth; None when no layer has one (`band`
+    unused: every model plot takes the same arguments)."""
     import matplotlib
 
     shown = [p for p in points if _finite(p.log_spectral_norm) is not None]
     if not shown:
         return None
     with matplotlib.rc_context(PLOT_STYLE):
-        fig, (ax,) = _figure(3.4, 2.4, bottom=0.62)
+        fig, (ax,) = figure(3.4, 2.4, bottom=0.62)
         # one line collection, not one rectangle per layer: a 1,000-layer model stays quick to draw
         ax.vlines([p.position for p in shown], 0, [p.log_spectral_norm for p in shown],
                   colors=[STATUS_COLOURS[p.status] for p in shown], lw=float(np.clip(160 / len(points), 0.6, 9)))
@@ -223,7 +225,7 @@ def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg") -> str | 
         ax.set_ylabel("log10 λmax")
         ax.set_xlabel("layer (#)")
         _depth_ticks(ax, points, most=12)
-        return _uri(fig, fmt)
+        return figure_uri(fig, fmt)
 
 
 def _positive(values: Any) -> np.ndarray:
@@ -248,7 +250,7 @@ def layer_plot(job: LayerPlotJob) -> str | None:
         fig, ax_log, ax_lin = _layer_figure()
         _esd_loglog(ax_log, evals, rand, m)
         _esd_mp(ax_lin, evals, rand, m)
-        return _uri(fig, job.fmt)
+        return figure_uri(fig, job.fmt)
 
 
 # One reusable figure per process: axes, titles and tick objects are built once and only the data
@@ -268,7 +270,7 @@ def _layer_figure() -> tuple[Any, Any, Any]:
             if ax.get_legend() is not None:
                 ax.get_legend().remove()
         return cached
-    fig, (ax_log, ax_lin) = _figure(7.0, 2.3, ncols=2, bottom=0.42)
+    fig, (ax_log, ax_lin) = figure(7.0, 2.3, ncols=2, bottom=0.42)
     ax_log.set_xscale("log")
     ax_log.set_yscale("log")
     _log_axes(ax_log)
@@ -366,8 +368,8 @@ def _esd_mp(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> 
     legend._legend_box.align = "right"
 
 
-def _model_task(name: str, points: Sequence[DepthPoint], fmt: str) -> str | None:
-    return _MODEL_PLOTS[name](points, fmt)
+def _model_task(name: str, points: Sequence[DepthPoint], fmt: str, band: tuple[float, float]) -> str | None:
+    return _MODEL_PLOTS[name](points, fmt, band)
 
 
 _MODEL_PLOTS = {
@@ -408,7 +410,7 @@ class PlotRenderer:
     """
 
     def __init__(self, points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], fmt: str = "svg",
-                 workers: int | None = None, deferred: bool = False) -> None:
+                 workers: int | None = None, deferred: bool = False, band: tuple[float, float] = ALPHA_BAND) -> None:
         if workers is None:
             workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
         models = [name for name in _MODEL_PLOTS if _has_model_plot(name, points)]
@@ -423,12 +425,12 @@ class PlotRenderer:
             self._pool = ProcessPoolExecutor(max_workers=min(workers, len(models) + len(layers)),
                                              mp_context=multiprocessing.get_context("fork"))
             for name in models:
-                self._plots[f"model-{name}"] = self._pool.submit(_model_task, name, points, fmt)
+                self._plots[f"model-{name}"] = self._pool.submit(_model_task, name, points, fmt, band)
             for job in layers:
                 self._plots[f"layer-{job.key}"] = self._pool.submit(layer_plot, job)
         else:
             for name in models:
-                self._plots[f"model-{name}"] = _model_task(name, points, fmt)
+                self._plots[f"model-{name}"] = _model_task(name, points, fmt, band)
             for job in layers:
                 self._plots[f"layer-{job.key}"] = layer_plot(job)
 
@@ -440,7 +442,7 @@ class PlotRenderer:
             self._pool.shutdown(cancel_futures=True)
 
     def _uri(self, key: str) -> str | None:
-        value = self._plots.get(key)
+        value: Any = self._plots.get(key)
         return value.result() if hasattr(value, "result") else value
 
     def model_plots(self) -> dict[str, str | None]:

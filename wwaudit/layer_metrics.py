@@ -1,0 +1,109 @@
+"""The per-layer metrics: one typed list, from which every column list of every output derives.
+
+Why one list: the JSON column order, the CSV header, the report's layer table and detail section,
+the terminal summary, the MP keys the analysis nulls when the bulk fit fails, the deltas a
+comparison reports and the model-level means must name the same metrics. Seven lists agreed by
+hand before; a metric added here reaches every output, and the test suite checks that the
+analysis produces exactly these names with values of the declared kind.
+
+`Metric.description` may contain ``{band}``: the report replaces it with the policy's alpha band
+(rules.findings.alpha_band), so a policy that moves the band moves the text with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# What a metric's value is: "count" an int, "real" a float, "text" a string (None when missing).
+KINDS = ("count", "real", "text")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One per-layer metric and where it shows."""
+
+    name: str  # the key in LayerResult.metrics, the JSON and the CSV
+    label: str  # short column label (report tables, terminal summary)
+    description: str  # one line: tooltip in the report, README reference
+    kind: str = "real"  # one of KINDS
+    group: str = ""  # the analysis step that sets it: spectrum, power_law, norms, rank, mp, traps, distributions, phase
+    table: bool = False  # a column of the report's layer table
+    detail: int = 0  # position in the report's per-layer section (0: not shown there)
+    detail_label: str = ""  # its label there, when the short column label would be too terse
+    terminal: bool = False  # a column of the terminal summary table
+    delta: bool = False  # compared between two models (wwaudit compare, --reference)
+    mean_over: str = ""  # "fitted" or "analysed": the summary has <name>_mean over those layers
+    model_label: str = ""  # label of <name>_mean among the models' averages that `compare` sets side by side
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("num_evals", "evals", "eigenvalues in the ESD (all slices pooled)", "count", "spectrum"),
+    Metric("lambda_max", "λmax", "largest eigenvalue of WᵀW", "real", "spectrum", detail=8),
+    Metric("sv_max", "σmax", "largest singular value of W", "real", "spectrum"),
+    Metric("alpha", "α", "power-law exponent of the ESD tail; {band} is typical of well-trained layers", "real",
+           "power_law", table=True, detail=1, terminal=True, delta=True, mean_over="fitted", model_label="mean alpha"),
+    Metric("alpha_ci_low", "α CI low", "lower end of α's confidence interval", "real", "power_law", detail=2),
+    Metric("alpha_ci_high", "α CI high", "upper end of α's confidence interval", "real", "power_law", detail=3),
+    Metric("alpha_weighted", "α̂", "α · log10 λmax", "real", "norms", table=True, terminal=True, delta=True,
+           mean_over="fitted", model_label="alpha-hat (mean α·log10 λmax)"),
+    Metric("D", "D", "Kolmogorov-Smirnov distance of the power-law fit (lower fits better)", "real", "power_law",
+           table=True, detail=4, detail_label="KS distance D"),
+    Metric("xmin", "xmin", "smallest eigenvalue of the fitted tail", "real", "power_law", detail=5),
+    Metric("xmax", "xmax", "largest eigenvalue of the fitted tail", "real", "power_law"),
+    Metric("sigma", "σ(α)", "standard error of the fitted α", "real", "power_law"),
+    Metric("num_pl_spikes", "eigenvalues in the tail", "eigenvalues at or above xmin", "count", "power_law", detail=6),
+    Metric("log_norm", "log‖W‖²", "log10 of the squared Frobenius norm", "real", "norms", table=True, terminal=True,
+           delta=True, mean_over="analysed", model_label="mean log-norm"),
+    Metric("log_spectral_norm", "log λmax", "log10 of the largest eigenvalue of WᵀW", "real", "norms", table=True,
+           terminal=True, delta=True, mean_over="analysed"),
+    Metric("log_alpha_norm", "log α-norm", "log10 Σ λ^α", "real", "norms"),
+    Metric("stable_rank", "stable rank", "Σλ / λmax", "real", "rank", table=True, detail=9, mean_over="analysed"),
+    Metric("matrix_rank", "rank", "singular values above the numerical threshold σmax·N·eps", "count", "rank"),
+    Metric("rank_loss", "rank loss", "singular values that are numerically zero", "count", "rank", table=True,
+           detail=10, terminal=True),
+    Metric("weak_rank_loss", "weak rank loss", "eigenvalues below a small absolute tolerance", "count", "rank"),
+    Metric("entropy", "entropy", "matrix entropy of the ESD (1: spread like a random matrix, 0: one direction)",
+           "real", "rank"),
+    Metric("num_spikes", "spikes", "eigenvalues above the Marchenko-Pastur bulk", "count", "mp", table=True,
+           detail=13),
+    Metric("sigma_mp", "σ (MP)", "scale σ of the Marchenko-Pastur fit to the bulk", "real", "mp", detail=11),
+    Metric("mp_softrank", "MP soft rank", "MP bulk edge / λmax", "real", "mp", delta=True),
+    Metric("bulk_min", "MP bulk start", "lower edge of the Marchenko-Pastur bulk", "real", "mp"),
+    Metric("bulk_max", "MP bulk edge", "upper edge of the Marchenko-Pastur bulk", "real", "mp", detail=12),
+    Metric("num_traps", "traps", "correlation traps: spikes the element-shuffled copy also shows", "count", "traps",
+           table=True, detail=14),
+    Metric("rand_distance", "distance to shuffled", "Jensen-Shannon distance between the ESD and that of an "
+           "element-shuffled copy", "real", "traps", detail=15),
+    Metric("rand_bulk_max", "shuffled bulk edge", "MP bulk edge of the element-shuffled copy", "real", "traps"),
+    Metric("best_fit", "best tail model", "tail model the likelihood-ratio tests prefer", "text", "distributions",
+           detail=7),
+    Metric("tpl_alpha", "TPL α", "exponent of the truncated power-law fit", "real", "distributions"),
+    Metric("tpl_lambda", "TPL λ", "cut-off rate of the truncated power-law fit", "real", "distributions"),
+    Metric("R_tpl", "R (TPL)", "log-likelihood ratio power law vs truncated power law (> 0 favours the power law)",
+           "real", "distributions"),
+    Metric("p_tpl", "p (TPL)", "p-value of R_tpl", "real", "distributions"),
+    Metric("R_lognormal", "R (lognormal)", "log-likelihood ratio power law vs lognormal", "real", "distributions"),
+    Metric("p_lognormal", "p (lognormal)", "p-value of R_lognormal", "real", "distributions"),
+    Metric("R_exponential", "R (exponential)", "log-likelihood ratio power law vs exponential", "real",
+           "distributions"),
+    Metric("p_exponential", "p (exponential)", "p-value of R_exponential", "real", "distributions"),
+    Metric("phase", "phase", "training phase read from the metrics (rules/phases.py)", "text", "phase", detail=16),
+)
+
+METRICS_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
+
+
+def names(**where: object) -> tuple[str, ...]:
+    """Names of the metrics whose fields equal `where` (e.g. names(group="mp")), in the list's order."""
+    return tuple(m.name for m in METRICS if all(getattr(m, k) == v for k, v in where.items()))
+
+
+# The lists the outputs read, all derived from METRICS.
+METRIC_COLUMNS: tuple[str, ...] = tuple(m.name for m in METRICS)  # JSON and CSV column order
+TABLE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.table)  # report layer table
+DETAIL_METRICS: tuple[Metric, ...] = tuple(sorted((m for m in METRICS if m.detail), key=lambda m: m.detail))
+TERMINAL_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.terminal)
+MP_METRICS: tuple[str, ...] = names(group="mp")  # null together when the Marchenko-Pastur fit fails
+DELTA_METRICS: tuple[str, ...] = names(delta=True)
+MEAN_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.mean_over)  # the summary's <name>_mean
+MODEL_METRICS: tuple[tuple[str, str], ...] = tuple((f"{m.name}_mean", m.model_label) for m in METRICS if m.model_label)
