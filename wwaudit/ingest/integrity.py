@@ -32,7 +32,7 @@ from wwaudit.records import IntegrityIssue, short_name
 MAX_ISSUES_PER_KIND = 20
 
 # The typed payload field each dtype may use (onnx.proto3 comments); any other one is ignored.
-_FIELD_OF = {
+_FIELD_OF: dict[int, str] = {
     TensorProto.FLOAT: "float_data", TensorProto.COMPLEX64: "float_data",
     TensorProto.DOUBLE: "double_data", TensorProto.COMPLEX128: "double_data",
     TensorProto.INT64: "int64_data", TensorProto.UINT32: "uint64_data", TensorProto.UINT64: "uint64_data",
@@ -108,12 +108,10 @@ def _name_issues(model: onnx.ModelProto) -> Iterator[IntegrityIssue]:
                 "the caller feeds for it and the stored weight only when none is fed; wwaudit audits the stored one"))
 
 
-def _external_ranges(model: onnx.ModelProto) -> Iterator[IntegrityIssue]:
+def _external_ranges(tensors: list[TensorProto]) -> Iterator[IntegrityIssue]:
     """External tensors whose byte ranges in one file overlap (one set of bytes, two weights)."""
-    from wwaudit.ingest.loader import all_tensors
-
     by_file: dict[str, list[tuple[int, int, str]]] = defaultdict(list)
-    for t in all_tensors(model):
+    for t in tensors:
         if t.data_location != TensorProto.EXTERNAL:
             continue
         try:
@@ -135,18 +133,20 @@ def _external_ranges(model: onnx.ModelProto) -> Iterator[IntegrityIssue]:
                 end, owner = stop, name
 
 
-def integrity_issues(model: onnx.ModelProto) -> list[IntegrityIssue]:
-    """Every payload ambiguity of the model, at most MAX_ISSUES_PER_KIND of each kind (plus a count)."""
-    from wwaudit.ingest.loader import all_tensors
+def integrity_issues(model: onnx.ModelProto, tensors: list[TensorProto]) -> list[IntegrityIssue]:
+    """Every payload ambiguity of the model, at most MAX_ISSUES_PER_KIND of each kind (plus a count).
+
+    `tensors`: every TensorProto of the model (loader.all_tensors), walked once by the loader.
+    """
 
     def tensor_issues() -> Iterator[IntegrityIssue]:
-        for t in all_tensors(model):
+        for t in tensors:
             yield from _payload_issues(t)
 
     kept: list[IntegrityIssue] = []
     listed: dict[str, int] = defaultdict(int)
     extra: dict[str, int] = defaultdict(int)
-    for source in (tensor_issues(), _name_issues(model), _external_ranges(model)):
+    for source in (tensor_issues(), _name_issues(model), _external_ranges(tensors)):
         for issue in source:
             if listed[issue.kind] < MAX_ISSUES_PER_KIND:
                 listed[issue.kind] += 1

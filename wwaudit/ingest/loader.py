@@ -146,7 +146,7 @@ def load_model(path: str) -> LoadedModel:
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         problems=structure_problems(model.graph),
-        integrity=integrity_issues(model),
+        integrity=integrity_issues(model, list(all_tensors(model))),
     )
 
 

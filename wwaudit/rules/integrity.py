@@ -8,16 +8,25 @@ off on the strength of either reading. The messages say which payload onnxruntim
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
-if TYPE_CHECKING:  # findings imports this module for its registry
-    from wwaudit.rules.findings import Hit, Rule, RuleContext
+from wwaudit.records import IntegrityIssue
+
+R = TypeVar("R")
 
 
-def _facts(kind: str) -> Callable[["RuleContext", Mapping[str, float]], Iterable["Hit"]]:
+class _Context(Protocol):
+    """The part of findings.RuleContext these rules read (findings imports this module, so the
+    rules are typed against this protocol instead of importing it back)."""
+
+    @property
+    def integrity_problems(self) -> Sequence[IntegrityIssue]: ...
+
+
+def _facts(kind: str) -> Callable[[_Context, Mapping[str, float]], Iterable[tuple[None, str]]]:
     """A model-scope check that reports every integrity fact of one kind."""
 
-    def check(ctx: "RuleContext", params: Mapping[str, float]) -> Iterable["Hit"]:
+    def check(ctx: _Context, params: Mapping[str, float]) -> Iterable[tuple[None, str]]:
         for issue in ctx.integrity_problems:
             if issue.kind == kind:
                 yield None, f"integrity: {issue.message}"
@@ -26,7 +35,7 @@ def _facts(kind: str) -> Callable[["RuleContext", Mapping[str, float]], Iterable
     return check
 
 
-def integrity_rules(rule: type["Rule"]) -> tuple["Rule", ...]:
+def integrity_rules(rule: Callable[..., R]) -> tuple[R, ...]:
     """The five integrity rules, built with findings.Rule (passed in: no import cycle)."""
     return (
         rule("WW020", "Tensor with two payloads", "error", "model",
