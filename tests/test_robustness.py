@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import subprocess
 import sys
+import tempfile
 import tracemalloc
 from pathlib import Path
 
@@ -35,13 +35,20 @@ def _save(model, folder: Path) -> str:
     return make_hostile._save(model, folder / "model.onnx")
 
 
-def _cli(args: list[str], timeout: float = 300) -> tuple[subprocess.CompletedProcess, int]:
-    """The installed CLI in a child process: (result, the child's peak RSS in bytes)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    proc = subprocess.run([sys.executable, "-m", "wwaudit", *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return proc, max(peak, before) * 1024
+def _cli(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
+    """The installed CLI in a child process: (result, that child's own peak RSS in bytes).
+
+    os.wait4 gives the child's own resource usage (RUSAGE_CHILDREN would report the largest of
+    every child this test process ever waited for); its output goes to files, so nothing blocks.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-m", "wwaudit", *args], stdout=out, stderr=err, text=True, cwd=REPO)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(child.args, child.returncode, out.read(), err.read())
+    return result, usage.ru_maxrss * 1024
 
 
 # -- --timeout bounds the whole run, outputs included --------------------------------------------
