@@ -178,6 +178,129 @@ def _function_recursion() -> onnx.ModelProto:
     return _function_model([helper.make_function("local", "Self", ["a"], ["c"], body, [helper.make_opsetid("", OPSET)])], "Self")
 
 
+def _function_chain(length: int) -> onnx.ModelProto:
+    """F0 calls F1 calls F2 ... F<length>: one node per level, far past Python's recursion limit."""
+    functions = []
+    for level in range(length):
+        body = [helper.make_node(f"F{level + 1}", ["a"], ["c"], domain="local")] if level < length - 1 else [
+            helper.make_node("Relu", ["a"], ["c"])]
+        functions.append(helper.make_function("local", f"F{level}", ["a"], ["c"], body, [helper.make_opsetid("", OPSET)]))
+    return _function_model(functions, "F0")
+
+
+def _sparse(name: str, dims: tuple[int, ...], values: np.ndarray, indices: np.ndarray) -> onnx.SparseTensorProto:
+    return helper.make_sparse_tensor(numpy_helper.from_array(values, name),
+                                     numpy_helper.from_array(indices, name + "_idx"), list(dims))
+
+
+def _sparse_target(indices: np.ndarray) -> onnx.ModelProto:
+    """w_target as a sparse initializer whose indices are given (out of range, wrong width...)."""
+    _, ok = _weights()
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w_target"], ["h"], name="fc_target"),
+         helper.make_node("Relu", ["h"], ["r"], name="relu"),
+         helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok")],
+        "hostile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ROWS])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
+        [numpy_helper.from_array(ok, "w_ok")],
+        sparse_initializer=[_sparse("w_target", (ROWS, COLS), np.arange(1, 4, dtype=np.float32), indices)])
+    return _model(graph)
+
+
+def _einsum_three_inputs() -> onnx.ModelProto:
+    """An Einsum whose weight sits in its third input: the plan must mark it, not index past the equation."""
+    weights, _ = _weights()
+    return _model(_graph(numpy_helper.from_array(weights, "w_target"), nodes=[
+        helper.make_node("Einsum", ["x", "x", "w_target"], ["h"], name="fc_target", equation="ij,jk->ik"),
+        helper.make_node("Relu", ["x"], ["r0"], name="relu0"),
+        helper.make_node("MatMul", ["x", "w_mid"], ["r"], name="fc_mid"),
+        helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
+    ], extra_inits=[numpy_helper.from_array(_weights(3)[0][:, :COLS], "w_mid")]))
+
+
+def repeated_location_external(location: str) -> TensorProto:
+    """An external tensor with two `location` keys: weights.bin (checked first), then `location`."""
+    t = _external("w_target", "weights.bin", length=ROWS * COLS * 4)
+    entry = t.external_data.add()
+    entry.key, entry.value = "location", location
+    return t
+
+
+def sparse_tied_bomb(rows: int = 65536, cols: int = 65535) -> onnx.ModelProto:
+    """Two sparse [rows, cols] float tables with one value each: a Gather table and a Gemm weight of
+    the same shape, so the tied-copy check would densify both (32 GiB at the default size)."""
+    one = np.array([1.0], np.float32)
+    table = _sparse("emb", (rows, cols), one, np.array([5], np.int64))
+    head = _sparse("head", (rows, cols), one, np.array([5], np.int64))
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
+         helper.make_node("Gemm", ["e", "head"], ["y"], name="lm_head", transB=1)],
+        "bomb", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [], sparse_initializer=[table, head])
+    return _model(graph)
+
+
+def many_tiny_initializers(count: int) -> onnx.ModelProto:
+    """`count` tiny 1-D initializers added to a sound model: thousands of entries nobody needs listed."""
+    weights, _ = _weights()
+    tiny = [numpy_helper.from_array(np.full(2, i, np.float32), f"tiny_{i}") for i in range(count)]
+    return _model(_graph(numpy_helper.from_array(weights, "w_target"), extra_inits=tiny))
+
+
+def shared_weight_many_consumers(count: int) -> onnx.ModelProto:
+    """One 64x64 weight consumed by `count` MatMul nodes."""
+    w = numpy_helper.from_array(np.random.default_rng(4).standard_normal((64, 64)).astype(np.float32), "w_shared")
+    nodes = [helper.make_node("MatMul", ["x", "w_shared"], [f"h{i}"], name=f"mm_{i}") for i in range(count)]
+    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 64])], [w])
+    return _model(graph)
+
+
+def long_node_name(length: int) -> onnx.ModelProto:
+    """The target layer's node named with `length` characters."""
+    weights, _ = _weights()
+    graph = _graph(numpy_helper.from_array(weights, "w_target"))
+    graph.node[0].name = "n" * length
+    return _model(graph)
+
+
+def conv_many_positions(side: int = 1000) -> onnx.ModelProto:
+    """A valid Conv weight [2, 1, side, side]: side² kernel positions, side² eigenvalues."""
+    w = np.random.default_rng(5).standard_normal((2, 1, side, side)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w_conv"], ["y"], name="conv")], "conv",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, side, side])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(w, "w_conv")])
+    return _model(graph)
+
+
+def payload_cases() -> dict[str, tuple[onnx.ModelProto, str, dict[str, bytes]]]:
+    """The payload-ambiguity constructions: name -> (model, rule id, extra files beside it)."""
+    weights, _ = _weights()
+    w = numpy_helper.from_array(weights, "w_target")
+    two = TensorProto()
+    two.CopyFrom(w)
+    two.float_data.extend((weights * 0).ravel().tolist())  # raw_data runs; float_data is a decoy
+    raw_ext = _external("w_target", "weights.bin", length=ROWS * COLS * 4)
+    raw_ext.raw_data = (weights * 0).tobytes()
+    dup = _graph(w, extra_inits=[numpy_helper.from_array(weights * 2, "w_target")])
+    override = _graph(w)
+    override.input.append(helper.make_tensor_value_info("w_target", TensorProto.FLOAT, [ROWS, COLS]))
+    overlap = _graph(_external("w_target", "weights.bin", length=ROWS * COLS * 4), extra_inits=[
+        _external("w_alias", "weights.bin", offset=ROWS * COLS * 2, length=ROWS * COLS * 2, dims=(ROWS // 2, COLS))])
+    wrong_field = _raw("w_target", (ROWS, COLS), weights.tobytes())
+    wrong_field.double_data.extend([1.0] * 4)
+    data = {"weights.bin": weights.tobytes()}
+    return {
+        "payload_raw_and_float_data": (_model(_graph(two)), "WW020", {}),
+        "payload_raw_and_external": (_model(_graph(raw_ext)), "WW020", data),
+        "payload_duplicate_initializer": (_model(dup), "WW021", {}),
+        "payload_input_override": (_model(override), "WW022", {}),
+        "payload_overlapping_external": (_model(overlap), "WW023", data),
+        "payload_dtype_field_mismatch": (_model(_graph(wrong_field)), "WW024", {}),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # The corpus
 # ---------------------------------------------------------------------------------------------
@@ -381,7 +504,57 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
     add("nested_too_deep", str(d / "model.onnx"), 2, "nested deeper")
     graph_case("function_bomb", _function_bomb(), "expands to more than", exit_code=2, finding=None, analysed=None)
     graph_case("function_recursion", _function_recursion(), "calls itself", exit_code=2, finding=None, analysed=None)
+    _issue22_cases(folder, add, outside)
     return cases
+
+
+def _issue22_cases(folder, add, outside: Path) -> None:
+    """Issue 22's findings, each built the way the fuzzer built it."""
+    weights, _ = _weights()
+    for name, second in (("ext_repeated_location_dotdot", "../../outside/secret.bin"),
+                         ("ext_repeated_location_symlink", "link.bin")):
+        d = folder(name)
+        (d / "weights.bin").write_bytes(weights.tobytes())
+        if not (d / "link.bin").is_symlink():
+            try:
+                (d / "link.bin").symlink_to(outside / "secret.bin")
+            except OSError:
+                pass
+        add(name, _save(_model(_graph(repeated_location_external(second))), d / "model.onnx"), 2, "repeats the key")
+    for name, key, value, message in (("ext_unknown_key", "sha1", "abc", "unknown key"),
+                                      ("ext_offset_not_a_number", "offset", "1e3", "not a non-negative integer"),
+                                      ("ext_length_not_a_number", "length", "0x800", "not a non-negative integer")):
+        d = folder(name)
+        (d / "weights.bin").write_bytes(weights.tobytes())
+        t = _external("w_target", "weights.bin")
+        if key in ("offset", "length"):
+            for entry in t.external_data:
+                if entry.key == "offset":
+                    t.external_data.remove(entry)
+                    break
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+        add(name, _save(_model(_graph(t)), d / "model.onnx"), 2, message)
+
+    def layer_case(name: str, model: onnx.ModelProto, message: str, status: str, exit_code: int | None,
+                   finding: str | None = None, analysed: str | None = "w_ok", **kw) -> None:
+        add(name, _save(model, folder(name) / "model.onnx"), exit_code, message, layer="w_target", status=status,
+            finding=finding, analysed=analysed, **kw)
+
+    layer_case("sparse_index_out_of_range", _sparse_target(np.array([[0, 0], [1, 1], [ROWS, 0]], np.int64)),
+               "outside its shape", "error", 1, finding="WW010")
+    layer_case("sparse_index_wrong_width", _sparse_target(np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2]], np.int64)),
+               "3-wide coordinates", "error", 1, finding="WW010")
+    layer_case("sparse_linear_index_negative", _sparse_target(np.array([0, -5, 7], np.int64)),
+               "outside its shape", "error", 1, finding="WW010")
+    layer_case("einsum_three_inputs", _einsum_three_inputs(), "not a plain 2-d matrix product", "skipped", None)
+    add("function_chain_600", _save(_function_chain(600), folder("function_chain_600") / "model.onnx"), 2,
+        "levels deep")
+    for name, (model, rule, files) in payload_cases().items():
+        d = folder(name)
+        for file_name, data in files.items():
+            (d / file_name).write_bytes(data)
+        add(name, _save(model, d / "model.onnx"), 1, "integrity", finding=rule, analysed="w_ok")
 
 
 def main(argv: list[str]) -> int:

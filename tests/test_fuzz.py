@@ -239,3 +239,32 @@ def test_field_mutations_raise_only_input_errors(sandbox, edits) -> None:
         _mutate(model, edit)
     _exercise(model.SerializeToString(), sandbox)
 
+
+
+# -- structure-aware generators through the whole CLI (tests/fuzz_models.py) -----------------------
+CI_CASES = 48  # 6 per family; benchmarks/fuzz_campaign.py runs the same generators 10,000 times
+
+
+@pytest.mark.parametrize("seed", range(CI_CASES))
+def test_structure_aware_cases_end_cleanly(seed: int, tmp_path: Path, capsys) -> None:
+    """Each generated model through `wwaudit`: exit 0/1 with outputs, or exit 2 with one clear line
+    and nothing written; no traceback, no read outside the sandbox, no temp file left."""
+    import os
+
+    import fuzz_models
+    from wwaudit.cli.main import main
+
+    case, outside = fuzz_models.prepare_sandbox(tmp_path)
+    model, families, args = fuzz_models.make_case(seed, case)
+    out = tmp_path / "out"
+    out.mkdir()
+    with recording_opens() as opened:
+        rc = main([model, "--json", str(out / "a.json"), "--csv", str(out / "a.csv"), "--quiet", "--fast",
+                   "--workers", "1", "--max-memory", "64M", "--timeout", "120", *args])
+    err = capsys.readouterr().err
+    escaped = [p for p in opened if p.startswith(str(outside.resolve()))]
+    problem = fuzz_models.check_outcome(rc, err, sorted(os.listdir(out)) if rc == 2 else [], escaped)
+    assert problem is None, (seed, families, problem)
+    assert not [n for n in os.listdir(out) if n.startswith(".wwaudit-")]
+    if rc in (0, 1):
+        assert sorted(os.listdir(out)) == ["a.csv", "a.json"]

@@ -199,7 +199,8 @@ def test_verdict_follows_fail_on_and_coverage() -> None:
 
 def test_registry_is_complete_and_described() -> None:
     ids = [rule.id for rule in findings.RULES]
-    assert ids[:18] == [f"WW{i:03d}" for i in range(18)]
+    assert ids[:18] == [f"WW{i:03d}" for i in range(18)] and len(set(ids)) == len(ids)
+    assert ids[18:23] == [f"WW{i:03d}" for i in range(20, 25)]  # the integrity rules, then the comparison's
     for rule in findings.RULES:
         assert rule.severity in findings.SEVERITIES and rule.scope in ("layer", "model")
         assert rule.rationale and rule.remedy and rule.title

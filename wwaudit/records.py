@@ -19,6 +19,18 @@ SCHEMA = "wwaudit/1"
 # Metrics a layer does not have are null.
 
 
+@dataclass(frozen=True)
+class IntegrityIssue:
+    """A payload ambiguity found while loading: what a viewer shows may not be what runs.
+
+    `kind` names the rule's fact (two_payloads, duplicate_initializer, input_override,
+    overlapping_external, dtype_payload); `message` says which payload onnxruntime executes.
+    """
+
+    kind: str
+    message: str
+
+
 @dataclass
 class Finding:
     """One rule violation, on one layer or on the whole model (layer is None)."""
@@ -343,3 +355,16 @@ class Storage:
     def of(cls, storage: "Storage | float") -> "Storage":
         """A Storage; a bare float is the machine epsilon of a float storage format."""
         return storage if isinstance(storage, Storage) else cls(float(storage))
+
+
+# Names come from the model file and can be any length (a 99,000-character node name was seen
+# fuzzing): outputs carry at most this many characters of one, so a report stays readable and
+# its layout time bounded.
+MAX_NAME_CHARS = 256
+
+
+def short_name(name: str, limit: int = MAX_NAME_CHARS) -> str:
+    """`name` cut to `limit` characters, saying how long it was when cut."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 40]}… ({len(name)} characters)"

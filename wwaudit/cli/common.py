@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from typing import Sequence
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
 
 from wwaudit.errors import UsageError
+
+if TYPE_CHECKING:
+    from wwaudit.engine.limits import Deadline
+    from wwaudit.formats import StagedOutputs
 
 
 def check_counts(args: argparse.Namespace) -> None:
@@ -28,3 +33,31 @@ def run_date() -> str:
 
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
+
+
+def write_outputs(outputs: Sequence[tuple[str, Callable[[Any, Any], bytes]]], result: Any, ctx: Any,
+                  deadline: "Deadline", staged: "StagedOutputs",
+                  heartbeat: Callable[[str, bool], ContextManager[Any]] | None = None) -> list[tuple[str, str]]:
+    """Render every output under the deadline into staged temp files, then put them all in place;
+    returns (path, format) of the files written (not stdout), for the summary.
+
+    `--timeout` bounds the outputs too: the deadline is checked after each one, and a deadline
+    passed (or any error) discards all of them, so a run that stops leaves no output at all, not
+    even the ones it had finished. Reports take seconds to render: `heartbeat(label, enabled)`
+    (cli.progress.Heartbeat, given by the command) says so on stderr while a PDF or HTML renders.
+    """
+    written = []
+    try:
+        for path, renderer in outputs:
+            kind = getattr(renderer, "__name__", "").removeprefix("render_").removeprefix("report_").removesuffix("_format")
+            slow = kind in ("pdf", "html") and path != "-"
+            with heartbeat(f"rendering {path}", slow) if heartbeat is not None else nullcontext():
+                staged.add(path, renderer(result, ctx))
+            deadline.check(f"while writing {path}")
+            if path != "-":
+                written.append((path, kind or "output"))
+        staged.commit()
+    except BaseException:
+        staged.discard()
+        raise
+    return written

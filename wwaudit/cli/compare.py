@@ -35,7 +35,7 @@ def _on_audit_shape(renderer: Callable[[Any, Any], bytes]) -> Callable[[Any, Any
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """Run a parsed `wwaudit compare` command; returns the exit code."""
     from wwaudit import formats
-    from wwaudit.cli.common import check_counts, command_line, run_date
+    from wwaudit.cli.common import check_counts, command_line, run_date, write_outputs
     from wwaudit.engine import limits
     from wwaudit.options import AuditOptions
     from wwaudit.engine.scheduler import default_workers
@@ -60,18 +60,18 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
                            workers=args.workers or default_workers(), max_memory=limits.parse_size(args.max_memory))
     # the deadline covers both audits and the layer-by-layer comparison; outputs are written after
-    with limits.watchdog(deadline):
+    staged = formats.StagedOutputs()
+    with limits.watchdog(deadline, cleanup=staged.discard):
         result = compare(args.base, args.candidate, options,
                          limits.GuardedProgress(make_progress(enabled=not args.quiet), deadline), policy)
         deadline.check("at the end of the comparison")
-    ctx = formats.RenderContext(
-        command=command_line(argv),
-        generated=run_date(),
-        page_size=args.page_size,
-        extra={"model_uri": formats.artifact_uri(args.candidate)},
-    )
-    for path, renderer in outputs:
-        formats.write_atomic(path, renderer(result, ctx))
+        ctx = formats.RenderContext(
+            command=command_line(argv),
+            generated=run_date(),
+            page_size=args.page_size,
+            extra={"model_uri": formats.artifact_uri(args.candidate)},
+        )
+        write_outputs(outputs, result, ctx, deadline, staged)
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         _print_summary(result)
     elif result.verdict in ("fail", "inconclusive"):

@@ -13,12 +13,11 @@ import sys
 from typing import TYPE_CHECKING, Sequence
 
 from wwaudit import __version__
-from wwaudit.cli.common import check_counts, command_line, run_date
+from wwaudit.cli.common import check_counts, command_line, run_date, write_outputs
 from wwaudit.errors import EXIT_ERROR, EXIT_OK, UsageError, WwauditError, exit_code
 
 if TYPE_CHECKING:
     from wwaudit import formats
-    from wwaudit.records import AuditResult
 
 
 class _Parser(argparse.ArgumentParser):
@@ -162,7 +161,7 @@ def _run_audit(argv: Sequence[str]) -> int:
     from wwaudit import formats
     from wwaudit.engine.core import audit
     from wwaudit.options import AuditOptions
-    from wwaudit.cli.progress import BackgroundImports, make_progress, print_summary, print_verdict
+    from wwaudit.cli.progress import BackgroundImports, Heartbeat, make_progress, print_summary, print_verdict
     from wwaudit.rules.policy import load_policy, to_toml
 
     policy = load_policy(args.policy, fail_on=args.fail_on, report_level=args.report_level,
@@ -194,54 +193,35 @@ def _run_audit(argv: Sequence[str]) -> int:
     from wwaudit.rules.baseline import load_baseline
 
     baseline = load_baseline(args.baseline) if args.baseline else None
-    with limits.watchdog(deadline):
+    staged = formats.StagedOutputs()
+    with limits.watchdog(deadline, cleanup=staged.discard):
         result = audit(args.model, options, progress, policy=policy, baseline=baseline)
         if args.reference:
             from wwaudit.compare.engine import attach_reference
 
             attach_reference(result, args.model, args.reference, options, progress)
         deadline.check("at the end of the analysis")
-    display.join()
+        display.join()
+        ctx = formats.RenderContext(
+            command=command_line(argv),
+            generated=run_date(),
+            page_size=args.page_size,
+            plots=args.plots,
+            max_plots=args.max_plots,
+            extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
+        )
+        beat = None if args.quiet else (lambda label, slow: Heartbeat(label, enabled=slow))
+        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat)
+        if args.plots_dir:
+            from wwaudit.formats.report.plot_files import write_plots
 
-    ctx = formats.RenderContext(
-        command=command_line(argv),
-        generated=run_date(),
-        page_size=args.page_size,
-        plots=args.plots,
-        max_plots=args.max_plots,
-        extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
-    )
-    written = write_outputs(outputs, result, ctx, quiet=args.quiet)
-    if args.plots_dir:
-        from wwaudit.formats.report.plot_files import write_plots
-
-        files = write_plots(result, args.plots_dir, args.plots_format, workers=options.workers)
-        written.append((args.plots_dir, f"{len(files)} {args.plots_format} plots"))
+            files = write_plots(result, args.plots_dir, args.plots_format, workers=options.workers)
+            written.append((args.plots_dir, f"{len(files)} {args.plots_format} plots"))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result, written)
     elif result.verdict in ("fail", "inconclusive"):
         print_verdict(result)  # a gate that stops always says why, even with --quiet
     return exit_code(result.verdict)
-
-
-def write_outputs(outputs: Sequence[tuple[str, formats.Renderer]], result: AuditResult, ctx: formats.RenderContext,
-                  quiet: bool = False) -> list[tuple[str, str]]:
-    """Render and write each output; returns (path, format) of the files written (not stdout).
-
-    Reports take seconds to render: a heartbeat says so on stderr unless `quiet`."""
-    from wwaudit import formats
-    from wwaudit.cli.progress import Heartbeat
-
-    written = []
-    for path, renderer in outputs:
-        kind = getattr(renderer, "__name__", "").removeprefix("render_").removeprefix("report_").removesuffix("_format")
-        slow = kind in ("pdf", "html")
-        with Heartbeat(f"rendering {path}", enabled=slow and not quiet and path != "-"):
-            data = renderer(result, ctx)
-        formats.write_atomic(path, data)
-        if path != "-":
-            written.append((path, kind or "output"))
-    return written
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:

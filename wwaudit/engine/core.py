@@ -26,7 +26,7 @@ from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe as describe_quantization
 from wwaudit.ingest.quant import storage_noise
 from wwaudit.ingest.tensors import numpy_dtype
-from wwaudit.records import AuditResult, Coverage, LayerResult, ModelInfo
+from wwaudit.records import AuditResult, Coverage, LayerResult, ModelInfo, short_name
 from wwaudit.engine.scheduler import (
     LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
 )
@@ -51,24 +51,36 @@ def model_info(loaded: LoadedModel, parameters: int, external: bool) -> ModelInf
     )
 
 
+# A weight consumed by 100,000 nodes lists at most this many of them (and how many more).
+MAX_USED_BY = 50
+# Beyond this many skipped non-weight tensors (biases, shapes, scalars...), the rest are counted
+# by reason in the summary instead of listed one by one: 100,000 tiny initializers made a 137 MB JSON.
+MAX_LISTED_SKIPPED = 1000
+
+
+def _used_by(names: list[str]) -> list[str]:
+    shown = [short_name(safe_name(u)) for u in names[:MAX_USED_BY]]
+    return shown + ([f"… and {len(names) - MAX_USED_BY} more"] if len(names) > MAX_USED_BY else [])
+
+
 def _layer_result(index: int, spec: LayerSpec) -> LayerResult:
     tensor = spec.tensor
     result = LayerResult(
         id=index,
-        name=safe_name(spec.name),
+        name=short_name(safe_name(spec.name)),
         op=spec.op,
-        tensor=safe_name(tensor.name),
+        tensor=short_name(safe_name(tensor.name)),
         kind=spec.view.kind if spec.view else "none",
         shape=list(tensor.dims),
         dtype=storage_dtype(tensor),
         quantization=describe_quantization(spec.source),
         status="skipped" if spec.skipped else "ok",
         reason=spec.reason,
-        used_by=[safe_name(u) for u in spec.used_by],
+        used_by=_used_by(spec.used_by),
         notes=list(spec.notes),
     )
     if tensor.scope:
-        result.notes.append(f"in {tensor.scope}")
+        result.notes.append(f"in {short_name(tensor.scope)}")
     if not spec.skipped:
         result.N, result.M, result.slices = spec.shape_info()
     return result
@@ -80,7 +92,8 @@ def _working_set(spec: LayerSpec, layer: LayerResult, options: AuditOptions) -> 
     native = stored is not None and stored in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
     itemsize = stored.itemsize if stored is not None and native and not spec.source.quantized else 4
     in_memory = not spec.tensor.is_external or not native or spec.source.quantized
-    return working_set_bytes(spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast)
+    return working_set_bytes(spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast,
+                             layer.slices or 1)
 
 
 def _selected(spec: LayerSpec, pattern: re.Pattern[str] | None) -> bool:
@@ -128,22 +141,23 @@ def audit(
     loaded = load_model(path)
     walked = walk(loaded.proto, loaded.base_dir)
     walked.problems.extend(loaded.problems)
-    planned = plan_layers(walked)
+    planned = plan_layers(walked, options.max_memory)
     specs = [s for s in planned if _selected(s, pattern)]
     t_load = time.perf_counter() - t0
     parameters = sum(t.size for t in walked.tensors.values() if t.is_float or (t.is_integer and len(t.dims) >= 2))
     external = any(t.is_external for t in walked.tensors.values())
 
-    layers = [_layer_result(i, spec) for i, spec in enumerate(specs)]
+    layers, unlisted = listed_layers(specs)
+    by_id = {layer.id: layer for layer in layers}
     tasks = _plan_tasks(layers, specs, options)
     for outcome in run_layers(tasks, progress, options.workers, executor):
-        _apply(layers[outcome.index], outcome)
+        _apply(by_id[outcome.index], outcome)
     t_analyse = time.perf_counter() - t0 - t_load
 
     assign_phases(layers)
     policy = policy or Policy()
     coverage = measure_coverage(planned, specs, layers)
-    judged = judge(layers, walked.problems, policy, baseline, coverage)
+    judged = judge(layers, walked.problems, policy, baseline, coverage, loaded.integrity)
     return AuditResult(
         model=model_info(loaded, parameters, external),
         layers=layers,
@@ -151,16 +165,51 @@ def audit(
         verdict=judged.verdict,
         verdict_reasons=judged.reasons,
         options={**options.to_dict(), "policy": policy.to_dict(), "baseline": baseline.name if baseline else None},
-        summary={**summarise(layers, judged.verdict, policy.alpha_band()), **coverage.to_dict(), **judged.counts()},
+        summary={**summarise(layers, judged.verdict, policy.alpha_band()), **coverage.to_dict(), **judged.counts(),
+                 **_unlisted_summary(unlisted)},
         timings={"load_s": t_load, "analyse_s": t_analyse},
         suppressed=judged.suppressed,
     )
 
 
+def listed_layers(specs: list[LayerSpec]) -> tuple[list[LayerResult], dict[str, int]]:
+    """Result entries for every weight and the first MAX_LISTED_SKIPPED non-weight tensors.
+
+    Non-weight entries (biases, shape vectors, scalars, unused tensors: skipped by the plan) past
+    the cap are counted by reason instead (at most 20 reasons, the rest as 'other'), so the
+    outputs stay proportional to what a reader needs and the summary says how many were left
+    out. Ids stay the specs' indices: a gap marks an entry that is counted, not listed.
+    """
+    kept: list[LayerResult] = []
+    unlisted: dict[str, int] = {}
+    seen = 0
+    for index, spec in enumerate(specs):
+        if spec.skipped:
+            seen += 1
+            if seen > MAX_LISTED_SKIPPED:
+                reason = short_name(spec.reason or "skipped", 120)
+                key = reason if reason in unlisted or len(unlisted) < 20 else "other"
+                unlisted[key] = unlisted.get(key, 0) + 1
+                continue
+        kept.append(_layer_result(index, spec))
+    return kept, unlisted
+
+
+def _unlisted_summary(unlisted: dict[str, int]) -> dict[str, object]:
+    """Summary keys for the skipped non-weight tensors left out of the listing (none when all are listed)."""
+    if not unlisted:
+        return {}
+    return {"unlisted_skipped": sum(unlisted.values()), "unlisted_skipped_reasons": unlisted}
+
+
 def _plan_tasks(layers: list[LayerResult], specs: list[LayerSpec], options: AuditOptions) -> list[LayerTask]:
-    """One task per analysable layer; layers over --max-evals or --max-memory are skipped (problem 'limit')."""
+    """One task per analysable layer; layers over --max-evals or --max-memory are skipped (problem 'limit').
+
+    A layer's id is its spec's index (listed_layers may leave out non-weight entries, never weights).
+    """
     tasks = []
-    for layer, spec in zip(layers, specs):
+    for layer in layers:
+        spec = specs[layer.id]
         if spec.skipped:
             continue
         if options.max_evals is not None and (layer.M or 0) * (layer.slices or 1) > options.max_evals:
@@ -180,7 +229,8 @@ def measure_coverage(planned: list[LayerSpec], selected: list[LayerSpec], layers
     """How many of the file's weights (and their parameters) were analysed, and why not the rest.
 
     A tensor cut into several layers (LSTM gates, packed Q/K/V) shares its parameters out evenly
-    among them, so the parameter counts add up to the file's weight parameters exactly.
+    among them, so the parameter counts add up to the file's weight parameters exactly. Results
+    are matched to their specs by id (the spec's index among the selected ones).
     """
     weights = [s for s in planned if s.weight]
     per_tensor: dict[str, int] = {}
@@ -188,7 +238,7 @@ def measure_coverage(planned: list[LayerSpec], selected: list[LayerSpec], layers
         per_tensor[spec.tensor.key] = per_tensor.get(spec.tensor.key, 0) + 1
     share = {id(s): s.tensor.size / per_tensor[s.tensor.key] for s in weights}
     chosen = {id(s) for s in selected}
-    results = {id(spec): layer for spec, layer in zip(selected, layers)}
+    results = {id(selected[layer.id]): layer for layer in layers}
     analysed = [s for s in weights if id(s) in results and results[id(s)].analysed]
     limited = [s for s in weights if id(s) in results and results[id(s)].problem == "limit"]
     return Coverage(
@@ -196,7 +246,7 @@ def measure_coverage(planned: list[LayerSpec], selected: list[LayerSpec], layers
         analysed=len(analysed),
         skipped_for_limit=len(limited),
         not_selected=sum(1 for s in weights if id(s) not in chosen),
-        not_analysable=sum(1 for s in weights if id(s) in results and s.skipped),
+        not_analysable=sum(1 for s in weights if id(s) in chosen and s.skipped),
         weight_parameters=int(round(sum(share.values()))),
         analysed_parameters=int(round(sum(share[id(s)] for s in analysed))),
     )

@@ -6,11 +6,12 @@ one shuffled slice for the traps, a Gram chunk, the M x M Gram matrix and eigens
 reason, before anything is allocated; the rest of the model is audited. The limit applies to
 each layer task: with several workers, up to `workers` layers are in memory at once.
 
-Time (`--timeout`, default 3600 s): the deadline is checked at each phase boundary and between
-layers; past it the audit stops with exit 2 and writes no output. A layer still running
-`hard_grace` seconds after the deadline (a single eigensolve can run for minutes) is cut off by
-a watchdog that ends the process (and the worker processes it started) with exit 2; outputs are
-rendered only after the audit, so none exists yet and no partial file is left behind.
+Time (`--timeout`, default 3600 s) bounds the whole run: loading, walking, analysis and every
+output. The deadline is checked at each phase boundary, between layers and between outputs;
+past it the run stops with exit 2 and leaves no output. Anything still running `hard_grace`
+seconds after the deadline (a single eigensolve, a PDF layout) is cut off by a watchdog that
+removes the staged outputs and ends the process (and the worker processes it started) with
+exit 2: outputs go to temp files and are renamed into place only at the very end.
 """
 
 from __future__ import annotations
@@ -22,13 +23,16 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from wwaudit.errors import EXIT_ERROR, ResourceLimitError, UsageError
 from wwaudit.options import DEFAULT_MAX_MEMORY  # noqa: F401  (re-exported: the limits' default)
 
 # Gram matrix + eigensolver workspace: about three M x M float64 arrays at the peak.
 GRAM_COPIES = 3
+# Python bookkeeping of one matrix slice (array objects, its eigenvalue array): conv layers with
+# millions of kernel positions are bounded by this, not by their few bytes of data.
+SLICE_OVERHEAD = 1024
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
@@ -62,7 +66,8 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_memory: bool, traps: bool) -> int:
+def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_memory: bool, traps: bool,
+                      slices: int = 1) -> int:
     """Estimated peak bytes of analysing one layer, as the streaming scheduler does it.
 
     The tensor is read in its own dtype (float16/32/64; other formats widen to float32): external
@@ -71,13 +76,18 @@ def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_mem
     spectra.GRAM_CHUNK_ELEMENTS; the shuffled copy for correlation traps is one slice at a time;
     the eigensolver needs about GRAM_COPIES M x M float64 arrays. No step widens the whole tensor
     to float64, so a 250k x 4k external embedding table needs its Gram work and one shuffled
-    slice, not 8 bytes per element.
+    slice, not 8 bytes per element. A conv with many kernel positions also pays per slice (array
+    objects and per-slice eigenvalues, SLICE_OVERHEAD) and the power-law fit pays for all its
+    M x slices eigenvalues (powerlaw_fit.fit_working_bytes): 10⁶ positions cost about 1 GiB.
     """
+    from wwaudit.spectral.powerlaw_fit import fit_working_bytes
     from wwaudit.spectral.spectra import GRAM_CHUNK_ELEMENTS
 
     values = value_itemsize * elements if in_memory else 0
     shuffled = value_itemsize * N * M if traps else 0
-    return values + shuffled + 8 * min(elements, GRAM_CHUNK_ELEMENTS) + GRAM_COPIES * 8 * M * M
+    per_slice = slices * SLICE_OVERHEAD if slices > 1 else 0
+    fit = fit_working_bytes(M * max(slices, 1))
+    return values + shuffled + per_slice + fit + 8 * min(elements, GRAM_CHUNK_ELEMENTS) + GRAM_COPIES * 8 * M * M
 
 
 def memory_refusal(need: int, max_memory: int | None) -> str | None:
@@ -138,9 +148,11 @@ class GuardedProgress:
         self._inner.finish()
 
 
-def _hard_stop(deadline: Deadline) -> None:
-    """Watchdog action: one line on stderr, end the workers we started, exit 2 at once."""
+def _hard_stop(deadline: Deadline, cleanup: Callable[[], None] | None = None) -> None:
+    """Watchdog action: remove staged outputs, one line on stderr, end our workers, exit 2 at once."""
     try:
+        if cleanup is not None:
+            cleanup()
         sys.stderr.write(
             f"wwaudit: error: time limit of {deadline.seconds:g} s (--timeout) exceeded and a layer did not "
             f"finish within {deadline.hard_grace:g} s more: audit killed, no output written\n"
@@ -153,17 +165,18 @@ def _hard_stop(deadline: Deadline) -> None:
 
 
 @contextmanager
-def watchdog(deadline: Deadline) -> Iterator[None]:
-    """Hard stop for the audit phase: ends the process if it overruns the deadline plus grace.
+def watchdog(deadline: Deadline, cleanup: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hard stop for the whole run: ends the process if it overruns the deadline plus grace.
 
-    Only the audit runs under it; outputs are rendered after it is disarmed, so the process can
-    never be killed in the middle of writing a file.
+    Loading, analysis and the rendering of every output run under it (a PDF of a crafted model
+    can take longer than its analysis). Outputs are staged in temp files (formats.StagedOutputs);
+    `cleanup` removes them, and any already put in place, before the process ends.
     """
     remaining = deadline.remaining()
     if remaining is None:
         yield
         return
-    timer = threading.Timer(remaining + deadline.hard_grace, _hard_stop, args=(deadline,))
+    timer = threading.Timer(remaining + deadline.hard_grace, _hard_stop, args=(deadline, cleanup))
     timer.daemon = True
     timer.start()
     try:

@@ -160,6 +160,61 @@ def write_atomic(path: str, data: bytes) -> None:
         raise
 
 
+class StagedOutputs:
+    """Every output of a run, rendered and written to temp files first, put in place together.
+
+    `--timeout` bounds the whole run, outputs included: each output goes to a temp file beside
+    its target as soon as it is rendered, and only `commit` (after the last one, within the
+    deadline) renames them into place and writes stdout. `discard` (a timeout, any error, the
+    watchdog's kill) removes the temp files and whatever `commit` already placed, so a stopped
+    run leaves no output at all, not even the ones finished before the limit struck.
+    """
+
+    def __init__(self) -> None:
+        self._temps: list[tuple[str, str]] = []  # (temp file, target)
+        self._in_place: list[tuple[str, bytes]] = []  # devices, FIFOs and '-' (stdout)
+        self._placed: list[str] = []
+
+    def add(self, path: str, data: bytes) -> None:
+        """Write one rendered output to a temp file in its target's folder (or keep it for stdout)."""
+        if path == "-" or _special(path):
+            self._in_place.append((path, data))
+            return
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".wwaudit-", suffix=".tmp", dir=folder)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
+        self._temps.append((tmp, path))
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            os.chmod(tmp, 0o644)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
+
+    def commit(self) -> None:
+        """Rename every temp file onto its target, then write the in-place outputs."""
+        for tmp, path in self._temps:
+            try:
+                os.replace(tmp, path)
+            except OSError as exc:
+                raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
+            self._placed.append(path)
+        self._temps = []
+        for path, data in self._in_place:
+            write_atomic(path, data)
+        self._in_place = []
+
+    def discard(self) -> None:
+        """Remove the temp files and any output already placed (safe to call from another thread)."""
+        for tmp, _ in list(self._temps):
+            _remove(tmp)
+        for path in list(self._placed):
+            _remove(path)
+        self._temps, self._placed, self._in_place = [], [], []
+
+
 def _remove(path: str) -> None:
     try:
         os.unlink(path)

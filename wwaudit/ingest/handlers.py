@@ -75,7 +75,7 @@ def _einsum(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
         return "Einsum operand is not a plain 2-D matrix product"
     lhs, out = eq.split("->")
     operands = lhs.split(",")
-    if len(operands) != 2 or len(dims) != 2 or len(operands[use.slot]) != 2:
+    if len(operands) != 2 or use.slot > 1 or len(dims) != 2 or len(operands[use.slot]) != 2:
         return "Einsum operand is not a plain 2-D matrix product"
     mine, other = operands[use.slot], operands[1 - use.slot]
     contracted = [c for c in mine if c in other.replace("...", "") and c not in out]

@@ -85,9 +85,12 @@ def _scaled(diff: np.ndarray, scale: np.ndarray, out: np.dtype) -> np.ndarray:
     codes, float zero points) and float16/bfloat16 scales go through float64, where the product
     is exact, and are rounded once to the scale's dtype.
     """
-    if out == np.float32 and diff.dtype == np.int32:
-        return diff.astype(np.float32) * scale.astype(np.float32)
-    return (diff * scale.astype(np.float64)).astype(out)
+    # a scale near the dtype's maximum overflows to inf: the analysis reports it (NaN/Inf weights),
+    # numpy need not warn on the user's terminal
+    with np.errstate(over="ignore", invalid="ignore"):
+        if out == np.float32 and diff.dtype == np.int32:
+            return diff.astype(np.float32) * scale.astype(np.float32)
+        return (diff * scale.astype(np.float64)).astype(out)
 
 
 def unpack_bits(packed: np.ndarray, bits: int) -> np.ndarray:
@@ -248,8 +251,9 @@ def dequantize_bnb4(packed: np.ndarray, absmax: np.ndarray, k: int, n: int, bloc
     codes = np.stack([flat >> 4, flat & 0x0F], axis=-1).reshape(-1)[:count]
     scale = np.asarray(absmax).reshape(-1)
     out = _out_dtype(scale)
-    w = table[codes].astype(np.float64) * scale.astype(np.float64)[np.arange(count) // block_size]
-    return w.astype(out).reshape(n, k)
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf is reported by the analysis
+        w = table[codes].astype(np.float64) * scale.astype(np.float64)[np.arange(count) // block_size]
+        return w.astype(out).reshape(n, k)
 
 
 def dequantize_block_gather(

@@ -26,8 +26,10 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from onnx import AttributeProto, TensorProto
 
-from wwaudit.ingest.tensors import safe_open
+from wwaudit.ingest.tensors import parse_external, safe_open
 from wwaudit.errors import InputError
+from wwaudit.ingest.integrity import integrity_issues
+from wwaudit.records import IntegrityIssue, short_name
 
 # protobuf refuses messages above 2 GiB; anything larger must keep its weights in external data.
 PROTOBUF_LIMIT = 2**31
@@ -36,6 +38,10 @@ MAX_NAMES_QUOTED = 5
 # Nodes the walker may visit with every function call expanded (the largest exported LLMs have
 # well under 100,000 nodes; a crafted chain of functions can reach billions).
 MAX_EXPANDED_NODES = 1_000_000
+# Functions calling functions deeper than this are refused (the walker's own nesting limit):
+# the expansion count below recurses once per level, so the bound also keeps it far from
+# Python's recursion limit whatever chain length a file declares.
+MAX_CALL_DEPTH = 64
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
 
 # (magic test, what the file probably is): a wrong file given by mistake gets a useful message.
@@ -62,6 +68,8 @@ class LoadedModel:
     size_bytes: int
     # Structural defects that do not stop the weights from being read (reported as findings).
     problems: list[str] = field(default_factory=list)
+    # Payload ambiguities (two payloads, repeated names, overridable initializers...): rules WW020-WW024.
+    integrity: list[IntegrityIssue] = field(default_factory=list)
 
 
 def _read_model_file(path: str) -> bytes:
@@ -138,6 +146,7 @@ def load_model(path: str) -> LoadedModel:
         sha256=hashlib.sha256(data).hexdigest(),
         size_bytes=len(data),
         problems=structure_problems(model.graph),
+        integrity=integrity_issues(model, list(all_tensors(model))),
     )
 
 
@@ -231,7 +240,7 @@ def check_external_files(model: onnx.ModelProto, base_dir: str) -> None:
     for tensor in all_tensors(model):
         if tensor.data_location != TensorProto.EXTERNAL:
             continue
-        location = next((e.value for e in tensor.external_data if e.key == "location"), "")
+        location = parse_external(tensor).location
         if location in seen:
             continue
         seen.add(location)
@@ -276,6 +285,8 @@ def check_expansion(model: onnx.ModelProto, limit: int = MAX_EXPANDED_NODES) -> 
             return sizes[key]
         if key in active:
             raise InputError(f"function '{key[0]}.{key[1]}' calls itself (directly or through other functions): refusing")
+        if len(active) >= MAX_CALL_DEPTH:
+            raise InputError(f"functions call each other more than {MAX_CALL_DEPTH} levels deep: refusing")
         active.add(key)
         sizes[key] = min(nodes_size(functions[key].node), limit + 1)
         active.discard(key)
@@ -292,7 +303,7 @@ def check_expansion(model: onnx.ModelProto, limit: int = MAX_EXPANDED_NODES) -> 
 # Structure: cycles, dangling inputs, outputs produced twice
 # ---------------------------------------------------------------------------------------------
 def _quote(names: list[str]) -> str:
-    shown = ", ".join(f"'{n}'" for n in names[:MAX_NAMES_QUOTED])
+    shown = ", ".join(f"'{short_name(n, 120)}'" for n in names[:MAX_NAMES_QUOTED])
     return shown + (f" and {len(names) - MAX_NAMES_QUOTED} more" if len(names) > MAX_NAMES_QUOTED else "")
 
 

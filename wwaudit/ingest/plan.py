@@ -20,7 +20,7 @@ import onnx
 from wwaudit.errors import InputError
 from wwaudit.ingest import quant
 from wwaudit.ingest.handlers import HANDLERS, QUANT_HANDLERS, attention_views, in_proj_outputs, matmul_views, node_attrs, packed_qkv
-from wwaudit.ingest.tensors import TensorRef, as_float64, dtype_name
+from wwaudit.ingest.tensors import TensorRef, as_float64, dtype_name, stored_nbytes
 from wwaudit.ingest.transforms import STEP_OPS, materialise, transformed_dims
 from wwaudit.ingest.views import View, extract, view_shape
 from wwaudit.ingest.walker import DEFAULT_DOMAINS, Source, Use, WalkResult
@@ -122,10 +122,14 @@ def _skip_reason(tensor: TensorRef, dims: tuple[int, ...] | None = None) -> str 
     return None
 
 
-def plan_layers(walk: WalkResult) -> list[LayerSpec]:
-    """Turn the walk into layers and skipped entries, ordered by first use; tied weights merged."""
+def plan_layers(walk: WalkResult, max_bytes: int | None = None) -> list[LayerSpec]:
+    """Turn the walk into layers and skipped entries, ordered by first use; tied weights merged.
+
+    `max_bytes` (--max-memory) bounds what the tied-copy check may read into memory.
+    """
     specs: list[LayerSpec] = []
     by_share: dict[tuple, LayerSpec] = {}
+    users: dict[tuple, set[str]] = {}
     skipped_reason: dict[str, tuple[int, str, str]] = {}
     layered: set[str] = set()
     weight_slot: set[str] = set()  # skipped tensors that an op takes as its weight
@@ -167,7 +171,8 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
                     for view in views:
                         share = (key, use.source.selection, view.share_key, view.suffix)
                         if share in by_share:
-                            if consumer not in by_share[share].used_by:
+                            if consumer not in users[share]:  # a set: 10⁵ consumers stay linear
+                                users[share].add(consumer)
                                 by_share[share].used_by.append(consumer)
                             continue
                         name = consumer + (f".{view.suffix}" if view.suffix else "")
@@ -182,6 +187,7 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
                             spec.view, spec.reason = None, f"too small: {rows_cols[1] * rows_cols[2]} eigenvalues < {MIN_EVALS}"
                             spec.notes.append(f"shape {rows_cols[0]}x{rows_cols[1]} x {rows_cols[2]} slices")
                         by_share[share] = spec
+                        users[share] = {consumer}
                         specs.append(spec)
                     layered.add(key)
                     continue
@@ -196,7 +202,7 @@ def plan_layers(walk: WalkResult) -> list[LayerSpec]:
             position, reason, op = walk.first_seen.get(key, 0), _skip_reason(tensor) or _unused_reason(tensor), ""
         specs.append(LayerSpec(tensor.name, op, Source(tensor), None, position, reason=reason, weight=key in weight_slot))
     specs.sort(key=lambda s: s.position)
-    _merge_tied_copies(specs)
+    _merge_tied_copies(specs, max_bytes)
     return specs
 
 
@@ -225,14 +231,17 @@ def _batchnorm_note(use: Use) -> str | None:
     return None
 
 
-def _merge_tied_copies(specs: list[LayerSpec]) -> None:
+def _merge_tied_copies(specs: list[LayerSpec], max_bytes: int | None = None) -> None:
     """Tied embedding / LM head weights that the exporter stored twice are one weight.
 
     Constant folding gives the head its own transposed copy of the embedding table (torch's
     exporters name it `val_N` or `onnx::MatMul_N`), so the graph no longer shows the tie. An
     analysed 2-D layer whose (out x in) matrix equals an embedding's exactly is that weight: it is
     listed as skipped ("tied copy of ...") and its op is added to the embedding's `used_by`.
-    Only layers whose shapes match an embedding's are read, so the check costs nothing elsewhere.
+    Only layers whose shapes match an embedding's are read, and only when what the comparison
+    must hold in memory (in-file and sparse tensors are materialised; external data is mapped)
+    fits in `max_bytes`: a crafted pair of sparse 65536 x 65535 tables would otherwise expand
+    to 32 GiB before any memory check.
     """
     embeddings = [s for s in specs if s.view is not None and s.view.kind == "embedding" and s.view.recipe == "matrix"]
     if not embeddings:
@@ -241,19 +250,15 @@ def _merge_tied_copies(specs: list[LayerSpec]) -> None:
         if spec.view is None or spec.view.kind == "embedding" or spec.view.recipe not in ("matrix", "matrix_t"):
             continue
         for emb in embeddings:
-            if emb.view is None:  # never: embeddings are layers (this tells mypy)
-                continue
             if emb.tensor.key == spec.tensor.key or emb.tensor.data_type != spec.tensor.data_type:
                 continue
             try:
-                same_shape = view_shape(transformed_dims(spec.tensor.dims, spec.source.transforms), spec.view) == view_shape(
-                    transformed_dims(emb.tensor.dims, emb.source.transforms), emb.view
-                )
-                if not same_shape:
+                if not _same_view_shape(spec, emb):
                     continue
-                mine, theirs = spec.matrices(widen=False)[0], emb.matrices(widen=False)[0]
-                # first rows first: untied heads differ at once, and memory-mapped data is barely read
-                if not np.array_equal(mine[0], theirs[0]) or not np.array_equal(mine, theirs):
+                if max_bytes is not None and _resident_bytes(spec) + _resident_bytes(emb) > max_bytes:
+                    spec.notes.append(f"not compared with '{emb.tensor.name}' for a tied copy: above --max-memory")
+                    continue
+                if not _same_values(spec.matrices(widen=False)[0], emb.matrices(widen=False)[0]):
                     continue
             except InputError:
                 continue
@@ -263,6 +268,35 @@ def _merge_tied_copies(specs: list[LayerSpec]) -> None:
             emb.notes.append(f"tied: '{spec.tensor.name}' is an exporter copy of this weight")
             spec.view, spec.reason = None, f"tied copy of '{emb.tensor.name}' (same values, analysed there)"
             break
+
+
+def _same_view_shape(a: LayerSpec, b: LayerSpec) -> bool:
+    """Whether two layers' matrices have the same shape (from the declared shapes, no data)."""
+    if a.view is None or b.view is None:
+        return False
+    return view_shape(transformed_dims(a.tensor.dims, a.source.transforms), a.view) == view_shape(
+        transformed_dims(b.tensor.dims, b.source.transforms), b.view)
+
+
+def _resident_bytes(spec: LayerSpec) -> int:
+    """Bytes reading the layer's tensor puts in memory: none for memory-mapped external data."""
+    tensor = spec.tensor
+    if tensor.is_external and not spec.source.quantized:
+        return 0
+    per = stored_nbytes(tensor.data_type, 1) or 8
+    return tensor.size * (per + (4 if spec.source.quantized else 0))  # dequantized: a float32 copy too
+
+
+def _same_values(mine: np.ndarray, theirs: np.ndarray) -> bool:
+    """Exact equality, row block by row block: first rows first (untied heads differ at once,
+    memory-mapped data is barely read) and no full-size boolean temporary."""
+    if mine.shape != theirs.shape or not np.array_equal(mine[:1], theirs[:1]):
+        return False
+    step = max(1, (1 << 22) // max(1, mine.shape[1] if mine.ndim > 1 else 1))
+    for start in range(0, mine.shape[0], step):
+        if not np.array_equal(mine[start : start + step], theirs[start : start + step]):
+            return False
+    return True
 
 
 def _dequantized_use(use: Use, domain: str, qindex: quant.QuantIndex) -> tuple[Use, list[str], str | None]:

@@ -198,29 +198,83 @@ def _load_inline(proto: TensorProto, dims: tuple[int, ...], data_type: int) -> n
 
 
 def _load_sparse(proto: onnx.SparseTensorProto, dims: tuple[int, ...]) -> np.ndarray:
+    """Scatter a sparse tensor's values into a dense array; bad indices spoil this tensor only."""
+    name = proto.values.name
     values = _load_inline(proto.values, tuple(proto.values.dims), proto.values.data_type)
     indices = _load_inline(proto.indices, tuple(proto.indices.dims), proto.indices.data_type)
     if indices.dtype.kind not in "iu":
-        raise InputError(f"sparse tensor '{proto.values.name}' has indices of dtype {indices.dtype}, not integers")
+        raise InputError(f"sparse tensor '{name}' has indices of dtype {indices.dtype}, not integers")
     count = element_count(dims)
     if count > MAX_ELEMENTS:
-        raise InputError(f"sparse tensor '{proto.values.name}' declares {count} elements: refusing")
+        raise InputError(f"sparse tensor '{name}' declares {count} elements: refusing")
+    flat = sparse_flat_indices(name, indices, dims)
+    if flat.size != values.size:
+        raise InputError(f"sparse tensor '{name}' has {flat.size} indices for {values.size} values")
     dense = np.zeros(count, dtype=values.dtype)
-    if indices.ndim == 1:
-        flat = indices.astype(np.int64)
-    elif indices.ndim == 2:
-        flat = np.ravel_multi_index(tuple(indices.astype(np.int64).T), dims, mode="raise")
-    else:
-        raise InputError(f"sparse tensor '{proto.values.name}' has indices of rank {indices.ndim}")
-    if flat.size != values.size or (flat.size and (flat.min() < 0 or flat.max() >= count)):
-        raise InputError(f"sparse tensor '{proto.values.name}' has indices outside its shape")
     dense[flat] = values.reshape(-1)
     return dense.reshape(dims)
 
 
-def external_info(proto: TensorProto) -> dict[str, str]:
-    """The external_data key/value pairs of a tensor."""
-    return {entry.key: entry.value for entry in proto.external_data}
+def sparse_flat_indices(name: str, indices: np.ndarray, dims: tuple[int, ...]) -> np.ndarray:
+    """Linear positions of a sparse tensor's indices: [NNZ] linear or [NNZ, rank] coordinates.
+
+    Every index is checked against the shape before use (numpy's own errors would end the whole
+    audit): out of range, negative, or coordinates whose width is not the tensor's rank.
+    """
+    count = element_count(dims)
+    if indices.dtype.kind == "u" and indices.dtype.itemsize == 8 and indices.size and int(indices.max()) >= 1 << 63:
+        raise InputError(f"sparse tensor '{name}' has indices outside its shape {list(dims)}")
+    idx = indices.astype(np.int64)
+    if idx.ndim == 1:
+        flat = idx
+    elif idx.ndim == 2:
+        if idx.shape[1] != len(dims) or not dims:
+            raise InputError(f"sparse tensor '{name}' has {idx.shape[1]}-wide coordinates for a rank-{len(dims)} shape")
+        if idx.size and (idx.min() < 0 or np.any(idx >= np.asarray(dims, dtype=np.int64))):
+            raise InputError(f"sparse tensor '{name}' has coordinates outside its shape {list(dims)}")
+        flat = np.ravel_multi_index(tuple(idx.T), dims) if idx.size else np.zeros(0, np.int64)
+    else:
+        raise InputError(f"sparse tensor '{name}' has indices of rank {idx.ndim}")
+    if flat.size and (flat.min() < 0 or flat.max() >= count):
+        raise InputError(f"sparse tensor '{name}' has indices outside its shape {list(dims)}")
+    return flat
+
+
+# The keys ONNX defines for external_data; anything else is refused (see parse_external).
+EXTERNAL_KEYS = frozenset({"location", "offset", "length", "checksum", "basepath"})
+
+
+@dataclass(frozen=True)
+class ExternalRef:
+    """Where an external tensor's bytes are: the one reading of its external_data entries."""
+
+    location: str
+    offset: int
+    length: int | None
+
+
+def parse_external(proto: TensorProto) -> ExternalRef:
+    """The external_data of a tensor, refusing anything ambiguous or malformed.
+
+    This is the only function that reads external_data: the load-time check and the read use
+    the same answer. A repeated key (two `location`s: one checked, another read) or a key ONNX
+    does not define is refused as a whole, never resolved by picking one, and offset/length
+    must be plain non-negative decimal integers.
+    """
+    info: dict[str, str] = {}
+    for entry in proto.external_data:
+        if entry.key in info:
+            raise InputError(f"tensor '{proto.name}': external_data repeats the key '{entry.key}': refusing")
+        if entry.key not in EXTERNAL_KEYS:
+            raise InputError(f"tensor '{proto.name}': external_data has the unknown key '{entry.key[:80]}': refusing")
+        info[entry.key] = entry.value
+    numbers: dict[str, int | None] = {}
+    for key in ("offset", "length"):
+        text = info.get(key, "")
+        if text and not re.fullmatch(r"[0-9]{1,20}", text):
+            raise InputError(f"tensor '{proto.name}': external {key} '{text[:40]}' is not a non-negative integer: refusing")
+        numbers[key] = int(text) if text else None
+    return ExternalRef(info.get("location", ""), numbers["offset"] or 0, numbers["length"])
 
 
 # Flags of every open of a file named by the model: never follow a symbolic link in the last
@@ -324,17 +378,9 @@ def safe_open(base_dir: str, location: str) -> tuple[int, os.stat_result]:
 
 
 def external_range(proto: TensorProto) -> tuple[str, int, int | None]:
-    """(location, offset, length or None) of an external tensor, validated as numbers."""
-    info = external_info(proto)
-    try:
-        offset = int(info.get("offset", "0") or 0)
-        length_str = info.get("length")
-        length = int(length_str) if length_str not in (None, "") else None
-    except ValueError:
-        raise InputError(f"tensor '{proto.name}' has a non-numeric external offset/length") from None
-    if offset < 0 or (length is not None and length < 0):
-        raise InputError(f"tensor '{proto.name}' has a negative external offset or length")
-    return info.get("location", ""), offset, length
+    """(location, offset, length or None) of an external tensor (parse_external's reading)."""
+    ref = parse_external(proto)
+    return ref.location, ref.offset, ref.length
 
 
 def _load_external(proto: TensorProto, base_dir: str, dims: tuple[int, ...], data_type: int) -> np.ndarray:

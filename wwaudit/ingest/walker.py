@@ -19,8 +19,9 @@ import numpy as np
 import onnx
 from onnx import AttributeProto, TensorProto
 
-from wwaudit.ingest.tensors import TensorRef
+from wwaudit.ingest.tensors import TensorRef, stored_nbytes
 from wwaudit.errors import InputError
+from wwaudit.records import short_name
 
 MAX_SUBGRAPH_DEPTH = 64
 MAX_CONCAT_NESTING = 8
@@ -119,7 +120,8 @@ class _Walker:
         )
         key = ref.key
         if key in self.tensors:
-            self.problems.append(f"duplicate tensor name '{name}'" + (f" in {scope}" if scope else ""))
+            if len(self.problems) < 100:  # a crafted file can repeat one name 10⁵ times
+                self.problems.append(f"duplicate tensor name '{short_name(name)}'" + (f" in {short_name(scope)}" if scope else ""))
             suffix = 2
             while f"{key}#{suffix}" in self.tensors:
                 suffix += 1
@@ -144,10 +146,11 @@ class _Walker:
             # A subgraph's formal inputs (loop counters, scan slices) hide outer names.
             for formal in graph.input:
                 env.pop(formal.name, None)
+        bound: set[str] = set()
         for init in graph.initializer:
-            env[init.name] = self.register_tensor(init, "initializer", scope)
+            _bind(env, bound, init.name, self.register_tensor(init, "initializer", scope))
         for sp in graph.sparse_initializer:
-            env[sp.values.name] = self.register_sparse(sp, "sparse_initializer", scope)
+            _bind(env, bound, sp.values.name, self.register_sparse(sp, "sparse_initializer", scope))
         self.walk_nodes(graph.node, env, scope, depth)
 
     def walk_nodes(self, nodes, env: dict[str, Source], scope: str, depth: int, function: tuple | None = None) -> None:
@@ -338,6 +341,21 @@ class _Walker:
             return [int(v) for v in np.asarray(src.tensor.load()).reshape(-1)]
         except InputError:
             return None
+
+
+# onnxruntime (checked with 1.32) keeps initializers of at least this many bytes as their first
+# copy when a name repeats, and smaller ones as their last copy (sparse ones count after dense).
+ORT_FIRST_COPY_BYTES = 128
+
+
+def _bind(env: dict[str, Source], bound: set[str], name: str, src: Source) -> None:
+    """Bind an initializer name to the copy onnxruntime executes when the name repeats."""
+    if name in bound:
+        earlier = env[name].tensor
+        if (stored_nbytes(earlier.data_type, earlier.size) or 0) >= ORT_FIRST_COPY_BYTES:
+            return
+    bound.add(name)
+    env[name] = src
 
 
 def _integer_weight_operand(node: onnx.NodeProto, inputs: list[Source | None]) -> int | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from wwaudit.records import LayerResult
+from wwaudit.records import IntegrityIssue, LayerResult
 
 SEVERITIES = ("info", "warning", "error")
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -24,6 +24,7 @@ class RuleContext:
 
     layers: Sequence[LayerResult]
     graph_problems: Sequence[str] = ()
+    integrity_problems: Sequence[IntegrityIssue] = ()  # payload ambiguities found at load (rules/integrity.py)
 
 
 Check = Callable[[Any, Mapping[str, float]], Iterable[Hit]]  # RuleContext, or CompareContext for CMP rules

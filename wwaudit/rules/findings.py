@@ -13,6 +13,7 @@ from typing import Any, Iterable, Mapping
 from wwaudit.records import LayerResult, finite_or_none
 from wwaudit.rules import relative
 from wwaudit.rules.compare_rules import COMPARE_RULES
+from wwaudit.rules.integrity import integrity_rules
 from wwaudit.rules.base import (  # noqa: F401  (re-exported: the registry's public names)
     FAIL_ON_LEVELS, SEVERITIES, SEVERITY_RANK, Hit, Rule, RuleContext, per_layer,
 )
@@ -363,7 +364,8 @@ AUDIT_RULES: tuple[Rule, ...] = (
           "min_share": "... and they are at least this share of its rows"}),
 )
 
-RULES: tuple[Rule, ...] = AUDIT_RULES + COMPARE_RULES  # the one registry: policy, `wwaudit rules`, SARIF
+# the one registry: policy, `wwaudit rules`, SARIF (audit rules, integrity rules, comparison rules)
+RULES: tuple[Rule, ...] = AUDIT_RULES + integrity_rules(Rule) + COMPARE_RULES
 RULES_BY_ID = {rule.id: rule for rule in RULES}
 
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from wwaudit.records import Coverage, Finding, LayerResult
+from wwaudit.records import Coverage, Finding, IntegrityIssue, LayerResult
 from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.compare_rules import CompareContext
 from wwaudit.rules.findings import RULES, RULES_BY_ID, SEVERITY_RANK, RuleContext
@@ -55,9 +55,10 @@ def _run_rules(target: str, ctx: object, policy: Policy | None) -> list[Finding]
     return found
 
 
-def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None) -> list[Finding]:
+def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
+             integrity_problems: Sequence[IntegrityIssue] = ()) -> list[Finding]:
     """All findings of the enabled audit rules, rule by rule in registry order, each in layer order."""
-    return _run_rules("audit", RuleContext(list(layers), tuple(graph_problems)), policy)
+    return _run_rules("audit", RuleContext(list(layers), tuple(graph_problems), tuple(integrity_problems)), policy)
 
 
 def evaluate_compare(ctx: CompareContext, policy: Policy | None = None) -> list[Finding]:
@@ -66,7 +67,8 @@ def evaluate_compare(ctx: CompareContext, policy: Policy | None = None) -> list[
 
 
 def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
-          baseline: Baseline | None = None, coverage: Coverage | None = None) -> Judgement:
+          baseline: Baseline | None = None, coverage: Coverage | None = None,
+          integrity_problems: Sequence[IntegrityIssue] = ()) -> Judgement:
     """Evaluate the audit rules, then apply the policy and the baseline, and give the verdict.
 
     `coverage` says what share of the file's weights was analysed: an audit that checked nothing,
@@ -74,7 +76,7 @@ def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), pol
     """
     allow = policy.allow_incomplete if policy is not None else False
     incomplete = coverage.incomplete_reasons(allow) if coverage is not None else []
-    return settle(evaluate(layers, graph_problems, policy), layers, policy, baseline, incomplete)
+    return settle(evaluate(layers, graph_problems, policy, integrity_problems), layers, policy, baseline, incomplete)
 
 
 def settle(found: list[Finding], layers: Sequence[LayerResult], policy: Policy | None = None,

@@ -141,11 +141,25 @@ def _ks_bounds(logs: np.ndarray, alphas: np.ndarray, rows: np.ndarray, stride: i
     Both CDFs are non-decreasing along the tail, so between two grid points a < b the gap
     F_fit − F_emp lies in [F_fit(a) − F_emp(b), F_fit(b) − F_emp(a)]: the grid gives an upper
     bound, its own points a lower bound. Columns before a candidate's xmin carry the t = 0 values
-    (both CDFs 0), so the first segment of every row starts at its own xmin.
+    (both CDFs 0), so the first segment of every row starts at its own xmin. Rows are taken in
+    blocks of at most _BLOCK_ELEMENTS / 2 (rows × grid) elements: a 10⁶-eigenvalue spectrum
+    would otherwise ask for a 10⁶ × 15,625 matrix (116 GiB) at once.
     """
     N = logs.size
     first = int(rows.min()) // stride * stride
     grid = np.unique(np.concatenate([np.arange(first, N, stride), [N - 1]]))
+    lower = np.empty(rows.size, dtype=np.float64)
+    upper = np.empty(rows.size, dtype=np.float64)
+    step = max(1, (_BLOCK_ELEMENTS // 2) // grid.size)
+    for start in range(0, rows.size, step):
+        block = rows[start : start + step]
+        lower[start : start + step], upper[start : start + step] = _ks_bounds_block(logs, alphas, block, grid)
+    return lower, np.maximum(upper, lower)
+
+
+def _ks_bounds_block(logs: np.ndarray, alphas: np.ndarray, rows: np.ndarray, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_ks_bounds for one block of candidate rows (lower bound, raw upper bound)."""
+    N = logs.size
     i = rows[:, None]
     t = grid[None, :] - i
     n = (N - rows).astype(np.float64)[:, None]
@@ -156,8 +170,17 @@ def _ks_bounds(logs: np.ndarray, alphas: np.ndarray, rows: np.ndarray, stride: i
     F[before] = 0.0
     E[before] = 0.0
     lower = np.abs(F - E).max(axis=1)
-    upper = np.maximum(F[:, 1:] - E[:, :-1], E[:, 1:] - F[:, :-1]).max(axis=1)
-    return lower, np.maximum(upper, lower)
+    upper = np.maximum(F[:, 1:] - E[:, :-1], E[:, 1:] - F[:, :-1]).max(axis=1) if grid.size > 1 else lower
+    return lower, upper
+
+
+def fit_working_bytes(evals: int) -> int:
+    """Peak bytes of fit_power_law on `evals` eigenvalues, for --max-memory's estimate.
+
+    Per-candidate vectors (sorted data, logs, alphas, sums, bounds: about 16 float64 arrays of
+    `evals`) plus the KS blocks (at most _BLOCK_ELEMENTS elements, about 4 arrays of it alive).
+    """
+    return 16 * 8 * evals + 4 * 8 * min(evals * evals, _BLOCK_ELEMENTS)
 
 
 def min_ks_candidate(data: np.ndarray, alphas: np.ndarray) -> tuple[int, float]:
@@ -173,7 +196,8 @@ def min_ks_candidate(data: np.ndarray, alphas: np.ndarray) -> tuple[int, float]:
     rows = np.flatnonzero(np.isfinite(alphas) & (alphas > 1.0))
     if rows.size == 0:
         return 0, 1.0
-    for stride in (64, 16, 4):
+    # Coarse strides first: on 10⁵-10⁶ eigenvalues they drop most candidates for little work.
+    for stride in (16384, 4096, 1024, 256, 64, 16, 4):
         # Bounds only pay off on tails much longer than the grid step; shorter tails stay
         # candidates and get the exact D, which costs little for them.
         long_tail = (data.size - rows) > 8 * stride

@@ -492,8 +492,10 @@ def _key_metrics(result: AuditResult, band: tuple[float, float]) -> list[tuple[s
          "Weight matrices analysed, and in brackets their share of the weight parameters. "
          f"{s.get('weights_not_analysable', 0)} too small or depthwise to analyse, {s.get('weights_skipped_for_limit', 0)} "
          f"skipped for a limit, {s.get('weights_not_selected', 0)} not selected, {s.get('errors', 0)} unreadable, "
-         f"{s.get('fit_failed', 0)} with a failed power-law fit. Every tensor in the file is listed; skipped ones "
-         "carry their reason."),
+         f"{s.get('fit_failed', 0)} with a failed power-law fit. Every weight in the file is listed; skipped ones "
+         "carry their reason"
+         + (f" ({s['unlisted_skipped']} more skipped non-weight tensors are counted by reason in the JSON summary, "
+            "not listed)." if s.get("unlisted_skipped") else ".")),
         ("Mean alpha", fmt(s.get("alpha_mean")),
          f"Tail exponent of the eigenvalue spectrum, over the {s.get('reliable_fits', 0)} reliable fits. The articles "
          f"place well-trained layers in about {band_text(band)}; real models differ by layer kind, so the audit judges "

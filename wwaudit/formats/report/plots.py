@@ -269,7 +269,9 @@ def layer_plot(job: LayerPlotJob) -> str | None:
     rand = _positive(job.random_evals) if job.random_evals is not None else np.empty(0)
     m = job.metrics
     floor = LOG_FLOOR * float(evals.max())
-    with _LAYER_LOCK, matplotlib.rc_context(PLOT_STYLE):
+    # float64 weights near 1e145 give eigenvalues near 1e290: keep numpy's overflow warnings for
+    # intermediate values off the user's terminal (the curves below are computed overflow-free)
+    with _LAYER_LOCK, matplotlib.rc_context(PLOT_STYLE), np.errstate(all="ignore"):
         fig, ax_log, ax_lin = _layer_figure()
         _esd_loglog(ax_log, evals[evals > floor], rand[rand > floor], m, dropped=int(np.count_nonzero(evals <= floor)))
         _esd_mp(ax_lin, evals, rand, m)
@@ -356,7 +358,7 @@ def _esd_mp(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> 
         right = min(right, 2.0 * edges[1])  # keep the bulk readable when spikes lie far out
     if rand.size:
         right = max(right, float(rand.max()))
-    right *= 1.04
+    right = right * 1.04 if right < 1e300 else right  # stays finite for eigenvalues up to float64's max
     bins = np.linspace(0.0, right, 60)
     dens, _ = np.histogram(evals, bins=bins, density=False)
     width = bins[1] - bins[0]
@@ -376,7 +378,9 @@ def _esd_mp(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any]) -> 
         sqrt_c = (np.sqrt(b) - np.sqrt(a)) / (np.sqrt(b) + np.sqrt(a))
         s, c = sqrt_s**2, sqrt_c**2
         lam = np.linspace(max(a, b * 1e-4), b, 200)
-        rho = np.sqrt(np.clip((b - lam) * (lam - a), 0, None)) / (2 * np.pi * c * s * lam)
+        # in units of b: (b − λ)(λ − a) would overflow for eigenvalues near 1e290
+        u = lam / b
+        rho = np.sqrt(np.clip((1.0 - u) * (u - a / b), 0, None)) / (2 * np.pi * c * (s / b) * lam)
         share = float(np.mean(evals <= b))
         label = "MP bulk" + (f", σ = {_finite(m.get('sigma_mp')):.3g}" if _finite(m.get("sigma_mp")) is not None else "")
         ax.plot(lam, share * rho, color=FIT_COLOUR, lw=1.4, label=label)
