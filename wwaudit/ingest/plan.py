@@ -175,17 +175,7 @@ def plan_layers(walk: WalkResult, max_bytes: int | None = None) -> list[LayerSpe
                                 users[share].add(consumer)
                                 by_share[share].used_by.append(consumer)
                             continue
-                        name = consumer + (f".{view.suffix}" if view.suffix else "")
-                        spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer],
-                                         weight=True)
-                        spec.notes.extend(qnotes)
-                        fold_note = _batchnorm_note(use)
-                        if fold_note:
-                            spec.notes.append(fold_note)
-                        rows_cols = spec.shape_info()
-                        if rows_cols[1] * rows_cols[2] < MIN_EVALS:
-                            spec.view, spec.reason = None, f"too small: {rows_cols[1] * rows_cols[2]} eigenvalues < {MIN_EVALS}"
-                            spec.notes.append(f"shape {rows_cols[0]}x{rows_cols[1]} x {rows_cols[2]} slices")
+                        spec = _new_spec(use, view, consumer, qnotes)
                         by_share[share] = spec
                         users[share] = {consumer}
                         specs.append(spec)
@@ -204,6 +194,21 @@ def plan_layers(walk: WalkResult, max_bytes: int | None = None) -> list[LayerSpe
     specs.sort(key=lambda s: s.position)
     _merge_tied_copies(specs, max_bytes)
     return specs
+
+
+def _new_spec(use: Use, view: View, consumer: str, qnotes: list[str]) -> LayerSpec:
+    """The layer of one view of a weight; skipped as too small below MIN_EVALS eigenvalues (still a weight)."""
+    name = consumer + (f".{view.suffix}" if view.suffix else "")
+    spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer], weight=True)
+    spec.notes.extend(qnotes)
+    fold_note = _batchnorm_note(use)
+    if fold_note:
+        spec.notes.append(fold_note)
+    rows_cols = spec.shape_info()
+    if rows_cols[1] * rows_cols[2] < MIN_EVALS:
+        spec.view, spec.reason = None, f"too small: {rows_cols[1] * rows_cols[2]} eigenvalues < {MIN_EVALS}"
+        spec.notes.append(f"shape {rows_cols[0]}x{rows_cols[1]} x {rows_cols[2]} slices")
+    return spec
 
 
 BN_FOLDED_NOTE = "BatchNorm folded into these weights by the exporter: the spectrum includes the BatchNorm scale"
