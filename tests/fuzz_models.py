@@ -267,8 +267,15 @@ def prepare_sandbox(root: Path) -> tuple[Path, Path]:
     return case, outside
 
 
+def _without_verdict(stderr: str) -> str:
+    """stderr less the verdict lines a gate that stops prints even with --quiet (fail, inconclusive):
+    "verdict: FAIL  reasons…" (wrapped) and its exit-code note, which are the CLI's answer, not noise."""
+    head, sep, _ = stderr.partition("verdict: ")
+    return head if sep else stderr
+
+
 def check_outcome(rc: int, stderr: str, outputs: list[str], escaped: list[str]) -> str | None:
-    """What is wrong with a run, or None: exit 0/1 with outputs, or exit 2 with one clear line and
+    """What is wrong with a run, or None: exit 0/1/3 with outputs, or exit 2 with one clear line and
     no output; never a traceback or internal error, never a file opened outside the sandbox."""
     if escaped:
         return f"opened outside the model's folder: {escaped[:3]}"
@@ -281,8 +288,8 @@ def check_outcome(rc: int, stderr: str, outputs: list[str], escaped: list[str]) 
         if outputs:
             return f"exit 2 left outputs behind: {outputs}"
         return None
-    if rc not in (0, 1):
+    if rc not in (0, 1, 3):
         return f"exit code {rc}: {stderr[:300]!r}"
-    if stderr.strip():
+    if _without_verdict(stderr).strip():
         return f"noise on stderr: {stderr[:300]!r}"
     return None

@@ -135,7 +135,7 @@ def test_sparse_tied_copy_check_stays_within_max_memory(tmp_path: Path) -> None:
     tied-copy check would take 1.1 GB; with --max-memory 64M the run stays under 64M + 500 MB."""
     model = _save(make_hostile.sparse_tied_bomb(12000, 11999), tmp_path)
     proc, peak = _cli([model, "--json", str(tmp_path / "a.json"), "--max-memory", "64M", *FAST])
-    assert proc.returncode in (0, 1) and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.returncode in (0, 1, 3) and "Traceback" not in proc.stderr, proc.stderr  # 3: a weight skipped for the limit
     assert peak < (64 << 20) + (500 << 20), f"peak RSS {peak >> 20} MiB"
     layers = {layer["tensor"]: layer for layer in json.loads((tmp_path / "a.json").read_text())["layers"]}
     assert layers["head"]["status"] == "skipped" and "--max-memory" in layers["head"]["reason"]
@@ -147,7 +147,7 @@ def test_conv_with_a_million_positions_is_counted(tmp_path: Path) -> None:
     counted, so --max-memory 256M skips it before reading (it used to run out of memory)."""
     model = _save(make_hostile.conv_many_positions(1000), tmp_path)
     out = tmp_path / "a.json"
-    assert main([model, "--json", str(out), "--max-memory", "256M", *FAST]) == 0
+    assert main([model, "--json", str(out), "--max-memory", "256M", *FAST]) == 3  # skipped for a limit: inconclusive
     layer = json.loads(out.read_text())["layers"][0]
     assert layer["status"] == "skipped" and "--max-memory" in layer["reason"]
 
@@ -175,7 +175,8 @@ def test_float64_weights_near_overflow_plot_without_warnings(tmp_path: Path) -> 
     weights = np.random.default_rng(0).standard_normal((64, 32)) * 1e145
     model = _save(make_hostile._model(make_hostile._graph(numpy_helper.from_array(weights, "w_target"))), tmp_path)
     proc, _ = _cli([model, "--report", str(tmp_path / "r.html"), "--plots", "all", "--quiet", "--workers", "1"])
-    assert proc.returncode in (0, 1) and proc.stderr == "", proc.stderr
+    # no numpy warning: at most the verdict line a stopping gate prints even with --quiet
+    assert proc.returncode in (0, 1) and "Warning" not in proc.stderr and "overflow" not in proc.stderr, proc.stderr
     assert (tmp_path / "r.html").stat().st_size > 0
 
 
@@ -247,4 +248,5 @@ def test_dequantization_overflow_is_silent(tmp_path: Path, capsys) -> None:
     model, families, _args = fuzz_models.make_case(3, case, scale=2)
     assert "quant" in families
     rc = main([model, "--json", str(tmp_path / "a.json"), *FAST])
-    assert rc in (0, 1) and capsys.readouterr().err == ""
+    err = capsys.readouterr().err
+    assert rc in (0, 1) and "Warning" not in err and "overflow" not in err, err  # at most the quiet verdict line
