@@ -209,14 +209,19 @@ def initialised_layers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit
     return _random_among_structured(ctx, p, True)
 
 
+def _names(layers: Sequence[LayerResult], shown: int = 4) -> str:
+    """The first few layer names of a model-level finding, and how many more there are."""
+    more = len(layers) - shown
+    return ", ".join(layer.name for layer in layers[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
 def random_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
     """Most judged layers of the model look like random initialisation."""
     judged = [layer for layer in ctx.layers if layer.analysed and (layer.M or 0) >= p["min_m"]]
     random = [layer for layer in judged if randomness(layer, p) == "random"]
     if len(random) >= p["min_layers"] and len(random) >= p["min_random_share"] * len(judged):
-        names = ", ".join(layer.name for layer in random[:4]) + (f" and {len(random) - 4} more" if len(random) > 4 else "")
         yield None, (f"model: {len(random)} of {len(judged)} layers with at least {p['min_m']:g} eigenvalues per "
-                     f"slice are indistinguishable from random initialisation ({names}): the model looks untrained, "
+                     f"slice are indistinguishable from random initialisation ({_names(random)}): the model looks untrained, "
                      "or its weights were not loaded")
 
 
@@ -239,9 +244,8 @@ def heavy_tailed_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit
     heavy = [layer for layer in fitted
              if (finite_or_none(layer.metric("alpha_ci_high")) or float(layer.metric("alpha"))) < p["alpha_min"]]
     if len(heavy) >= p["min_layers"] and len(heavy) >= p["min_share"] * len(fitted):
-        names = ", ".join(layer.name for layer in heavy[:4]) + (f" and {len(heavy) - 4} more" if len(heavy) > 4 else "")
         yield None, (f"model: {len(heavy)} of {len(fitted)} reliably fitted layers have their whole 95% alpha interval "
-                     f"below {p['alpha_min']:g} ({names}): very heavy-tailed throughout, the articles' signature of "
+                     f"below {p['alpha_min']:g} ({_names(heavy)}): very heavy-tailed throughout, the articles' signature of "
                      "over-training (memorisation)")
 
 
