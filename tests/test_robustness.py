@@ -35,20 +35,34 @@ def _save(model, folder: Path) -> str:
     return make_hostile._save(model, folder / "model.onnx")
 
 
+# A small launcher process runs the CLI and reports its peak RSS: Linux records, at exec, the
+# high-water RSS of the process that forked, so a child forked straight from this test process
+# (1 GB after the suite's torch tests) would report at least that, whatever it used itself.
+_LAUNCHER = (
+    "import os, subprocess, sys\n"
+    "child = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(child.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def _cli(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
     """The installed CLI in a child process: (result, that child's own peak RSS in bytes).
 
-    os.wait4 gives the child's own resource usage (RUSAGE_CHILDREN would report the largest of
-    every child this test process ever waited for); its output goes to files, so nothing blocks.
+    os.wait4 in a small launcher gives the CLI's own resource usage (RUSAGE_CHILDREN would report
+    the largest of every child this test process ever waited for, and a direct child inherits this
+    process's high-water mark); its output goes to files, so nothing blocks.
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        child = subprocess.Popen([sys.executable, "-m", "wwaudit", *args], stdout=out, stderr=err, text=True, cwd=REPO)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, rss.name, sys.executable, "-m", "wwaudit", *args],
+                              stdout=out, stderr=err, text=True, cwd=REPO)
         out.seek(0)
         err.seek(0)
-        result = subprocess.CompletedProcess(child.args, child.returncode, out.read(), err.read())
-    return result, usage.ru_maxrss * 1024
+        result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
+        peak = int(rss.read() or 0) * 1024
+    return result, peak
 
 
 # -- --timeout bounds the whole run, outputs included --------------------------------------------
