@@ -282,16 +282,21 @@ def _alphas(path: Path) -> dict[str, float]:
 
 
 def _line(label: str, r: dict, extra: str = "") -> None:
-    print(f"  {label:<44} {r['wall']:8.2f} s   peak {r['tree_peak_mb']:6.0f} MB (tree PSS), "
-          f"{r['proc_peak_mb']:6.0f} MB (largest process RSS) {extra}", flush=True)
+    print(
+        f"  {label:<44} {r['wall']:8.2f} s   peak {r['tree_peak_mb']:6.0f} MB (tree PSS), "
+        f"{r['proc_peak_mb']:6.0f} MB (largest process RSS) {extra}",
+        flush=True,
+    )
 
 
 def _report_share(report: dict, plain: dict, what: str) -> str:
     """The report's own time against the analysis of the same run (its wall less the report), and
     the wall-time difference to the run without a report, which is noisier."""
     own = report["report_s"]
-    return (f"report {own:.2f} s = {100 * own / (report['wall'] - own):.0f}% of the same run's {what}; "
-            f"wall difference to the run without it {report['wall'] - plain['wall']:+.2f} s")
+    return (
+        f"report {own:.2f} s = {100 * own / (report['wall'] - own):.0f}% of the same run's {what}; "
+        f"wall difference to the run without it {report['wall'] - plain['wall']:+.2f} s"
+    )
 
 
 def bench_bert(small: bool, workers: int, skip_ww: bool, executors: bool, tmp: Path) -> None:
@@ -314,10 +319,14 @@ def bench_bert(small: bool, workers: int, skip_ww: bool, executors: bool, tmp: P
     _line("(a) wwaudit --fast --precision float32", f32, f"max |Δα| {dalpha:.2e}")
     floor = best_of(lambda: run_child(_self("floor", str(folder), "fast", str(workers))))
     floor2 = best_of(lambda: run_child(_self("floor", str(folder), "shuffled", str(workers))))
-    print(f"  (b) floor, {floor['matrices']} matrices x1: serial {floor['serial_s']:.2f} s, "
-          f"{workers} processes {floor['parallel_s']:.2f} s")
-    print(f"  (b) floor, each matrix + shuffled copy: serial {floor2['serial_s']:.2f} s, "
-          f"{workers} processes {floor2['parallel_s']:.2f} s")
+    print(
+        f"  (b) floor, {floor['matrices']} matrices x1: serial {floor['serial_s']:.2f} s, "
+        f"{workers} processes {floor['parallel_s']:.2f} s"
+    )
+    print(
+        f"  (b) floor, each matrix + shuffled copy: serial {floor2['serial_s']:.2f} s, "
+        f"{workers} processes {floor2['parallel_s']:.2f} s"
+    )
     best1 = min(floor["serial_s"], floor["parallel_s"])
     best2 = min(floor2["serial_s"], floor2["parallel_s"])
     print(f"  ratio wwaudit --fast / floor              {fast['wall'] / best1:6.2f}   (target <= 1.25)")
@@ -335,8 +344,10 @@ def bench_bert(small: bool, workers: int, skip_ww: bool, executors: bool, tmp: P
             label = "--fast" if fast_flag else "default"
             metrics = "fast" if fast_flag else "default"
             res = {k: run_child(_self("executor", str(model), k, str(workers), metrics)) for k in ("processes", "threads")}
-            print(f"  (d) {label:<8} {workers} worker processes {res['processes']['audit_s']:.2f} s, "
-                  f"{workers} threads {res['threads']['audit_s']:.2f} s")
+            print(
+                f"  (d) {label:<8} {workers} worker processes {res['processes']['audit_s']:.2f} s, "
+                f"{workers} threads {res['threads']['audit_s']:.2f} s"
+            )
 
 
 def bench_memory(small: bool, workers: int, tmp: Path) -> None:
@@ -348,8 +359,11 @@ def bench_memory(small: bool, workers: int, tmp: Path) -> None:
         largest = max(w["length"] for w in manifest["weights"]) / 2**20
         runs[name] = r = wwaudit_run(model, tmp / f"{name}.json", workers, "--fast", every=0.02)
         budget = 3 * largest + 400
-        _line(f"(e) {name} ({manifest['layers']} layers)", r,
-              f"budget 3x{largest:.0f}+400 = {budget:.0f} MB: {'ok' if r['tree_peak_mb'] <= budget else 'OVER'}")
+        _line(
+            f"(e) {name} ({manifest['layers']} layers)",
+            r,
+            f"budget 3x{largest:.0f}+400 = {budget:.0f} MB: {'ok' if r['tree_peak_mb'] <= budget else 'OVER'}",
+        )
     a, b = runs["decoder-1b"]["tree_peak_mb"], runs["decoder-1b-x2"]["tree_peak_mb"]
     print(f"  peak memory change when doubling the layers{100 * (b - a) / a:+6.1f}%  (target < 10%)")
 
@@ -383,9 +397,11 @@ def main() -> None:
     REPEAT = max(1, args.repeat)
     workers = args.workers or default_workers()
     load = os.getloadavg()
-    print(f"machine: {os.cpu_count()} CPUs ({default_workers()} usable), load average {load[0]:.1f}; "
-          f"wwaudit --workers {workers}; python {sys.version.split()[0]}, numpy {np.__version__}; "
-          f"timings: fastest of {REPEAT}")
+    print(
+        f"machine: {os.cpu_count()} CPUs ({default_workers()} usable), load average {load[0]:.1f}; "
+        f"wwaudit --workers {workers}; python {sys.version.split()[0]}, numpy {np.__version__}; "
+        f"timings: fastest of {REPEAT}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         if not args.skip_bert:
             bench_bert(args.small, workers, args.skip_ww, args.executors, Path(tmp))

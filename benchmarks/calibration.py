@@ -60,8 +60,17 @@ def run(reps: int, M: int, seed: int) -> list[tuple]:
                 tails.append(m["num_pl_spikes"])
                 cover += m["alpha_ci_low"] <= alpha <= m["alpha_ci_high"]
             est_a = np.array(est)
-            rows.append((kind, alpha, float(est_a.mean() - alpha), float(np.sqrt(np.mean((est_a - alpha) ** 2))),
-                         float(np.mean(tails)), cover / max(len(est), 1), len(est)))
+            rows.append(
+                (
+                    kind,
+                    alpha,
+                    float(est_a.mean() - alpha),
+                    float(np.sqrt(np.mean((est_a - alpha) ** 2))),
+                    float(np.mean(tails)),
+                    cover / max(len(est), 1),
+                    len(est),
+                )
+            )
     return rows
 
 

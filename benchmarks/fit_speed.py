@@ -45,8 +45,10 @@ def main() -> None:
     from weightwatcher.WW_powerlaw import WWFit
 
     rng = np.random.default_rng(0)
-    print("| n | wwaudit | WWFit (reference) | powerlaw.Fit | WWFit / wwaudit | powerlaw.Fit / wwaudit "
-          "| alpha equal to WWFit | alpha: wwaudit / powerlaw.Fit |")
+    print(
+        "| n | wwaudit | WWFit (reference) | powerlaw.Fit | WWFit / wwaudit | powerlaw.Fit / wwaudit "
+        "| alpha equal to WWFit | alpha: wwaudit / powerlaw.Fit |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for n in args.sizes:
         x = esd(rng, n)
@@ -56,8 +58,10 @@ def main() -> None:
             t_ww, ref = best_time(lambda x=x: WWFit(x[x > 1e-5]), max(1, args.repeat // 2))
             t_pl, pl = best_time(lambda x=x: powerlaw.Fit(x[x > 1e-5], verbose=False), 1)
         same = abs(ours.alpha - ref.alpha) < 1e-9
-        print(f"| {n} | {t_ours * 1e3:.1f} ms | {t_ww * 1e3:.1f} ms | {t_pl * 1e3:.0f} ms | "
-              f"{t_ww / t_ours:.1f}x | {t_pl / t_ours:.0f}x | {same} | {ours.alpha:.3f} / {pl.alpha:.3f} |")
+        print(
+            f"| {n} | {t_ours * 1e3:.1f} ms | {t_ww * 1e3:.1f} ms | {t_pl * 1e3:.0f} ms | "
+            f"{t_ww / t_ours:.1f}x | {t_pl / t_ours:.0f}x | {same} | {ours.alpha:.3f} / {pl.alpha:.3f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -50,16 +50,50 @@ def _child(seed: int, folder: Path, scale: int, report: Path) -> None:
         out.mkdir()
         sys.stderr = buffer = io.StringIO()
         with recording_opens() as opened:
-            rc = main([model, "--json", str(out / "a.json"), "--csv", str(out / "a.csv"), "--quiet", "--fast",
-                       "--workers", "1", "--max-memory", str(MAX_MEMORY), "--timeout", str(TIMEOUT_S), *args])
+            rc = main(
+                [
+                    model,
+                    "--json",
+                    str(out / "a.json"),
+                    "--csv",
+                    str(out / "a.csv"),
+                    "--quiet",
+                    "--fast",
+                    "--workers",
+                    "1",
+                    "--max-memory",
+                    str(MAX_MEMORY),
+                    "--timeout",
+                    str(TIMEOUT_S),
+                    *args,
+                ]
+            )
         err = buffer.getvalue()
         escaped = [p for p in opened if p.startswith(str(outside.resolve()))]
         left = sorted(os.listdir(out))
-        report.write_text(json.dumps({"rc": rc, "stderr": err, "escaped": escaped, "families": families,
-                                      "outputs": left if rc == 2 else [n for n in left if n.startswith(".wwaudit-")]}))
+        report.write_text(
+            json.dumps(
+                {
+                    "rc": rc,
+                    "stderr": err,
+                    "escaped": escaped,
+                    "families": families,
+                    "outputs": left if rc == 2 else [n for n in left if n.startswith(".wwaudit-")],
+                }
+            )
+        )
     except BaseException as exc:  # the generator itself failed: a bug of the campaign, reported as such
-        report.write_text(json.dumps({"rc": -1, "stderr": f"generator: {type(exc).__name__}: {exc}"[:500],
-                                      "escaped": [], "families": [], "outputs": []}))
+        report.write_text(
+            json.dumps(
+                {
+                    "rc": -1,
+                    "stderr": f"generator: {type(exc).__name__}: {exc}"[:500],
+                    "escaped": [],
+                    "families": [],
+                    "outputs": [],
+                }
+            )
+        )
     finally:
         os._exit(0)
 
@@ -86,8 +120,11 @@ def run_case(seed: int, scale: int, work: Path) -> dict:
         time.sleep(0.01)
     wall = time.monotonic() - t0
     rss = usage.ru_maxrss * 1024 if usage is not None else 0
-    result = json.loads(report.read_text()) if report.exists() else {"rc": None, "stderr": "", "escaped": [],
-                                                                      "families": [], "outputs": []}
+    result = (
+        json.loads(report.read_text())
+        if report.exists()
+        else {"rc": None, "stderr": "", "escaped": [], "families": [], "outputs": []}
+    )
     problem = None
     if result["rc"] is None:
         problem = f"no result: killed after {wall:.0f} s (hang) or died (status {status})"
@@ -101,8 +138,14 @@ def run_case(seed: int, scale: int, work: Path) -> dict:
             problem = f"peak RSS {rss >> 20} MiB above --max-memory + 500 MB"
     shutil.rmtree(folder, ignore_errors=True)
     report.unlink(missing_ok=True)
-    return {"seed": seed, "rc": result["rc"], "families": result["families"], "wall_s": round(wall, 3),
-            "rss_mib": rss >> 20, "problem": problem}
+    return {
+        "seed": seed,
+        "rc": result["rc"],
+        "families": result["families"],
+        "wall_s": round(wall, 3),
+        "rss_mib": rss >> 20,
+        "problem": problem,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
                 break
             results.append(run_case(seed, args.scale, Path(tmp)))
             if len(results) % 500 == 0:
-                print(f"{len(results)} cases, {time.monotonic() - t0:.0f} s, "
-                      f"{sum(1 for r in results if r['problem'])} findings", file=sys.stderr)
+                print(
+                    f"{len(results)} cases, {time.monotonic() - t0:.0f} s, {sum(1 for r in results if r['problem'])} findings",
+                    file=sys.stderr,
+                )
                 if args.out:  # partial figures survive an interrupted campaign
                     Path(args.out).write_text(json.dumps(_summary(results, time.monotonic() - t0, args), indent=1))
     summary = _summary(results, time.monotonic() - t0, args)
@@ -142,11 +187,17 @@ def _summary(results: list[dict], seconds: float, args: argparse.Namespace) -> d
         rcs[str(r["rc"])] = rcs.get(str(r["rc"]), 0) + 1
     walls = sorted(r["wall_s"] for r in results)
     return {
-        "cases": len(results), "first_seed": args.start, "scale": args.scale, "seconds": round(seconds, 1),
-        "exit_codes": rcs, "median_case_s": walls[len(walls) // 2] if walls else None,
-        "slowest_case_s": walls[-1] if walls else None, "peak_rss_mib": max((r["rss_mib"] for r in results), default=0),
+        "cases": len(results),
+        "first_seed": args.start,
+        "scale": args.scale,
+        "seconds": round(seconds, 1),
+        "exit_codes": rcs,
+        "median_case_s": walls[len(walls) // 2] if walls else None,
+        "slowest_case_s": walls[-1] if walls else None,
+        "peak_rss_mib": max((r["rss_mib"] for r in results), default=0),
         "findings": len([r for r in results if r["problem"]]),
-        "problems": [r for r in results if r["problem"]][:50], "results": results,
+        "problems": [r for r in results if r["problem"]][:50],
+        "results": results,
     }
 
 

@@ -28,12 +28,30 @@ def _time_one(model_path: str, out: Path) -> dict:
     from wwaudit.cli.main import main
 
     t0 = time.perf_counter()
-    rc = main([model_path, "--json", str(out / "a.json"), "--report", str(out / "r.html"), "--quiet", "--fast",
-               "--workers", "1", "--timeout", "none"])
+    rc = main(
+        [
+            model_path,
+            "--json",
+            str(out / "a.json"),
+            "--report",
+            str(out / "r.html"),
+            "--quiet",
+            "--fast",
+            "--workers",
+            "1",
+            "--timeout",
+            "none",
+        ]
+    )
     total = time.perf_counter() - t0
     doc = json.loads((out / "a.json").read_text())
-    return {"rc": rc, "total_s": round(total, 2), "layers_listed": len(doc["layers"]),
-            "json_kb": (out / "a.json").stat().st_size >> 10, "html_kb": (out / "r.html").stat().st_size >> 10}
+    return {
+        "rc": rc,
+        "total_s": round(total, 2),
+        "layers_listed": len(doc["layers"]),
+        "json_kb": (out / "a.json").stat().st_size >> 10,
+        "html_kb": (out / "r.html").stat().st_size >> 10,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,13 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     for n in args.sizes:
-        for shape, build in (("nodes", make_hostile.shared_weight_many_consumers),
-                             ("initializers", make_hostile.many_tiny_initializers)):
+        for shape, build in (
+            ("nodes", make_hostile.shared_weight_many_consumers),
+            ("initializers", make_hostile.many_tiny_initializers),
+        ):
             with tempfile.TemporaryDirectory() as tmp:
                 folder = Path(tmp)
                 path = make_hostile._save(build(n), folder / "model.onnx")
-                row = {"shape": shape, "n": n, "model_mb": round(Path(path).stat().st_size / 1e6, 1),
-                       **_time_one(path, folder)}
+                row = {"shape": shape, "n": n, "model_mb": round(Path(path).stat().st_size / 1e6, 1), **_time_one(path, folder)}
                 row["s_per_100k"] = round(row["total_s"] / n * 100_000, 2)
                 rows.append(row)
                 print(json.dumps(row), flush=True)

@@ -45,8 +45,18 @@ DATA = HERE / ".judgement"
 WHEELS = Path.home() / ".cache" / "wwaudit-test-wheels"  # shared with tests/test_real_models.py
 SEED = 0
 SITE_DEPTHS = (0.25, 0.50, 0.75)
-OWN = ModelSpec("digits_mlp", "(own)", "-", "digits_mlp_normal.onnx", "own MLP (over-training)", "tune",
-                {"x": Feed((1, 64), "digits")}, n_inputs=64, top1="argmax", note="trained here on sklearn digits")
+OWN = ModelSpec(
+    "digits_mlp",
+    "(own)",
+    "-",
+    "digits_mlp_normal.onnx",
+    "own MLP (over-training)",
+    "tune",
+    {"x": Feed((1, 64), "digits")},
+    n_inputs=64,
+    top1="argmax",
+    note="trained here on sklearn digits",
+)
 PROBES = {  # fail-closed probes: an audit that analysed nothing or skipped weights for a limit
     "probe_no_layers": ["--layers", "^no-such-layer-xyz$"],
     "probe_max_evals5": ["--max-evals", "5"],
@@ -123,8 +133,23 @@ def _wheel(dist: str, version: str) -> Path:
     found = sorted(WHEELS.glob(f"{stem}-{version}-*.whl"))
     if not found:
         WHEELS.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q",
-                        "--disable-pip-version-check", "-d", str(WHEELS), f"{dist}=={version}"], check=True, timeout=600)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-q",
+                "--disable-pip-version-check",
+                "-d",
+                str(WHEELS),
+                f"{dist}=={version}",
+            ],
+            check=True,
+            timeout=600,
+        )
         found = sorted(WHEELS.glob(f"{stem}-{version}-*.whl"))
     return found[0]
 
@@ -202,14 +227,26 @@ def _copy_source(site: dmg.Site, sites: list[dmg.Site]) -> dmg.Site | None:
 
 
 def _swap_pair(sites: list[dmg.Site]) -> tuple[dmg.Site, dmg.Site] | None:
-    pairs = [(a, b) for i, a in enumerate(sites) for b in sites[i + 1:] if a.shape == b.shape and a.layout == b.layout]
+    pairs = [(a, b) for i, a in enumerate(sites) for b in sites[i + 1 :] if a.shape == b.shape and a.layout == b.layout]
     return min(pairs, key=lambda p: abs((p[0].depth + p[1].depth) / 2 - 0.5)) if pairs else None
 
 
 def _site_case(model: str, k: int, site: dmg.Site, variant: str, other: dmg.Site | None) -> Case:
     damage, level, _ = dmg.LAYER_VARIANTS[variant]
-    return Case(model, f"s{k}_{variant}", damage, level, "layer", k, [site.tensor], [site.layer_id], [site.name],
-                [site.kind], round(site.depth, 3), other.tensor if other else None)
+    return Case(
+        model,
+        f"s{k}_{variant}",
+        damage,
+        level,
+        "layer",
+        k,
+        [site.tensor],
+        [site.layer_id],
+        [site.name],
+        [site.kind],
+        round(site.depth, 3),
+        other.tensor if other else None,
+    )
 
 
 def plan_cases(spec: ModelSpec, doc: dict, proto: onnx.ModelProto) -> tuple[list[Case], list[dmg.Site]]:
@@ -224,12 +261,33 @@ def plan_cases(spec: ModelSpec, doc: dict, proto: onnx.ModelProto) -> tuple[list
     pair = _swap_pair(sites)
     if pair:
         a, b = pair
-        cases.append(Case(spec.model_id, "swap", "swap", "two same-shape layers", "model", None, [a.tensor, b.tensor],
-                          [a.layer_id, b.layer_id], [a.name, b.name], [a.kind, b.kind], round((a.depth + b.depth) / 2, 3)))
+        cases.append(
+            Case(
+                spec.model_id,
+                "swap",
+                "swap",
+                "two same-shape layers",
+                "model",
+                None,
+                [a.tensor, b.tensor],
+                [a.layer_id, b.layer_id],
+                [a.name, b.name],
+                [a.kind, b.kind],
+                round((a.depth + b.depth) / 2, 3),
+            )
+        )
     if sites:
         for bits in (4, 2):
-            cases.append(Case(spec.model_id, f"model_int{bits}", "quantize", f"int{bits} whole model", "model",
-                              tensors=[s.tensor for s in sites]))
+            cases.append(
+                Case(
+                    spec.model_id,
+                    f"model_int{bits}",
+                    "quantize",
+                    f"int{bits} whole model",
+                    "model",
+                    tensors=[s.tensor for s in sites],
+                )
+            )
     return cases, sites
 
 
@@ -304,8 +362,11 @@ def findings_summary(doc: dict) -> dict:
 
 
 def _names_site(finding: dict, case: Case) -> bool:
-    return (finding.get("tensor") in case.tensors or (finding.get("layer_id") is not None and finding["layer_id"] in case.layer_ids)
-            or (finding.get("layer") is not None and finding["layer"] in case.layer_names))
+    return (
+        finding.get("tensor") in case.tensors
+        or (finding.get("layer_id") is not None and finding["layer_id"] in case.layer_ids)
+        or (finding.get("layer") is not None and finding["layer"] in case.layer_names)
+    )
 
 
 def score(case: Case, spec: ModelSpec, doc: dict, metrics: dict | None) -> dict:
@@ -324,13 +385,20 @@ def score(case: Case, spec: ModelSpec, doc: dict, metrics: dict | None) -> dict:
     if case.scope == "model" and case.variant != "swap":
         record["tensors"] = f"{len(case.tensors)} layers"
     record.update(metrics or {})
-    record.update({
-        "verdict": verdict, "exit": doc.get("_exit"), "audit_error": doc.get("_error"), "detected": detected,
-        "false_alarm": verdict != "pass" if case.scope == "intact" else None,
-        "site_rules": sorted({f["rule"] for f in on_site}), "intact_site_rules": _intact_site_rules(case),
-        "findings": findings_summary(doc),
-        "analysed": (doc.get("summary") or {}).get("analysed"), "audit_seconds": doc.get("_seconds"),
-    })
+    record.update(
+        {
+            "verdict": verdict,
+            "exit": doc.get("_exit"),
+            "audit_error": doc.get("_error"),
+            "detected": detected,
+            "false_alarm": verdict != "pass" if case.scope == "intact" else None,
+            "site_rules": sorted({f["rule"] for f in on_site}),
+            "intact_site_rules": _intact_site_rules(case),
+            "findings": findings_summary(doc),
+            "analysed": (doc.get("summary") or {}).get("analysed"),
+            "audit_seconds": doc.get("_seconds"),
+        }
+    )
     return record
 
 
@@ -340,7 +408,9 @@ def _intact_site_rules(case: Case) -> list[str] | None:
     if case.scope not in ("layer", "model") or not case.layer_ids:
         return None
     intact = _read_json(audit_path(case.model, "intact")) or {}
-    return sorted({f["rule"] for f in intact.get("findings", []) if f["severity"] in ("warning", "error") and _names_site(f, case)})
+    return sorted(
+        {f["rule"] for f in intact.get("findings", []) if f["severity"] in ("warning", "error") and _names_site(f, case)}
+    )
 
 
 # ---- driver ------------------------------------------------------------------------------------
@@ -393,8 +463,10 @@ def intact_phase(specs: list[ModelSpec], args: argparse.Namespace, rec: Recorder
     jobs = [j for j in jobs if j[1] == "intact" or _wanted(j[1], args)]  # damage needs the intact audit
     docs: dict[str, tuple[Path, dict]] = {}
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {pool.submit(run_audit, sources[s.model_id], audit_path(s.model_id, v), [*args.extra, *a], args.reaudit): (s, v)
-                   for s, v, a in jobs}
+        futures = {
+            pool.submit(run_audit, sources[s.model_id], audit_path(s.model_id, v), [*args.extra, *a], args.reaudit): (s, v)
+            for s, v, a in jobs
+        }
         for fut in as_completed(futures):
             spec, variant = futures[fut]
             doc = fut.result()
@@ -424,7 +496,9 @@ def damage_phase(specs: list[ModelSpec], intact: dict[str, tuple[Path, dict]], a
         if not spec.damage:
             continue
         cases, sites = plan_cases(spec, doc, onnx.load(str(source), load_external_data=False))
-        _write_json(DATA / "plans" / f"{spec.model_id}.json", {"sites": [asdict(s) for s in sites], "cases": [asdict(c) for c in cases]})
+        _write_json(
+            DATA / "plans" / f"{spec.model_id}.json", {"sites": [asdict(s) for s in sites], "cases": [asdict(c) for c in cases]}
+        )
         order = list(dmg.LAYER_VARIANTS) + list(dmg.MODEL_VARIANTS)
         for case in cases:
             key = case.variant.split("_", 1)[1] if case.scope == "layer" else case.variant
@@ -436,8 +510,11 @@ def damage_phase(specs: list[ModelSpec], intact: dict[str, tuple[Path, dict]], a
         for fut in as_completed(futures):
             record = fut.result()
             rec.add(record)
-            print(f"  {record['model']:22s} {record['variant']:24s} {record['verdict']}  detected={record['detected']}  "
-                  f"cos={record.get('cosine')} top1={record.get('top1')}", flush=True)
+            print(
+                f"  {record['model']:22s} {record['variant']:24s} {record['verdict']}  detected={record['detected']}  "
+                f"cos={record.get('cosine')} top1={record.get('top1')}",
+                flush=True,
+            )
 
 
 def _run_case(case: Case, spec: ModelSpec, source: Path, sites: list[dmg.Site], ref: Reference, args: argparse.Namespace) -> dict:

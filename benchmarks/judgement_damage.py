@@ -152,6 +152,7 @@ def _noise(frac: float) -> Op:
     def op(m: np.ndarray, rng: np.random.Generator, ctx: dict) -> np.ndarray:
         g = rng.standard_normal(m.shape)
         return m + g * (frac * np.linalg.norm(m) / np.linalg.norm(g))
+
     return op
 
 
@@ -160,18 +161,19 @@ def _rank(frac: float) -> Op:
         k = max(1, int(round(frac * min(m.shape[1:]))))
         u, s, vt = np.linalg.svd(m, full_matrices=False)
         return (u[:, :, :k] * s[:, None, :k]) @ vt[:, :k, :]
+
     return op
 
 
 def _dup_rows(m: np.ndarray, rng: np.random.Generator, ctx: dict) -> np.ndarray:
     out, h = m.copy(), m.shape[1] // 2
-    out[:, h:2 * h] = m[:, :h]
+    out[:, h : 2 * h] = m[:, :h]
     return out
 
 
 def _dup_cols(m: np.ndarray, rng: np.random.Generator, ctx: dict) -> np.ndarray:
     out, h = m.copy(), m.shape[2] // 2
-    out[:, :, h:2 * h] = m[:, :, :h]
+    out[:, :, h : 2 * h] = m[:, :, :h]
     return out
 
 
@@ -202,6 +204,7 @@ def rtn(bits: int) -> Op:
         scale = np.abs(m).max(axis=(0, 2), keepdims=True) / qmax
         scale[scale == 0] = 1.0
         return np.clip(np.round(m / scale), -qmax, qmax) * scale
+
     return op
 
 

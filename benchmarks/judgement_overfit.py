@@ -33,8 +33,9 @@ def digits_test_images() -> np.ndarray:
 def _mlp():  # noqa: ANN202 - torch is imported lazily
     from torch import nn
 
-    return nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(),
-                         nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10))
+    return nn.Sequential(
+        nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+    )
 
 
 def _train(labels: np.ndarray, memorise: bool) -> tuple[object, float, int]:
@@ -45,13 +46,15 @@ def _train(labels: np.ndarray, memorise: bool) -> tuple[object, float, int]:
     y = torch.from_numpy(labels)
     torch.manual_seed(SEED)
     model = _mlp()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3) if memorise else torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    opt = (
+        torch.optim.Adam(model.parameters(), lr=1e-3) if memorise else torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    )
     gen = torch.Generator().manual_seed(SEED)
     loss_fn, epochs, first_perfect = torch.nn.CrossEntropyLoss(), 0, None
     while epochs < (40 if not memorise else 3000):
         order = torch.randperm(len(Xtr), generator=gen)
         for start in range(0, len(Xtr), 32):
-            idx = order[start:start + 32]
+            idx = order[start : start + 32]
             opt.zero_grad()
             loss_fn(model(Xtr[idx]), y[idx]).backward()
             opt.step()
@@ -72,8 +75,15 @@ def _export(model: object, path: Path) -> None:
     import torch
 
     batch = torch.export.Dim("batch")
-    program = torch.onnx.export(model, (torch.zeros(2, 64),), dynamo=True, external_data=False,
-                                input_names=["x"], output_names=["logits"], dynamic_shapes=({0: batch},))
+    program = torch.onnx.export(
+        model,
+        (torch.zeros(2, 64),),
+        dynamo=True,
+        external_data=False,
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_shapes=({0: batch},),
+    )
     proto = program.model_proto
     for node in proto.graph.node:
         keep = [p for p in node.metadata_props if p.key != "pkg.torch.onnx.stack_trace"]

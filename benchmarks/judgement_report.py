@@ -12,8 +12,17 @@ import judgement_damage as dmg
 SPLITS = ("tune", "holdout")
 OWN_DOMAIN_PREFIX = "own"
 # the issue's "must be found" damage: (damage, level or None for every level)
-MUST_DETECT = {("reinit", None), ("noise", "50%"), ("noise", "100%"), ("rank", "10%"), ("rank", "2%"),
-               ("duplicate", "rows"), ("scale", "x30"), ("zeros", None), ("nan", None)}
+MUST_DETECT = {
+    ("reinit", None),
+    ("noise", "50%"),
+    ("noise", "100%"),
+    ("rank", "10%"),
+    ("rank", "2%"),
+    ("duplicate", "rows"),
+    ("scale", "x30"),
+    ("zeros", None),
+    ("nan", None),
+}
 COSINE_BINS = ((0.999, "cos >= 0.999"), (0.99, "0.99-0.999"), (0.95, "0.95-0.99"), (0.80, "0.80-0.95"), (-2.0, "< 0.80"))
 TOP1_BINS = ((1.0, "top1 = 1"), (0.90, "0.90-1"), (0.50, "0.50-0.90"), (-1.0, "< 0.50"))
 
@@ -29,6 +38,7 @@ class Table:
 
     def text(self) -> str:
         widths = [max(len(r[i]) for r in [self.headers, *self.rows]) for i in range(len(self.headers))]
+
         def line(cells: list[str]) -> str:
             return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
 
@@ -63,9 +73,14 @@ def _real(r: dict) -> bool:
 
 def _size_mb(spec: object, data: Path) -> float | None:
     """The model's file plus its external data, as extracted from the wheel."""
-    files = [data / "own" / "digits_mlp_normal.onnx"] if spec.dist == "(own)" else [
-        Path.home() / ".cache" / "wwaudit-test-wheels" / "extracted" / f"{spec.dist}-{spec.version}" / m
-        for m in (spec.member, *spec.extra_members)]
+    files = (
+        [data / "own" / "digits_mlp_normal.onnx"]
+        if spec.dist == "(own)"
+        else [
+            Path.home() / ".cache" / "wwaudit-test-wheels" / "extracted" / f"{spec.dist}-{spec.version}" / m
+            for m in (spec.member, *spec.extra_members)
+        ]
+    )
     return sum(f.stat().st_size for f in files) / 1e6 if all(f.exists() for f in files) else None
 
 
@@ -89,28 +104,39 @@ def intact_table(records: list[dict], split: str) -> Table:
 
 
 def intact_summary(records: list[dict]) -> Table:
-    table = Table("Intact real models: false alarms", ["split", "models", "pass", "review", "fail", "false alarm",
-                                                      "median warn"])
+    table = Table("Intact real models: false alarms", ["split", "models", "pass", "review", "fail", "false alarm", "median warn"])
     for split in SPLITS:
         rs = [r for r in records if r["variant"] == "intact" and r["split"] == split and _real(r)]
         verdicts = [r["verdict"] for r in rs]
         warns = [r["findings"]["warning"] for r in rs]
-        table.add(split, len(rs), verdicts.count("pass"), verdicts.count("review"), verdicts.count("fail"),
-                  _pct(sum(v != "pass" for v in verdicts), len(rs)), f"{statistics.median(warns):g}" if warns else None)
+        table.add(
+            split,
+            len(rs),
+            verdicts.count("pass"),
+            verdicts.count("review"),
+            verdicts.count("fail"),
+            _pct(sum(v != "pass" for v in verdicts), len(rs)),
+            f"{statistics.median(warns):g}" if warns else None,
+        )
     return table
 
 
 def damage_table(records: list[dict], split: str) -> Table:
-    table = Table(f"Damage detection ({split})", ["damage", "level", "cases", "detected", "large", "mean cos",
-                                                 "mean top1"])
+    table = Table(f"Damage detection ({split})", ["damage", "level", "cases", "detected", "large", "mean cos", "mean top1"])
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in records:
         if r["split"] == split and r["scope"] in ("layer", "model"):
             groups.setdefault((r["damage"], r["level"]), []).append(r)
     for (damage, level), rs in sorted(groups.items(), key=lambda kv: _level_order(*kv[0])):
-        table.add(damage, level[:22], len(rs), _pct(sum(r["detected"] for r in rs), len(rs)),
-                  _pct(sum(bool(r.get("large_damage")) for r in rs), len(rs)),
-                  _mean([r.get("cosine") for r in rs]), _mean([r.get("top1") for r in rs]))
+        table.add(
+            damage,
+            level[:22],
+            len(rs),
+            _pct(sum(r["detected"] for r in rs), len(rs)),
+            _pct(sum(bool(r.get("large_damage")) for r in rs), len(rs)),
+            _mean([r.get("cosine") for r in rs]),
+            _mean([r.get("top1") for r in rs]),
+        )
     return table
 
 
@@ -143,6 +169,7 @@ def _target_rows(records: list[dict], split: str) -> list[tuple[str, str, bool |
     probes = [r for r in mine if r["scope"] == "probe"]
     must = [r for r in mine if r["scope"] == "layer" and _must(r)]
     large = [r for r in mine if r["scope"] in ("layer", "model") and r.get("large_damage")]
+
     def share(rs: list[dict], ok: Any) -> float | None:
         return sum(map(ok, rs)) / len(rs) if rs else None
 
@@ -154,11 +181,14 @@ def _target_rows(records: list[dict], split: str) -> list[tuple[str, str, bool |
         ("must-detect damage found: >= 95%", share(must, lambda r: r["detected"]), 0.95),
         ("large damage found: >= 90%", share(large, lambda r: r["detected"]), 0.90),
     ]
-    out = [(name, f"{v:.0%} of {n}" if v is not None else "n/a", None if v is None else v >= goal)
-           for (name, v, goal), n in zip(rows, (len(probes), len(intact), len(intact), len(must), len(large)))]
+    out = [
+        (name, f"{v:.0%} of {n}" if v is not None else "n/a", None if v is None else v >= goal)
+        for (name, v, goal), n in zip(rows, (len(probes), len(intact), len(intact), len(must), len(large)))
+    ]
     median = statistics.median(warns) if warns else None
-    out.insert(3, ("intact: median warnings <= 2", f"{median}" if median is not None else "n/a",
-                   None if median is None else median <= 2))
+    out.insert(
+        3, ("intact: median warnings <= 2", f"{median}" if median is not None else "n/a", None if median is None else median <= 2)
+    )
     return out
 
 
@@ -174,9 +204,11 @@ def tables(records: list[dict], specs: dict, data: Path) -> tuple[str, str]:
     """All tables as (plain text, Markdown)."""
     built: list[Table] = [models_table(records, specs, data)]
     per_split: list[Callable[[str], Table]] = [
-        lambda s: intact_table(records, s), lambda s: damage_table(records, s),
+        lambda s: intact_table(records, s),
+        lambda s: damage_table(records, s),
         lambda s: curve_table(records, s, "cosine", COSINE_BINS, "cosine"),
-        lambda s: curve_table(records, s, "top1", TOP1_BINS, "top-1")]
+        lambda s: curve_table(records, s, "top1", TOP1_BINS, "top-1"),
+    ]
     built.append(intact_summary(records))
     for make in per_split:
         built += [make(s) for s in SPLITS]

@@ -84,8 +84,8 @@ def _file_bytes(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
     half = shape[-1] // 2
     beg, end = np.frombuffer(data[:half], np.uint8), np.frombuffer(data[-half:], np.uint8)
     out = np.full(shape[-1], 256, dtype=np.int64)
-    out[:beg.size] = beg
-    out[shape[-1] - end.size:] = end
+    out[: beg.size] = beg
+    out[shape[-1] - end.size :] = end
     return out.reshape(shape)
 
 
@@ -150,8 +150,15 @@ def _labels(outputs: list[list[np.ndarray]], mode: str, index: int) -> np.ndarra
 
 
 def _floats(outputs: list[list[np.ndarray]]) -> np.ndarray:
-    return np.concatenate([np.asarray(y, dtype=np.float64).ravel() for outs in outputs for y in outs
-                           if np.issubdtype(np.asarray(y).dtype, np.floating)] or [np.zeros(0)])
+    return np.concatenate(
+        [
+            np.asarray(y, dtype=np.float64).ravel()
+            for outs in outputs
+            for y in outs
+            if np.issubdtype(np.asarray(y).dtype, np.floating)
+        ]
+        or [np.zeros(0)]
+    )
 
 
 def compare(spec: ModelSpec, ref: list[list[np.ndarray]], got: list[list[np.ndarray]], names: list[str]) -> dict:

@@ -105,8 +105,16 @@ class _Writer:
             entry = t.external_data.add()
             entry.key, entry.value = key, value
         self.inits.append(t)
-        self.manifest.append({"name": name, "shape": [rows, cols], "dtype": np.dtype(self.dtype).name,
-                              "offset": offset, "length": arr.nbytes, "role": role})
+        self.manifest.append(
+            {
+                "name": name,
+                "shape": [rows, cols],
+                "dtype": np.dtype(self.dtype).name,
+                "offset": offset,
+                "length": arr.nbytes,
+                "role": role,
+            }
+        )
         return name
 
 
@@ -126,8 +134,10 @@ def build(name: str, shape: Shape, folder: Path, seed: int = 0) -> Path:
     inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "seq"])]
     x = node("Gather", [w.weight("embed_tokens", shape.vocab, H, "embedding"), "ids"], "x_embed")
     if shape.family == "bert":
-        inputs += [helper.make_tensor_value_info("pos", TensorProto.INT64, [1, "seq"]),
-                   helper.make_tensor_value_info("types", TensorProto.INT64, [1, "seq"])]
+        inputs += [
+            helper.make_tensor_value_info("pos", TensorProto.INT64, [1, "seq"]),
+            helper.make_tensor_value_info("types", TensorProto.INT64, [1, "seq"]),
+        ]
         p = node("Gather", [w.weight("embed_positions", shape.positions, H, "embedding"), "pos"], "x_pos")
         t = node("Gather", [w.weight("embed_types", 2, H, "embedding"), "types"], "x_types")
         x = node("Add", [node("Add", [x, p], "x_sum0"), t], "x_sum1")
@@ -158,8 +168,9 @@ def build(name: str, shape: Shape, folder: Path, seed: int = 0) -> Path:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="wwaudit-benchmarks")
     path = folder / "model.onnx"
     onnx.save(model, path)  # the initializers already point at the data file: nothing inlined
-    (folder / "manifest.json").write_text(json.dumps({"name": name, "family": shape.family, "layers": shape.layers,
-                                                      "weights": w.manifest}, indent=1))
+    (folder / "manifest.json").write_text(
+        json.dumps({"name": name, "family": shape.family, "layers": shape.layers, "weights": w.manifest}, indent=1)
+    )
     return path
 
 

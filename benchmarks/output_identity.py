@@ -42,7 +42,7 @@ OUTPUTS = {"--json": "out.json", "--csv": "out.csv", "--sarif": "out.sarif", "--
 
 # Run inside the "after" tree (its tests/ helpers match its package): writes the models the
 # test suite builds into argv[1] and prints one "name<TAB>path<TAB>extra args" line per model.
-GENERATE = r'''
+GENERATE = r"""
 import os, sys
 from pathlib import Path
 sys.path.insert(0, "tests")
@@ -72,7 +72,7 @@ if hostile:
     from make_hostile import build
     for case in build(out / "hostile"):
         print("hostile_%s\t%s\t%s" % (case.name, case.model, " ".join(case.args)))
-'''
+"""
 
 
 def git(*args: str, cwd: Path = REPO) -> str:
@@ -90,8 +90,13 @@ def checkout(rev: str | None, scratch: Path, label: str) -> Path:
 
 def models(tree: Path, folder: Path, hostile: bool, real: bool) -> list[tuple[str, Path, list[str]]]:
     found = [(f"sample_{p.stem}", p, []) for p in sorted((tree / "samples").glob("*.onnx"))]
-    lines = subprocess.run([sys.executable, "-c", GENERATE, str(folder), "1" if hostile else "0"], cwd=tree,
-                           check=True, capture_output=True, text=True).stdout.splitlines()
+    lines = subprocess.run(
+        [sys.executable, "-c", GENERATE, str(folder), "1" if hostile else "0"],
+        cwd=tree,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()
     for line in lines:
         name, path, extra = line.split("\t")
         found.append((name, Path(path), extra.split()))
@@ -151,8 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--after", help="git revision to check (default: the working tree)")
     parser.add_argument("--no-real", action="store_true", help="leave out the cached real-model wheels")
     parser.add_argument("--no-hostile", action="store_true", help="leave out tests/make_hostile.py's cases")
-    parser.add_argument("--ignore-line", action="append", default=[], metavar="REGEX",
-                        help="drop lines matching REGEX from both sides first (an intended, declared change)")
+    parser.add_argument(
+        "--ignore-line",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="drop lines matching REGEX from both sides first (an intended, declared change)",
+    )
     parser.add_argument("--keep", metavar="DIR", help="write the outputs under DIR instead of a temporary folder")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="wwaudit-identity-") as tmp:

@@ -35,12 +35,25 @@ def build_model(path: str, layers: int, width: int, seed: int = 0) -> None:
         w += ((u @ v) * (0.5 + (i % 5)) * 4 / np.sqrt(n * m)).astype(np.float32)
         inits.append(numpy_helper.from_array(w, f"w{i}"))
         # each layer reads the block input (a fan-out), which keeps every weight a MatMul operand
-        nodes.append(helper.make_node("MatMul", ["x" if n == width else "x4", f"w{i}"], [f"h{i}"],
-                                      name=f"block{i // 6}.{['q', 'k', 'v', 'o', 'fc1', 'fc2'][i % 6]}"))
+        nodes.append(
+            helper.make_node(
+                "MatMul",
+                ["x" if n == width else "x4", f"w{i}"],
+                [f"h{i}"],
+                name=f"block{i // 6}.{['q', 'k', 'v', 'o', 'fc1', 'fc2'][i % 6]}",
+            )
+        )
     outputs = [helper.make_tensor_value_info(f"h{i}", TensorProto.FLOAT, None) for i in range(layers)]
-    graph = helper.make_graph(nodes, "bench", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width]),
-                                               helper.make_tensor_value_info("x4", TensorProto.FLOAT, [1, 4 * width])],
-                              outputs, inits)
+    graph = helper.make_graph(
+        nodes,
+        "bench",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width]),
+            helper.make_tensor_value_info("x4", TensorProto.FLOAT, [1, 4 * width]),
+        ],
+        outputs,
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
@@ -70,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     pdf = pdf_format.render(result, ctx)
     t_pdf = time.perf_counter() - t0
-    print(f"model: {len(result.layers)} layers, {with_findings} with a finding, plots={args.plots}, "
-          f"{os.cpu_count()} CPUs")
+    print(f"model: {len(result.layers)} layers, {with_findings} with a finding, plots={args.plots}, {os.cpu_count()} CPUs")
     print(f"analysis      {analysis:8.2f} s")
     print(f"HTML report   {t_html:8.2f} s  ({t_html / analysis:6.1%} of analysis, {len(html) / 2**20:.1f} MiB)")
     print(f"PDF report    {t_pdf:8.2f} s  ({t_pdf / analysis:6.1%} of analysis, {len(pdf) / 2**20:.1f} MiB)")

@@ -19,9 +19,25 @@ import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-LOCATIONS = ["weights.bin", "../outside/secret.bin", "/etc/passwd", "link.bin", "linkdir/secret.bin",
-             "sub/../../outside/secret.bin", "..\\outside\\secret.bin", "", ".", "sub/", "C:/x", "weights.bin\x00x",
-             "sub//weights.bin", "./weights.bin", "nope.bin", "sub", "sub/weights.bin"]
+LOCATIONS = [
+    "weights.bin",
+    "../outside/secret.bin",
+    "/etc/passwd",
+    "link.bin",
+    "linkdir/secret.bin",
+    "sub/../../outside/secret.bin",
+    "..\\outside\\secret.bin",
+    "",
+    ".",
+    "sub/",
+    "C:/x",
+    "weights.bin\x00x",
+    "sub//weights.bin",
+    "./weights.bin",
+    "nope.bin",
+    "sub",
+    "sub/weights.bin",
+]
 NUMBERS = ["0", "4", "-8", "1e3", "0x10", " 4", "99999999999999999999999", "x", "", "128", "+4", "٣"]
 EXTREMES = [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 6.1e-5, 1e-45, 3.4e38, 1e150, 1e300, -1e300]
 
@@ -78,10 +94,13 @@ def gen_sparse(rng: np.random.Generator, b: Built, scale: int) -> None:
     indices = rng.integers(-2 if rng.random() < 0.2 else 0, high, size=shape)
     dtype = rng.choice([np.int64, np.int32, np.uint64, np.int8, np.float32])
     values = rng.standard_normal(nnz + int(rng.choice([0, 0, 1]))).astype(np.float32)
-    sp = helper.make_sparse_tensor(numpy_helper.from_array(values, "w_sparse"),
-                                   numpy_helper.from_array(indices.astype(dtype), "w_sparse_idx"), dims)
+    sp = helper.make_sparse_tensor(
+        numpy_helper.from_array(values, "w_sparse"), numpy_helper.from_array(indices.astype(dtype), "w_sparse_idx"), dims
+    )
     b.sparse.append(sp)
-    b.nodes.append(helper.make_node(str(rng.choice(["MatMul", "Gemm", "Gather"])), ["x", "w_sparse"], ["sp_out"], name="fc_sparse"))
+    b.nodes.append(
+        helper.make_node(str(rng.choice(["MatMul", "Gemm", "Gather"])), ["x", "w_sparse"], ["sp_out"], name="fc_sparse")
+    )
 
 
 def gen_conv(rng: np.random.Generator, b: Built, scale: int) -> None:
@@ -117,10 +136,23 @@ def gen_quant(rng: np.random.Generator, b: Built, scale: int) -> None:
         k, n = int(rng.integers(1, 64 * scale)), int(rng.integers(1, 32 * scale))
         bits, block = int(rng.choice([2, 4, 8, 3])), int(rng.choice([16, 32, 0, 7]))
         packed = rng.integers(0, 255, size=(n, max(1, k // max(block, 1)), max(1, block * bits // 8))).astype(np.uint8)
-        b.inits += [numpy_helper.from_array(packed, "w_nbits"),
-                    numpy_helper.from_array(np.ones(int(rng.integers(0, 2 * n + 2)), np.float32), "w_nbits_scale")]
-        b.nodes.append(helper.make_node("MatMulNBits", ["x", "w_nbits", "w_nbits_scale"], ["nb_out"], name="nbits",
-                                        domain="com.microsoft", K=k, N=n, bits=bits, block_size=block))
+        b.inits += [
+            numpy_helper.from_array(packed, "w_nbits"),
+            numpy_helper.from_array(np.ones(int(rng.integers(0, 2 * n + 2)), np.float32), "w_nbits_scale"),
+        ]
+        b.nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                ["x", "w_nbits", "w_nbits_scale"],
+                ["nb_out"],
+                name="nbits",
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=bits,
+                block_size=block,
+            )
+        )
 
 
 def gen_huge(rng: np.random.Generator, b: Built, scale: int) -> None:
@@ -141,10 +173,14 @@ def gen_nesting(rng: np.random.Generator, b: Built, scale: int) -> None:
     if kind == "chain":
         length = int(rng.choice([3, 40, 70, 200, 600]))
         for level in range(length):
-            body = ([helper.make_node(f"F{level + 1}", ["a", "b"], ["c"], domain="local")] if level < length - 1
-                    else [helper.make_node("MatMul", ["a", "b"], ["c"])])
-            b.functions.append(helper.make_function("local", f"F{level}", ["a", "b"], ["c"], body,
-                                                    [helper.make_opsetid("", OPSET)]))
+            body = (
+                [helper.make_node(f"F{level + 1}", ["a", "b"], ["c"], domain="local")]
+                if level < length - 1
+                else [helper.make_node("MatMul", ["a", "b"], ["c"])]
+            )
+            b.functions.append(
+                helper.make_function("local", f"F{level}", ["a", "b"], ["c"], body, [helper.make_opsetid("", OPSET)])
+            )
         b.inits.append(numpy_helper.from_array(_matrix(rng, 16, 8), "w_fn"))
         b.nodes.append(helper.make_node("F0", ["x", "w_fn"], ["fn_out"], domain="local", name="call"))
     elif kind == "ifs":
@@ -219,8 +255,14 @@ def gen_payloads(rng: np.random.Generator, b: Built, scale: int) -> None:
 
 
 FAMILIES: dict[str, Callable[[np.random.Generator, Built, int], None]] = {
-    "paths": gen_paths, "sparse": gen_sparse, "conv": gen_conv, "quant": gen_quant, "huge": gen_huge,
-    "nesting": gen_nesting, "limits": gen_limits, "payloads": gen_payloads,
+    "paths": gen_paths,
+    "sparse": gen_sparse,
+    "conv": gen_conv,
+    "quant": gen_quant,
+    "huge": gen_huge,
+    "nesting": gen_nesting,
+    "limits": gen_limits,
+    "payloads": gen_payloads,
 }
 
 
@@ -235,12 +277,21 @@ def make_case(seed: int, folder: Path, scale: int = 1) -> tuple[str, list[str], 
     for name in dict.fromkeys(chosen):
         FAMILIES[name](rng, b, scale)
     graph = helper.make_graph(
-        b.nodes, "fuzz",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16]),
-         helper.make_tensor_value_info("x16", TensorProto.FLOAT, [1, 16])] + b.inputs,
-        [helper.make_tensor_value_info("fc_base_out", TensorProto.FLOAT, [1, 8])], b.inits, sparse_initializer=b.sparse)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("local", 1),
-                                                    helper.make_opsetid("com.microsoft", 1)])
+        b.nodes,
+        "fuzz",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16]),
+            helper.make_tensor_value_info("x16", TensorProto.FLOAT, [1, 16]),
+        ]
+        + b.inputs,
+        [helper.make_tensor_value_info("fc_base_out", TensorProto.FLOAT, [1, 8])],
+        b.inits,
+        sparse_initializer=b.sparse,
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET), helper.make_opsetid("local", 1), helper.make_opsetid("com.microsoft", 1)],
+    )
     model.functions.extend(b.functions)
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in b.files.items():

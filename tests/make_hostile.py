@@ -50,8 +50,13 @@ def _weights(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return rng.standard_normal((ROWS, COLS)).astype(np.float32), rng.standard_normal((COLS, 8)).astype(np.float32)
 
 
-def _graph(target: TensorProto, extra_nodes: list | None = None, extra_inits: list | None = None,
-           target_op: tuple[str, str] = ("", "MatMul"), nodes: list | None = None) -> onnx.GraphProto:
+def _graph(
+    target: TensorProto,
+    extra_nodes: list | None = None,
+    extra_inits: list | None = None,
+    target_op: tuple[str, str] = ("", "MatMul"),
+    nodes: list | None = None,
+) -> onnx.GraphProto:
     """x[1,32] -> MatMul(w_target) -> Relu -> MatMul(w_ok) -> y: `w_ok` is always a sound layer."""
     _, ok = _weights()
     domain, op = target_op
@@ -80,8 +85,14 @@ def _save(model: onnx.ModelProto, path: Path) -> str:
     return str(path)
 
 
-def _external(name: str, location: str, offset: int = 0, length: int | None = None,
-              dims: tuple[int, ...] = (ROWS, COLS), data_type: int = TensorProto.FLOAT) -> TensorProto:
+def _external(
+    name: str,
+    location: str,
+    offset: int = 0,
+    length: int | None = None,
+    dims: tuple[int, ...] = (ROWS, COLS),
+    data_type: int = TensorProto.FLOAT,
+) -> TensorProto:
     t = TensorProto()
     t.name = name
     t.data_type = data_type
@@ -143,18 +154,24 @@ def _nested_ifs(levels: int) -> onnx.ModelProto:
     for level in range(levels):
         node = helper.make_node("If", ["c"], ["h"], name=f"if_{level}", then_branch=inner, else_branch=empty)
         inner = helper.make_graph([node], f"level_{level}", [], y)
-    graph = _graph(numpy_helper.from_array(target, "w_deep"), nodes=list(inner.node) + [
-        helper.make_node("Relu", ["h"], ["r"], name="relu"),
-        helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
-    ])
+    graph = _graph(
+        numpy_helper.from_array(target, "w_deep"),
+        nodes=list(inner.node)
+        + [
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
+        ],
+    )
     graph.input.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
     return _model(graph)
 
 
 def _function_model(functions: list[onnx.FunctionProto], entry: str) -> onnx.ModelProto:
     target, _ = _weights(2)
-    graph = _graph(numpy_helper.from_array(target, "w_target"),
-                   extra_nodes=[helper.make_node(entry, ["x"], ["unused"], domain="local", name="entry")])
+    graph = _graph(
+        numpy_helper.from_array(target, "w_target"),
+        extra_nodes=[helper.make_node(entry, ["x"], ["unused"], domain="local", name="entry")],
+    )
     model = _model(graph, [helper.make_opsetid("local", 1)])
     model.functions.extend(functions)
     return model
@@ -182,40 +199,54 @@ def _function_chain(length: int) -> onnx.ModelProto:
     """F0 calls F1 calls F2 ... F<length>: one node per level, far past Python's recursion limit."""
     functions = []
     for level in range(length):
-        body = [helper.make_node(f"F{level + 1}", ["a"], ["c"], domain="local")] if level < length - 1 else [
-            helper.make_node("Relu", ["a"], ["c"])]
+        body = (
+            [helper.make_node(f"F{level + 1}", ["a"], ["c"], domain="local")]
+            if level < length - 1
+            else [helper.make_node("Relu", ["a"], ["c"])]
+        )
         functions.append(helper.make_function("local", f"F{level}", ["a"], ["c"], body, [helper.make_opsetid("", OPSET)]))
     return _function_model(functions, "F0")
 
 
 def _sparse(name: str, dims: tuple[int, ...], values: np.ndarray, indices: np.ndarray) -> onnx.SparseTensorProto:
-    return helper.make_sparse_tensor(numpy_helper.from_array(values, name),
-                                     numpy_helper.from_array(indices, name + "_idx"), list(dims))
+    return helper.make_sparse_tensor(
+        numpy_helper.from_array(values, name), numpy_helper.from_array(indices, name + "_idx"), list(dims)
+    )
 
 
 def _sparse_target(indices: np.ndarray) -> onnx.ModelProto:
     """w_target as a sparse initializer whose indices are given (out of range, wrong width...)."""
     _, ok = _weights()
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w_target"], ["h"], name="fc_target"),
-         helper.make_node("Relu", ["h"], ["r"], name="relu"),
-         helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok")],
-        "hostile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ROWS])],
+        [
+            helper.make_node("MatMul", ["x", "w_target"], ["h"], name="fc_target"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
+        ],
+        "hostile",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ROWS])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
         [numpy_helper.from_array(ok, "w_ok")],
-        sparse_initializer=[_sparse("w_target", (ROWS, COLS), np.arange(1, 4, dtype=np.float32), indices)])
+        sparse_initializer=[_sparse("w_target", (ROWS, COLS), np.arange(1, 4, dtype=np.float32), indices)],
+    )
     return _model(graph)
 
 
 def _einsum_three_inputs() -> onnx.ModelProto:
     """An Einsum whose weight sits in its third input: the plan must mark it, not index past the equation."""
     weights, _ = _weights()
-    return _model(_graph(numpy_helper.from_array(weights, "w_target"), nodes=[
-        helper.make_node("Einsum", ["x", "x", "w_target"], ["h"], name="fc_target", equation="ij,jk->ik"),
-        helper.make_node("Relu", ["x"], ["r0"], name="relu0"),
-        helper.make_node("MatMul", ["x", "w_mid"], ["r"], name="fc_mid"),
-        helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
-    ], extra_inits=[numpy_helper.from_array(_weights(3)[0][:, :COLS], "w_mid")]))
+    return _model(
+        _graph(
+            numpy_helper.from_array(weights, "w_target"),
+            nodes=[
+                helper.make_node("Einsum", ["x", "x", "w_target"], ["h"], name="fc_target", equation="ij,jk->ik"),
+                helper.make_node("Relu", ["x"], ["r0"], name="relu0"),
+                helper.make_node("MatMul", ["x", "w_mid"], ["r"], name="fc_mid"),
+                helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
+            ],
+            extra_inits=[numpy_helper.from_array(_weights(3)[0][:, :COLS], "w_mid")],
+        )
+    )
 
 
 def repeated_location_external(location: str) -> TensorProto:
@@ -233,10 +264,16 @@ def sparse_tied_bomb(rows: int = 65536, cols: int = 65535) -> onnx.ModelProto:
     table = _sparse("emb", (rows, cols), one, np.array([5], np.int64))
     head = _sparse("head", (rows, cols), one, np.array([5], np.int64))
     graph = helper.make_graph(
-        [helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
-         helper.make_node("Gemm", ["e", "head"], ["y"], name="lm_head", transB=1)],
-        "bomb", [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [], sparse_initializer=[table, head])
+        [
+            helper.make_node("Gather", ["emb", "ids"], ["e"], name="embed"),
+            helper.make_node("Gemm", ["e", "head"], ["y"], name="lm_head", transB=1),
+        ],
+        "bomb",
+        [helper.make_tensor_value_info("ids", TensorProto.INT64, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [],
+        sparse_initializer=[table, head],
+    )
     return _model(graph)
 
 
@@ -251,8 +288,13 @@ def shared_weight_many_consumers(count: int) -> onnx.ModelProto:
     """One 64x64 weight consumed by `count` MatMul nodes."""
     w = numpy_helper.from_array(np.random.default_rng(4).standard_normal((64, 64)).astype(np.float32), "w_shared")
     nodes = [helper.make_node("MatMul", ["x", "w_shared"], [f"h{i}"], name=f"mm_{i}") for i in range(count)]
-    graph = helper.make_graph(nodes, "shared", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
-                              [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 64])], [w])
+    graph = helper.make_graph(
+        nodes,
+        "shared",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+        [helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, 64])],
+        [w],
+    )
     return _model(graph)
 
 
@@ -267,10 +309,13 @@ def long_node_name(length: int) -> onnx.ModelProto:
 def conv_many_positions(side: int = 1000) -> onnx.ModelProto:
     """A valid Conv weight [2, 1, side, side]: side² kernel positions, side² eigenvalues."""
     w = np.random.default_rng(5).standard_normal((2, 1, side, side)).astype(np.float32)
-    graph = helper.make_graph([helper.make_node("Conv", ["x", "w_conv"], ["y"], name="conv")], "conv",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, side, side])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, "w_conv")])
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w_conv"], ["y"], name="conv")],
+        "conv",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, "w_conv")],
+    )
     return _model(graph)
 
 
@@ -286,8 +331,10 @@ def payload_cases() -> dict[str, tuple[onnx.ModelProto, str, dict[str, bytes]]]:
     dup = _graph(w, extra_inits=[numpy_helper.from_array(weights * 2, "w_target")])
     override = _graph(w)
     override.input.append(helper.make_tensor_value_info("w_target", TensorProto.FLOAT, [ROWS, COLS]))
-    overlap = _graph(_external("w_target", "weights.bin", length=ROWS * COLS * 4), extra_inits=[
-        _external("w_alias", "weights.bin", offset=ROWS * COLS * 2, length=ROWS * COLS * 2, dims=(ROWS // 2, COLS))])
+    overlap = _graph(
+        _external("w_target", "weights.bin", length=ROWS * COLS * 4),
+        extra_inits=[_external("w_alias", "weights.bin", offset=ROWS * COLS * 2, length=ROWS * COLS * 2, dims=(ROWS // 2, COLS))],
+    )
     wrong_field = _raw("w_target", (ROWS, COLS), weights.tobytes())
     wrong_field.double_data.extend([1.0] * 4)
     data = {"weights.bin": weights.tobytes()}
@@ -353,8 +400,7 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
     add("pickle", str(d / "model.onnx"), 2, "pickle")
 
     d = folder("onnx_with_other_extension")  # a valid model under another name is audited normally
-    add("onnx_with_other_extension", _save(_model(_graph(good)), d / "model.bin"), None, "",
-        analysed="w_target")
+    add("onnx_with_other_extension", _save(_model(_graph(good)), d / "model.bin"), None, "", analysed="w_target")
 
     d = folder("directory")
     (d / "model.onnx").mkdir(exist_ok=True)
@@ -367,8 +413,13 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
     path = Path(_save(_model(_graph(good)), d / "model.onnx"))
     path.chmod(0)
     readable = os.access(path, os.R_OK)  # root reads it anyway: the test simulates EACCES instead
-    add("no_permission", str(path), 2, "permission denied",
-        skip="running as root: mode 000 does not stop root from reading" if readable else None)
+    add(
+        "no_permission",
+        str(path),
+        2,
+        "permission denied",
+        skip="running as root: mode 000 does not stop root from reading" if readable else None,
+    )
 
     d = folder("fifo")
     if hasattr(os, "mkfifo"):
@@ -428,75 +479,122 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
     ext_case("ext_terminal_escape", "\x1b]0;pwned\x07\x1b[2J/../x", "'..'")  # must reach the terminal inert
 
     # Broken ranges spoil one tensor: that layer is an error, the rest is audited.
-    def ext_tensor_case(name: str, message: str, offset: int = 0, length: int | None = None,
-                        data: bytes = weights.tobytes()) -> None:
+    def ext_tensor_case(
+        name: str, message: str, offset: int = 0, length: int | None = None, data: bytes = weights.tobytes()
+    ) -> None:
         d = folder(name)
         (d / "weights.bin").write_bytes(data)
         model = _model(_graph(_external("w_target", "weights.bin", offset=offset, length=length)))
         # the unreadable weight is not audited: rule WW010 (error) fails the verdict, exit 1
-        add(name, _save(model, d / "model.onnx"), 1, message, layer="w_target", status="error", analysed="w_ok",
-            finding="WW010")
+        add(name, _save(model, d / "model.onnx"), 1, message, layer="w_target", status="error", analysed="w_ok", finding="WW010")
 
     ext_tensor_case("ext_offset_beyond_eof", "beyond the end", offset=1 << 20)
     ext_tensor_case("ext_truncated_data_file", "beyond the end", data=weights.tobytes()[:100])
     ext_tensor_case("ext_length_mismatch", "does not match", length=ROWS * COLS * 4 - 4)
 
     # -- tensors -----------------------------------------------------------------------------
-    def tensor_case(name: str, target: TensorProto, message: str, status: str, finding: str | None = None,
-                    exit_code: int | None = None, target_op: tuple[str, str] = ("", "MatMul"), **kw) -> None:
+    def tensor_case(
+        name: str,
+        target: TensorProto,
+        message: str,
+        status: str,
+        finding: str | None = None,
+        exit_code: int | None = None,
+        target_op: tuple[str, str] = ("", "MatMul"),
+        **kw,
+    ) -> None:
         d = folder(name)
         extra_opsets = [helper.make_opsetid(target_op[0], 1)] if target_op[0] else None
         model = _model(_graph(target, target_op=target_op), extra_opsets)
-        add(name, _save(model, d / "model.onnx"), exit_code, message, layer=target.name, status=status,
-            finding=finding, analysed="w_ok", **kw)
+        add(
+            name,
+            _save(model, d / "model.onnx"),
+            exit_code,
+            message,
+            layer=target.name,
+            status=status,
+            finding=finding,
+            analysed="w_ok",
+            **kw,
+        )
 
-    tensor_case("memory_bomb", _raw("w_target", (1 << 31, 1 << 31), weights.tobytes()),
-                "--max-memory", "skipped", exit_code=3)
-    tensor_case("memory_bomb_under_limit", _raw("w_target", (100_000, 1_000), weights.tobytes()),
-                "raw data has", "error")
+    tensor_case("memory_bomb", _raw("w_target", (1 << 31, 1 << 31), weights.tobytes()), "--max-memory", "skipped", exit_code=3)
+    tensor_case("memory_bomb_under_limit", _raw("w_target", (100_000, 1_000), weights.tobytes()), "raw data has", "error")
     tensor_case("negative_dims", _raw("w_target", (-ROWS, COLS), weights.tobytes()), "negative dimension", "skipped")
-    tensor_case("raw_data_short", _raw("w_target", (ROWS, COLS), weights.tobytes()[:-4]), "raw data has", "error", finding="WW010", exit_code=1)
-    tensor_case("raw_data_long", _raw("w_target", (ROWS, COLS), weights.tobytes() + b"\0" * 8), "raw data has", "error", finding="WW010", exit_code=1)
-    tensor_case("unknown_dtype", _raw("w_target", (ROWS, COLS), weights.tobytes(), data_type=99),
-                "unsupported dtype", "skipped")
+    tensor_case(
+        "raw_data_short",
+        _raw("w_target", (ROWS, COLS), weights.tobytes()[:-4]),
+        "raw data has",
+        "error",
+        finding="WW010",
+        exit_code=1,
+    )
+    tensor_case(
+        "raw_data_long",
+        _raw("w_target", (ROWS, COLS), weights.tobytes() + b"\0" * 8),
+        "raw data has",
+        "error",
+        finding="WW010",
+        exit_code=1,
+    )
+    tensor_case("unknown_dtype", _raw("w_target", (ROWS, COLS), weights.tobytes(), data_type=99), "unsupported dtype", "skipped")
     strings = helper.make_tensor("w_target", TensorProto.STRING, (ROWS, COLS), [b"w"] * (ROWS * COLS))
     tensor_case("string_tensor", strings, "string tensor", "skipped")
     nan = weights.copy()
     nan[3, 4], nan[5, 6] = np.nan, np.inf
     tensor_case("nan_inf", numpy_helper.from_array(nan, "w_target"), "nan", "error", finding="WW006", exit_code=1)
-    tensor_case("all_zero", numpy_helper.from_array(np.zeros_like(weights), "w_target"), "zero", "error",
-                finding="WW007", exit_code=1)
-    tensor_case("constant", numpy_helper.from_array(np.full_like(weights, 0.5), "w_target"), "constant", "",
-                finding="WW007", exit_code=1)
-    tensor_case("float64_overflow", numpy_helper.from_array(weights.astype(np.float64) * 1e200, "w_target"),
-                "overflow", "error")
+    tensor_case(
+        "all_zero", numpy_helper.from_array(np.zeros_like(weights), "w_target"), "zero", "error", finding="WW007", exit_code=1
+    )
+    tensor_case(
+        "constant", numpy_helper.from_array(np.full_like(weights, 0.5), "w_target"), "constant", "", finding="WW007", exit_code=1
+    )
+    tensor_case("float64_overflow", numpy_helper.from_array(weights.astype(np.float64) * 1e200, "w_target"), "overflow", "error")
     tensor_case("one_by_n", numpy_helper.from_array(weights[:1], "w_target"), "too small", "skipped")
-    tensor_case("custom_domain_op", numpy_helper.from_array(weights, "w_target"), "com.vendor", "skipped",
-                target_op=("com.vendor", "SecretSauce"))
+    tensor_case(
+        "custom_domain_op",
+        numpy_helper.from_array(weights, "w_target"),
+        "com.vendor",
+        "skipped",
+        target_op=("com.vendor", "SecretSauce"),
+    )
 
     # -- graph structure ------------------------------------------------------------------
-    def graph_case(name: str, model: onnx.ModelProto, message: str, exit_code: int | None = None,
-                   finding: str | None = "WW000", analysed: str | None = "w_ok") -> None:
+    def graph_case(
+        name: str,
+        model: onnx.ModelProto,
+        message: str,
+        exit_code: int | None = None,
+        finding: str | None = "WW000",
+        analysed: str | None = "w_ok",
+    ) -> None:
         d = folder(name)
         add(name, _save(model, d / "model.onnx"), exit_code, message, finding=finding, analysed=analysed)
 
     dup = _graph(good, extra_inits=[numpy_helper.from_array(weights * 2, "w_target")])
     graph_case("duplicate_names", _model(dup), "duplicate")
-    cycle = _graph(good, nodes=[
-        helper.make_node("MatMul", ["loop", "w_target"], ["h"], name="fc_target"),
-        helper.make_node("Relu", ["h"], ["r"], name="relu"),
-        helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
-        helper.make_node("Slice", ["h", "zero", "rows"], ["loop"], name="back_edge"),
-    ])
-    cycle.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), "zero"),
-                              numpy_helper.from_array(np.array([ROWS], np.int64), "rows")])
+    cycle = _graph(
+        good,
+        nodes=[
+            helper.make_node("MatMul", ["loop", "w_target"], ["h"], name="fc_target"),
+            helper.make_node("Relu", ["h"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
+            helper.make_node("Slice", ["h", "zero", "rows"], ["loop"], name="back_edge"),
+        ],
+    )
+    cycle.initializer.extend(
+        [numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([ROWS], np.int64), "rows")]
+    )
     graph_case("cycle", _model(cycle), "cycle")
-    dangling = _graph(good, nodes=[
-        helper.make_node("MatMul", ["x", "w_target"], ["h"], name="fc_target"),
-        helper.make_node("Add", ["h", "ghost_bias"], ["hb"], name="add_ghost"),
-        helper.make_node("Relu", ["hb"], ["r"], name="relu"),
-        helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
-    ])
+    dangling = _graph(
+        good,
+        nodes=[
+            helper.make_node("MatMul", ["x", "w_target"], ["h"], name="fc_target"),
+            helper.make_node("Add", ["h", "ghost_bias"], ["hb"], name="add_ghost"),
+            helper.make_node("Relu", ["hb"], ["r"], name="relu"),
+            helper.make_node("MatMul", ["r", "w_ok"], ["y"], name="fc_ok"),
+        ],
+    )
     graph_case("dangling_input", _model(dangling), "ghost_bias")
     graph_case("nested_if_ok", _nested_ifs(25), "", finding=None, analysed="w_deep")
     d = folder("nested_too_deep")
@@ -511,8 +609,10 @@ def build(out_dir: str | os.PathLike) -> list[Case]:
 def _issue22_cases(folder, add, outside: Path) -> None:
     """Issue 22's findings, each built the way the fuzzer built it."""
     weights, _ = _weights()
-    for name, second in (("ext_repeated_location_dotdot", "../../outside/secret.bin"),
-                         ("ext_repeated_location_symlink", "link.bin")):
+    for name, second in (
+        ("ext_repeated_location_dotdot", "../../outside/secret.bin"),
+        ("ext_repeated_location_symlink", "link.bin"),
+    ):
         d = folder(name)
         (d / "weights.bin").write_bytes(weights.tobytes())
         if not (d / "link.bin").is_symlink():
@@ -521,9 +621,11 @@ def _issue22_cases(folder, add, outside: Path) -> None:
             except OSError:
                 pass
         add(name, _save(_model(_graph(repeated_location_external(second))), d / "model.onnx"), 2, "repeats the key")
-    for name, key, value, message in (("ext_unknown_key", "sha1", "abc", "unknown key"),
-                                      ("ext_offset_not_a_number", "offset", "1e3", "not a non-negative integer"),
-                                      ("ext_length_not_a_number", "length", "0x800", "not a non-negative integer")):
+    for name, key, value, message in (
+        ("ext_unknown_key", "sha1", "abc", "unknown key"),
+        ("ext_offset_not_a_number", "offset", "1e3", "not a non-negative integer"),
+        ("ext_length_not_a_number", "length", "0x800", "not a non-negative integer"),
+    ):
         d = folder(name)
         (d / "weights.bin").write_bytes(weights.tobytes())
         t = _external("w_target", "weights.bin")
@@ -536,20 +638,54 @@ def _issue22_cases(folder, add, outside: Path) -> None:
         entry.key, entry.value = key, value
         add(name, _save(_model(_graph(t)), d / "model.onnx"), 2, message)
 
-    def layer_case(name: str, model: onnx.ModelProto, message: str, status: str, exit_code: int | None,
-                   finding: str | None = None, analysed: str | None = "w_ok", **kw) -> None:
-        add(name, _save(model, folder(name) / "model.onnx"), exit_code, message, layer="w_target", status=status,
-            finding=finding, analysed=analysed, **kw)
+    def layer_case(
+        name: str,
+        model: onnx.ModelProto,
+        message: str,
+        status: str,
+        exit_code: int | None,
+        finding: str | None = None,
+        analysed: str | None = "w_ok",
+        **kw,
+    ) -> None:
+        add(
+            name,
+            _save(model, folder(name) / "model.onnx"),
+            exit_code,
+            message,
+            layer="w_target",
+            status=status,
+            finding=finding,
+            analysed=analysed,
+            **kw,
+        )
 
-    layer_case("sparse_index_out_of_range", _sparse_target(np.array([[0, 0], [1, 1], [ROWS, 0]], np.int64)),
-               "outside its shape", "error", 1, finding="WW010")
-    layer_case("sparse_index_wrong_width", _sparse_target(np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2]], np.int64)),
-               "3-wide coordinates", "error", 1, finding="WW010")
-    layer_case("sparse_linear_index_negative", _sparse_target(np.array([0, -5, 7], np.int64)),
-               "outside its shape", "error", 1, finding="WW010")
+    layer_case(
+        "sparse_index_out_of_range",
+        _sparse_target(np.array([[0, 0], [1, 1], [ROWS, 0]], np.int64)),
+        "outside its shape",
+        "error",
+        1,
+        finding="WW010",
+    )
+    layer_case(
+        "sparse_index_wrong_width",
+        _sparse_target(np.array([[0, 0, 0], [1, 1, 1], [2, 2, 2]], np.int64)),
+        "3-wide coordinates",
+        "error",
+        1,
+        finding="WW010",
+    )
+    layer_case(
+        "sparse_linear_index_negative",
+        _sparse_target(np.array([0, -5, 7], np.int64)),
+        "outside its shape",
+        "error",
+        1,
+        finding="WW010",
+    )
     layer_case("einsum_three_inputs", _einsum_three_inputs(), "not a plain 2-d matrix product", "skipped", None)
-    add("function_chain_600", _save(_function_chain(600), folder("function_chain_600") / "model.onnx"), 2,
-        "levels deep")
+    add("function_chain_600", _save(_function_chain(600), folder("function_chain_600") / "model.onnx"), 2, "levels deep")
     for name, (model, rule, files) in payload_cases().items():
         d = folder(name)
         for file_name, data in files.items():

@@ -119,7 +119,9 @@ def run_one_node(node, inputs: dict[str, np.ndarray], consts: dict[str, np.ndarr
     return session.run(None, inputs)[0]
 
 
-def ort_dequantize(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1, block_size: int = 0) -> np.ndarray:
+def ort_dequantize(
+    x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray | None, axis: int = 1, block_size: int = 0
+) -> np.ndarray:
     """onnxruntime's own DequantizeLinear of a stored tensor (opset 21)."""
     consts = {"x": x, "s": scale}
     names = ["x", "s"]

@@ -68,13 +68,31 @@ def test_bad_input_raises_the_documented_error(tmp_path: Path) -> None:
 
 
 def _tiny_result() -> AuditResult:
-    layer = LayerResult(id=0, name="<script>alert(1)</script>", op="MatMul", tensor="w", kind="dense", N=4, M=2,
-                        metrics={"alpha": 3.25, "D": float("nan")})
+    layer = LayerResult(
+        id=0,
+        name="<script>alert(1)</script>",
+        op="MatMul",
+        tensor="w",
+        kind="dense",
+        N=4,
+        M=2,
+        metrics={"alpha": 3.25, "D": float("nan")},
+    )
     finding = Finding(rule="WW001", severity="warning", message="a <b>bold</b> claim", layer=layer.name, layer_id=0)
-    model = ModelInfo(path="m&m.onnx", sha256="0" * 64, size_bytes=1, producer="", producer_version="", opset={},
-                      ir_version=9, parameters=8, graph_name="g")
-    return AuditResult(model=model, layers=[layer], findings=[finding], verdict="review", verdict_reasons=[],
-                       options={}, summary={})
+    model = ModelInfo(
+        path="m&m.onnx",
+        sha256="0" * 64,
+        size_bytes=1,
+        producer="",
+        producer_version="",
+        opset={},
+        ir_version=9,
+        parameters=8,
+        graph_name="g",
+    )
+    return AuditResult(
+        model=model, layers=[layer], findings=[finding], verdict="review", verdict_reasons=[], options={}, summary={}
+    )
 
 
 def test_repr_html_escapes_what_comes_from_the_model_file() -> None:
@@ -105,7 +123,9 @@ def test_public_names_resolve_and_import_stays_light() -> None:
 def test_compare_stays_callable_once_its_package_is_imported() -> None:
     """`wwaudit.compare` is both the package and the function: importing a submodule rebinds the
     name to the package, which must still answer the call."""
-    code = ("import wwaudit.compare.result, wwaudit; f = wwaudit.compare; "
-            "print(callable(f), f.compare.__name__, wwaudit.compare is f)")
+    code = (
+        "import wwaudit.compare.result, wwaudit; f = wwaudit.compare; "
+        "print(callable(f), f.compare.__name__, wwaudit.compare is f)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "compare", "True"]

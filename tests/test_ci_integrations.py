@@ -63,20 +63,25 @@ def test_waiver_moves_matching_findings_to_suppressed_with_reason_and_owner(tmp_
     doc = _audit(tmp_path, "--policy", str(policy))
     waived = [f for f in doc["suppressed"] if f["rule"] == "WW003"]
     assert sorted(f["layer"] for f in waived) == ["fc1", "fc2"]
-    assert all(f["suppressed_by"] == "policy" and "ML-123" in f["justification"]
-               and "alice@example.com" in f["justification"] for f in waived)
+    assert all(
+        f["suppressed_by"] == "policy" and "ML-123" in f["justification"] and "alice@example.com" in f["justification"]
+        for f in waived
+    )
     # the waiver is per layer: fc3's rank collapse is still a finding
     assert [f["layer"] for f in doc["findings"] if f["rule"] == "WW003"] == ["fc3"]
     assert doc["options"]["policy"]["waivers"][0]["owner"] == "alice@example.com"
 
 
-@pytest.mark.parametrize("text, words", [
-    ('[[waivers]]\nrule = "WW003"\nreason = "x"\n', "owner is required"),
-    ('[[waivers]]\nrule = "WW003"\nowner = "bob"\nreason = "  "\n', "reason is required"),
-    ('[[waivers]]\nrule = "WW77"\nowner = "bob"\nreason = "r"\n', "names no rule"),
-    ('[[waivers]]\nrule = "WW003"\nowner = "bob"\nreason = "r"\nlayer = "("\n', "invalid regular expression"),
-    ('[[waivers]]\nrule = "WW003"\nowner = "bob"\nreason = "r"\nuntil = "never"\n', "unknown key 'until'"),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('[[waivers]]\nrule = "WW003"\nreason = "x"\n', "owner is required"),
+        ('[[waivers]]\nrule = "WW003"\nowner = "bob"\nreason = "  "\n', "reason is required"),
+        ('[[waivers]]\nrule = "WW77"\nowner = "bob"\nreason = "r"\n', "names no rule"),
+        ('[[waivers]]\nrule = "WW003"\nowner = "bob"\nreason = "r"\nlayer = "("\n', "invalid regular expression"),
+        ('[[waivers]]\nrule = "WW003"\nowner = "bob"\nreason = "r"\nuntil = "never"\n', "unknown key 'until'"),
+    ],
+)
 def test_bad_waivers_stop_the_run(tmp_path: Path, capsys, text: str, words: str) -> None:
     policy = tmp_path / "p.toml"
     policy.write_text(text)
@@ -122,8 +127,9 @@ def test_attestation_is_an_in_toto_statement_about_the_model(tmp_path: Path) -> 
     statement = json.loads(att.read_text())
     doc = json.loads(out.read_text())
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
-    assert statement["subject"] == [{"name": "digits_mlp_collapsed.onnx",
-                                     "digest": {"sha256": hashlib.sha256(Path(COLLAPSED).read_bytes()).hexdigest()}}]
+    assert statement["subject"] == [
+        {"name": "digits_mlp_collapsed.onnx", "digest": {"sha256": hashlib.sha256(Path(COLLAPSED).read_bytes()).hexdigest()}}
+    ]
     assert statement["predicateType"].startswith("https://") and "wwaudit" in statement["predicateType"]
     predicate = statement["predicate"]
     assert predicate["verdict"] == doc["verdict"]["verdict"] and predicate["reasons"] == doc["verdict"]["reasons"]
@@ -159,10 +165,9 @@ def _venv_env(tmp_path: Path) -> dict[str, str]:
     bin_dir.mkdir(exist_ok=True)
     for name, tail in (("python", ""), ("wwaudit", " -m wwaudit")):
         shim = bin_dir / name
-        shim.write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)}{tail} \"$@\"\n")
+        shim.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)}{tail} "$@"\n')
         shim.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO),
-            "COLUMNS": "80"}
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO), "COLUMNS": "80"}
 
 
 def test_pre_commit_hook_runs_as_pre_commit_runs_it(tmp_path: Path) -> None:
@@ -177,13 +182,20 @@ def test_pre_commit_hook_runs_as_pre_commit_runs_it(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stderr  # the collapsed model fails the commit
     assert f"wwaudit: {COLLAPSED}" in proc.stderr and f"wwaudit: {GOOD}" in proc.stderr  # both audited
     assert "verdict: FAIL" in proc.stderr and "verdict: PASS" in proc.stderr
-    good = subprocess.run([*shlex.split(hook["entry"]), "--fast", "--workers", "1", GOOD], capture_output=True,
-                          text=True, env=_venv_env(tmp_path), cwd=tmp_path, timeout=300)
+    good = subprocess.run(
+        [*shlex.split(hook["entry"]), "--fast", "--workers", "1", GOOD],
+        capture_output=True,
+        text=True,
+        env=_venv_env(tmp_path),
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert good.returncode == 0, good.stderr
 
 
 def _action_step_script(step: dict, inputs: dict[str, str]) -> tuple[str, dict[str, str]]:
     """A composite step's `run` and `env` with ${{ inputs.* }} filled in, as the runner does."""
+
     def fill(text: str) -> str:
         return re.sub(r"\$\{\{\s*inputs\.([\w-]+)\s*\}\}", lambda m: inputs[m.group(1)], text)
 
@@ -200,17 +212,28 @@ def test_github_action_steps_run_as_the_runner_runs_them(tmp_path: Path) -> None
     assert '"${WWAUDIT_INSTALL:-$GITHUB_ACTION_PATH}"' in steps["Install wwaudit"]["run"]
     assert steps["Upload SARIF"]["uses"].startswith("github/codeql-action/upload-sarif@")
     inputs = {name: spec.get("default", "") for name, spec in action["inputs"].items()}
-    inputs.update(models="samples/digits_mlp_*.onnx", args="--fast --workers 1 --fail-on warning",
-                  **{"output-dir": str(tmp_path / "out")})
+    inputs.update(
+        models="samples/digits_mlp_*.onnx", args="--fast --workers 1 --fail-on warning", **{"output-dir": str(tmp_path / "out")}
+    )
     gh = {name: tmp_path / name for name in ("summary.md", "output.txt")}
     for f in gh.values():
         f.write_text("")
-    env = {**_venv_env(tmp_path), "GITHUB_STEP_SUMMARY": str(gh["summary.md"]), "GITHUB_OUTPUT": str(gh["output.txt"]),
-           "GITHUB_ACTION_PATH": str(REPO)}
+    env = {
+        **_venv_env(tmp_path),
+        "GITHUB_STEP_SUMMARY": str(gh["summary.md"]),
+        "GITHUB_OUTPUT": str(gh["output.txt"]),
+        "GITHUB_ACTION_PATH": str(REPO),
+    }
     script, step_env = _action_step_script(steps["Audit the models"], inputs)
     (tmp_path / "audit.sh").write_text(script)
-    proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(tmp_path / "audit.sh")],
-                          capture_output=True, text=True, env={**env, **step_env}, cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", str(tmp_path / "audit.sh")],
+        capture_output=True,
+        text=True,
+        env={**env, **step_env},
+        cwd=REPO,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr  # the step records the exit code; the Gate step fails
     outputs = dict(line.split("=", 1) for line in gh["output.txt"].read_text().splitlines())
     n = len(list((REPO / "samples").glob("digits_mlp_*.onnx")))

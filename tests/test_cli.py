@@ -60,7 +60,9 @@ def test_json_is_deterministic_and_follows_contract(tmp_path: Path) -> None:
 def test_missing_file_is_one_line_exit_2(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "wwaudit", str(tmp_path / "nope.onnx")],
-        capture_output=True, text=True, cwd=REPO,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 2
     assert "no such file" in proc.stderr

@@ -179,8 +179,7 @@ def test_int8_quantization_small_deltas_and_reference(models: dict[str, Path], t
     by_base = {p.base: p for p in pairs}
     for layer in with_ref:
         ref = layer["reference"]
-        assert {"layer", "match", "delta_alpha", "delta_log_spectral_norm", "top_sv_rel_change",
-                "relative_distance"} <= set(ref)
+        assert {"layer", "match", "delta_alpha", "delta_log_spectral_norm", "top_sv_rel_change", "relative_distance"} <= set(ref)
         # one implementation: --reference reports exactly what compare measures
         assert ref["relative_distance"] == pytest.approx(by_base[ref["layer"]].relative_distance, rel=1e-9)
         assert ref["top_sv_rel_change"] < 0.05
@@ -252,14 +251,27 @@ def _layer(i: int, name: str, n: int, m: int, tensor: str | None = None) -> Laye
 
 
 def test_matching_survives_an_inserted_layer_and_distrusts_counter_names() -> None:
-    base = [_layer(0, "MatMul_1", 64, 32), _layer(1, "MatMul_2", 64, 64), _layer(2, "MatMul_3", 64, 64),
-            _layer(3, "head", 64, 10)]
+    base = [
+        _layer(0, "MatMul_1", 64, 32),
+        _layer(1, "MatMul_2", 64, 64),
+        _layer(2, "MatMul_3", 64, 64),
+        _layer(3, "head", 64, 10),
+    ]
     # the candidate inserts a layer: its counter names shift, so MatMul_2 now names a different layer
-    cand = [_layer(0, "MatMul_1", 64, 32), _layer(1, "MatMul_2", 128, 64), _layer(2, "MatMul_3", 64, 64),
-            _layer(3, "MatMul_4", 64, 64), _layer(4, "head", 64, 10)]
+    cand = [
+        _layer(0, "MatMul_1", 64, 32),
+        _layer(1, "MatMul_2", 128, 64),
+        _layer(2, "MatMul_3", 64, 64),
+        _layer(3, "MatMul_4", 64, 64),
+        _layer(4, "head", 64, 10),
+    ]
     m = match_layers(base, cand)
     assert [(p.base.id, p.candidate.id, p.method) for p in m.pairs] == [
-        (0, 0, "structure"), (1, 2, "structure"), (2, 3, "structure"), (3, 4, "name")]
+        (0, 0, "structure"),
+        (1, 2, "structure"),
+        (2, 3, "structure"),
+        (3, 4, "name"),
+    ]
     assert [layer.id for layer in m.unmatched_candidate] == [1] and m.unmatched_base == []
     assert is_generated_name("onnx::MatMul_123") and is_generated_name("val_45") and is_generated_name("node_linear_2")
     assert not is_generated_name("encoder.layer.0.attention.self.query.weight")
@@ -283,11 +295,17 @@ def test_difference_metrics_on_known_matrices() -> None:
     assert unrelated.subspace_overlap < 0.6
     assert pair_diff([W], [W[:, :20]], "dense", 1e-7).status == "error"
     assert metric_deltas({"alpha": 3.0, "log_norm": 1.0}, {"alpha": 2.5, "log_norm": None}) == {
-        "alpha": -0.5, "alpha_weighted": None, "log_norm": None, "log_spectral_norm": None, "mp_softrank": None}
+        "alpha": -0.5,
+        "alpha_weighted": None,
+        "log_norm": None,
+        "log_spectral_norm": None,
+        "mp_softrank": None,
+    }
 
 
-def test_unrelated_models_compare_inconclusive_and_ci_outputs(models: dict[str, Path], tmp_path: Path,
-                                                              capsys: pytest.CaptureFixture) -> None:
+def test_unrelated_models_compare_inconclusive_and_ci_outputs(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """Nothing matched is never a pass; the comparison writes the audit's CI formats under its policy."""
     from gating_models import power_law_matrix, save_model
 
@@ -299,8 +317,24 @@ def test_unrelated_models_compare_inconclusive_and_ci_outputs(models: dict[str, 
     sarif, junit, md = tmp_path / "c.sarif", tmp_path / "c.xml", tmp_path / "c.md"
     policy = tmp_path / "p.toml"
     policy.write_text('[rules.CMP006]\nseverity = "warning"\n')
-    code = main(["compare", str(models["base"]), str(models["tuned"]), "--quiet", "--sarif", str(sarif), "--junit",
-                 str(junit), "--markdown", str(md), "--policy", str(policy), "--fail-on", "warning"])
+    code = main(
+        [
+            "compare",
+            str(models["base"]),
+            str(models["tuned"]),
+            "--quiet",
+            "--sarif",
+            str(sarif),
+            "--junit",
+            str(junit),
+            "--markdown",
+            str(md),
+            "--policy",
+            str(policy),
+            "--fail-on",
+            "warning",
+        ]
+    )
     doc = json.loads(sarif.read_text())
     run = doc["runs"][0]
     assert run["properties"]["verdict"] in ("pass", "review", "fail") and run["properties"]["failOn"] == "warning"

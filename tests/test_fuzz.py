@@ -29,8 +29,9 @@ from wwaudit.errors import InputError
 
 # Small on purpose: any tensor a mutation inflates beyond this is refused like --max-memory would.
 FUZZ_MAX_MEMORY = 64 << 20
-SETTINGS = dict(deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(
+    deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 
 
 def _base_model() -> onnx.ModelProto:
@@ -47,15 +48,19 @@ def _base_model() -> onnx.ModelProto:
         entry.key, entry.value = key, value
     sparse = helper.make_sparse_tensor(
         numpy_helper.from_array(np.array([1.0, 2.0, 3.0], np.float32), "w_sparse"),
-        numpy_helper.from_array(np.array([0, 17, 40], np.int64), "w_sparse_idx"), [8, 8])
+        numpy_helper.from_array(np.array([0, 17, 40], np.int64), "w_sparse_idx"),
+        [8, 8],
+    )
     y = [helper.make_tensor_value_info("t", TensorProto.FLOAT, [1, 8])]
     then_branch = helper.make_graph([helper.make_node("MatMul", ["h", "w_ext"], ["t"], name="fc_then")], "then", [], y)
     else_branch = helper.make_graph([helper.make_node("Gemm", ["h", "w_c"], ["t"], name="fc_else", transB=0)], "else", [], y)
-    fn = helper.make_function("local", "Block", ["a", "b"], ["c"],
-                              [helper.make_node("MatMul", ["a", "b"], ["c"])], [helper.make_opsetid("", 17)])
+    fn = helper.make_function(
+        "local", "Block", ["a", "b"], ["c"], [helper.make_node("MatMul", ["a", "b"], ["c"])], [helper.make_opsetid("", 17)]
+    )
     nodes = [
-        helper.make_node("Constant", [], ["w_c"], value=numpy_helper.from_array(
-            rng.standard_normal((12, 8)).astype(np.float32), "w_c")),
+        helper.make_node(
+            "Constant", [], ["w_c"], value=numpy_helper.from_array(rng.standard_normal((12, 8)).astype(np.float32), "w_c")
+        ),
         helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"),
         helper.make_node("If", ["cond"], ["t"], name="branch", then_branch=then_branch, else_branch=else_branch),
         helper.make_node("Block", ["t", "w2"], ["u"], domain="local", name="call"),
@@ -63,10 +68,16 @@ def _base_model() -> onnx.ModelProto:
         helper.make_node("Cast", ["t"], ["u8"], to=TensorProto.FLOAT),
     ]
     graph = helper.make_graph(
-        nodes, "fuzz",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16]), helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        nodes,
+        "fuzz",
+        [
+            helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16]),
+            helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+        ],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])],
-        [w1, numpy_helper.from_array(w2, "w2"), ext], sparse_initializer=[sparse])
+        [w1, numpy_helper.from_array(w2, "w2"), ext],
+        sparse_initializer=[sparse],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("local", 1)])
     model.functions.append(fn)
     return model
@@ -75,9 +86,24 @@ def _base_model() -> onnx.ModelProto:
 BASE = _base_model()
 BASE_BYTES = BASE.SerializeToString()
 EXTERNAL_DATA = np.random.default_rng(0).standard_normal(12 * 8 * 2).astype(np.float32).tobytes()
-NASTY_LOCATIONS = ["weights.bin", "../outside/secret.bin", "/etc/passwd", "link.bin", "linkdir/secret.bin",
-                   "sub/../../outside/secret.bin", "..\\outside\\secret.bin", "", ".", "sub/", "C:/x",
-                   "weights.bin\x00x", "sub//weights.bin", "./weights.bin", "nope.bin", "sub"]
+NASTY_LOCATIONS = [
+    "weights.bin",
+    "../outside/secret.bin",
+    "/etc/passwd",
+    "link.bin",
+    "linkdir/secret.bin",
+    "sub/../../outside/secret.bin",
+    "..\\outside\\secret.bin",
+    "",
+    ".",
+    "sub/",
+    "C:/x",
+    "weights.bin\x00x",
+    "sub//weights.bin",
+    "./weights.bin",
+    "nope.bin",
+    "sub",
+]
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +138,9 @@ def _exercise(data: bytes, sandbox: tuple[Path, Path]) -> None:
                 if spec.skipped:
                     continue
                 N, M, slices = spec.shape_info()
-                if memory_refusal(working_set_bytes(spec.tensor.size, N, M, 8, True, False), FUZZ_MAX_MEMORY):  # widened to float64 below
+                if memory_refusal(
+                    working_set_bytes(spec.tensor.size, N, M, 8, True, False), FUZZ_MAX_MEMORY
+                ):  # widened to float64 below
                     continue
                 try:
                     mats = spec.matrices()
@@ -142,8 +170,11 @@ _edit = st.one_of(
     st.tuples(st.just("flip"), st.integers(0, len(BASE_BYTES) - 1), st.integers(1, 255)),
     st.tuples(st.just("truncate"), st.integers(0, len(BASE_BYTES) - 1), st.just(0)),
     st.tuples(st.just("insert"), st.integers(0, len(BASE_BYTES)), st.binary(min_size=1, max_size=12)),
-    st.tuples(st.just("varint"), st.integers(0, len(BASE_BYTES) - 1), st.sampled_from(
-        [b"\xff\xff\xff\xff\x0f", b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", b"\x00", b"\x7f"])),
+    st.tuples(
+        st.just("varint"),
+        st.integers(0, len(BASE_BYTES) - 1),
+        st.sampled_from([b"\xff\xff\xff\xff\x0f", b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01", b"\x00", b"\x7f"]),
+    ),
     st.tuples(st.just("delete"), st.integers(0, len(BASE_BYTES) - 1), st.integers(1, 16)),
 )
 
@@ -158,9 +189,9 @@ def _apply(data: bytearray, edit) -> bytearray:
     elif kind == "insert":
         data[pos:pos] = arg
     elif kind == "varint":
-        data[pos:pos + len(arg)] = arg
+        data[pos : pos + len(arg)] = arg
     elif kind == "delete":
-        del data[pos:pos + arg]
+        del data[pos : pos + arg]
     return data
 
 
@@ -190,8 +221,11 @@ _field_edit = st.one_of(
     st.tuples(st.just("length"), st.integers(0, 20), st.sampled_from(["0", "384", "383", "-1", "", "768", "x"])),
     st.tuples(st.just("external"), st.integers(0, 20), st.sampled_from(NASTY_LOCATIONS)),
     st.tuples(st.just("rewire"), st.integers(0, 20), st.sampled_from(["x", "h", "t", "w1", "w2", "w_ext", "", "y", "u"])),
-    st.tuples(st.just("op"), st.integers(0, 20), st.sampled_from(["Gemm", "Conv", "LSTM", "Gather", "Einsum",
-                                                                  "ConvTranspose", "Attention", "Block", "If", "Nope"])),
+    st.tuples(
+        st.just("op"),
+        st.integers(0, 20),
+        st.sampled_from(["Gemm", "Conv", "LSTM", "Gather", "Einsum", "ConvTranspose", "Attention", "Block", "If", "Nope"]),
+    ),
 )
 
 
@@ -240,7 +274,6 @@ def test_field_mutations_raise_only_input_errors(sandbox, edits) -> None:
     _exercise(model.SerializeToString(), sandbox)
 
 
-
 # -- structure-aware generators through the whole CLI (tests/fuzz_models.py) -----------------------
 CI_CASES = 48  # 6 per family; benchmarks/fuzz_campaign.py runs the same generators 10,000 times
 
@@ -259,8 +292,24 @@ def test_structure_aware_cases_end_cleanly(seed: int, tmp_path: Path, capsys) ->
     out = tmp_path / "out"
     out.mkdir()
     with recording_opens() as opened:
-        rc = main([model, "--json", str(out / "a.json"), "--csv", str(out / "a.csv"), "--quiet", "--fast",
-                   "--workers", "1", "--max-memory", "64M", "--timeout", "120", *args])
+        rc = main(
+            [
+                model,
+                "--json",
+                str(out / "a.json"),
+                "--csv",
+                str(out / "a.csv"),
+                "--quiet",
+                "--fast",
+                "--workers",
+                "1",
+                "--max-memory",
+                "64M",
+                "--timeout",
+                "120",
+                *args,
+            ]
+        )
     err = capsys.readouterr().err
     escaped = [p for p in opened if p.startswith(str(outside.resolve()))]
     problem = fuzz_models.check_outcome(rc, err, sorted(os.listdir(out)) if rc == 2 else [], escaped)

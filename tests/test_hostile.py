@@ -158,8 +158,10 @@ def test_console_script_never_prints_a_traceback(name: str, corpus) -> None:
 # ---------------------------------------------------------------------------------------------
 # The CLI's last-resort handlers
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("exc, words", [(RuntimeError("boom"), "internal error"), (MemoryError(), "out of memory"),
-                                        (RecursionError("deep"), "internal error")])
+@pytest.mark.parametrize(
+    "exc, words",
+    [(RuntimeError("boom"), "internal error"), (MemoryError(), "out of memory"), (RecursionError("deep"), "internal error")],
+)
 def test_unexpected_exceptions_are_one_line_exit_2(exc, words, corpus, tmp_path: Path, monkeypatch, capsys) -> None:
     _, cases = corpus
     import wwaudit.engine.core as core
@@ -190,10 +192,7 @@ def test_timeout_stops_with_exit_2_and_no_output(corpus, tmp_path: Path, capsys)
 def test_watchdog_kills_a_stuck_audit(tmp_path: Path) -> None:
     """A layer stuck in native code past deadline + grace: the process ends with exit 2."""
     script = (
-        "import time\n"
-        "from wwaudit.engine.limits import Deadline, watchdog\n"
-        "with watchdog(Deadline(0.01)):\n"
-        "    time.sleep(120)\n"
+        "import time\nfrom wwaudit.engine.limits import Deadline, watchdog\nwith watchdog(Deadline(0.01)):\n    time.sleep(120)\n"
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=100)
     assert proc.returncode == 2
@@ -206,8 +205,10 @@ def test_max_memory_skips_big_layers_before_reading_them(corpus, tmp_path: Path,
     # a weight left out for a limit makes the audit inconclusive (exit 3) unless incomplete audits are allowed
     assert main([cases["onnx_with_other_extension"].model, "--json", str(out), "--max-memory", "8K", *FAST]) == 3
     assert json.loads(out.read_text())["verdict"]["verdict"] == "inconclusive"
-    assert main([cases["onnx_with_other_extension"].model, "--json", str(out), "--max-memory", "8K", "--allow-incomplete",
-                 *FAST]) == 0
+    assert (
+        main([cases["onnx_with_other_extension"].model, "--json", str(out), "--max-memory", "8K", "--allow-incomplete", *FAST])
+        == 0
+    )
     doc = json.loads(out.read_text())
     big = [layer for layer in doc["layers"] if layer["tensor"] == "w_target"][0]
     assert big["status"] == "skipped" and "--max-memory" in big["reason"]
@@ -281,14 +282,17 @@ def test_read_only_folder_as_non_root(corpus, tmp_path: Path, capsys) -> None:
         folder.chmod(0o755)
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--report", "{d}/r.docx"], "unknown report extension"),
-    (["--report", "{d}/report"], "unknown report extension"),
-    (["--json", "{d}/missing/a.json"], "does not exist"),
-    (["--json", "{d}"], "is a directory"),
-    (["--max-memory", "plenty"], "--max-memory"),
-    (["--timeout", "soon"], "--timeout"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--report", "{d}/r.docx"], "unknown report extension"),
+        (["--report", "{d}/report"], "unknown report extension"),
+        (["--json", "{d}/missing/a.json"], "does not exist"),
+        (["--json", "{d}"], "is a directory"),
+        (["--max-memory", "plenty"], "--max-memory"),
+        (["--timeout", "soon"], "--timeout"),
+    ],
+)
 def test_bad_outputs_and_options_are_usage_errors(args, words, corpus, tmp_path: Path, capsys) -> None:
     argv = [a.replace("{d}", str(tmp_path)) for a in args]
     assert main([_model(corpus), *argv, *FAST]) == 2

@@ -17,9 +17,13 @@ import judgement_damage as dmg  # noqa: E402
 
 
 def _model(weights: dict[str, np.ndarray], nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [numpy_helper.from_array(w, k) for k, w in weights.items()])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(w, k) for k, w in weights.items()],
+    )
     return helper.make_model(graph)
 
 
@@ -30,15 +34,18 @@ def _site(tensor: str, shape: tuple[int, ...], layout: str, kind: str = "dense")
 RNG = np.random.default_rng(1)
 
 
-@pytest.mark.parametrize("node, shape, expected", [
-    (helper.make_node("Conv", ["x", "w"], ["y"]), (8, 4, 3, 3), "conv"),
-    (helper.make_node("ConvTranspose", ["x", "w"], ["y"]), (4, 8, 3, 3), "convT"),
-    (helper.make_node("MatMul", ["x", "w"], ["y"]), (16, 8), "out1"),
-    (helper.make_node("Gemm", ["x", "w"], ["y"], transB=1), (8, 16), "out0"),
-    (helper.make_node("Gemm", ["x", "w"], ["y"]), (16, 8), "out1"),
-    (helper.make_node("Gather", ["w", "x"], ["y"]), (30, 8), "out0"),
-    (helper.make_node("Reshape", ["w", "x"], ["y"]), (16, 8), None),
-])
+@pytest.mark.parametrize(
+    "node, shape, expected",
+    [
+        (helper.make_node("Conv", ["x", "w"], ["y"]), (8, 4, 3, 3), "conv"),
+        (helper.make_node("ConvTranspose", ["x", "w"], ["y"]), (4, 8, 3, 3), "convT"),
+        (helper.make_node("MatMul", ["x", "w"], ["y"]), (16, 8), "out1"),
+        (helper.make_node("Gemm", ["x", "w"], ["y"], transB=1), (8, 16), "out0"),
+        (helper.make_node("Gemm", ["x", "w"], ["y"]), (16, 8), "out1"),
+        (helper.make_node("Gather", ["w", "x"], ["y"]), (30, 8), "out0"),
+        (helper.make_node("Reshape", ["w", "x"], ["y"]), (16, 8), None),
+    ],
+)
 def test_layout_from_the_consuming_op(node: onnx.NodeProto, shape: tuple[int, ...], expected: str | None) -> None:
     model = _model({"w": RNG.standard_normal(shape).astype(np.float32)}, [node])
     assert dmg.layout_of(model, "w", len(shape)) == expected
@@ -121,8 +128,12 @@ def test_nan_zeros_scale_keep_dtype() -> None:
 
 def test_weights_found_in_subgraph_constants() -> None:
     const = helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.ones((4, 4), np.float32)))
-    branch = helper.make_graph([const, helper.make_node("MatMul", ["x", "k"], ["z"])], "b", [],
-                               [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)])
+    branch = helper.make_graph(
+        [const, helper.make_node("MatMul", ["x", "k"], ["z"])],
+        "b",
+        [],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+    )
     node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)
     model = _model({}, [node])
     assert len(dmg.stored_tensors(model, "k")) == 2  # both branches: ambiguous, never a damage site

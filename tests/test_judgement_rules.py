@@ -81,8 +81,7 @@ def test_two_bit_rounding_in_float_storage_is_named(tmp_path: Path) -> None:
     assert ("WW015", "dense2") in [(f.rule, f.layer) for f in found.findings]
 
 
-def test_layers_typo_and_missing_weights_are_inconclusive_exit_3(tmp_path: Path,
-                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_layers_typo_and_missing_weights_are_inconclusive_exit_3(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = save_model(tmp_path / "m.onnx", clean_weights(3))
     out, junit = tmp_path / "a.json", tmp_path / "a.xml"
     assert main([str(model), "--layers", "no-such-layer", "--json", str(out), "--junit", str(junit), "--quiet"]) == 3

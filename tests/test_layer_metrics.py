@@ -53,8 +53,8 @@ def test_the_analysis_sets_exactly_the_listed_metrics_with_their_kinds(sample_re
 
 def test_every_output_column_list_follows_the_list(sample_result) -> None:
     header = next(csv.reader(io.StringIO(render_csv(sample_result).decode())))
-    assert header[-len(lm.METRIC_COLUMNS):] == list(lm.METRIC_COLUMNS)
-    assert list(sample_result.layers[0].to_dict())[-len(lm.METRIC_COLUMNS):] == list(lm.METRIC_COLUMNS)
+    assert header[-len(lm.METRIC_COLUMNS) :] == list(lm.METRIC_COLUMNS)
+    assert list(sample_result.layers[0].to_dict())[-len(lm.METRIC_COLUMNS) :] == list(lm.METRIC_COLUMNS)
     assert [k for k, _label, _tip in METRIC_TABLE] == [m.name for m in lm.TABLE_METRICS]
     assert [k for k, _label in DETAIL_METRICS][:3] == ["alpha", "alpha_ci_low", "alpha_ci_high"]
     means = [k for k in sample_result.summary if k.endswith("_mean")]

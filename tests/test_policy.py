@@ -66,8 +66,11 @@ def test_thresholds_disable_and_report_level(warn_model: Path, tmp_path: Path, m
     policy.write_text("[rules.WW003]\nmax-rank-loss-fraction = 0.95\n")
     code, doc = _run([str(warn_model)], tmp_path)
     assert [f for f in doc["findings"] if f["severity"] != "info"] == [] and doc["verdict"]["verdict"] == "pass"
-    assert doc["options"]["policy"]["rules"]["WW003"]["params"] == {"max_rank_loss_fraction": 0.95, "min_rank_loss": 2.0,
-                                                                    "max_dead_share": 0.5}
+    assert doc["options"]["policy"]["rules"]["WW003"]["params"] == {
+        "max_rank_loss_fraction": 0.95,
+        "min_rank_loss": 2.0,
+        "max_dead_share": 0.5,
+    }
     policy.write_text('disable = ["WW003"]\n')
     code, doc = _run([str(warn_model)], tmp_path)
     assert not [f for f in doc["findings"] if f["rule"] == "WW003"]
@@ -75,7 +78,7 @@ def test_thresholds_disable_and_report_level(warn_model: Path, tmp_path: Path, m
     policy.write_text('report-level = "error"\n')
     code, doc = _run([str(warn_model)], tmp_path)
     assert doc["findings"] == [] and code == 0
-    policy.write_text('[rules.WW005]\nmax-D = 0.0\n')  # every fitted layer now has a "poor" fit (info)
+    policy.write_text("[rules.WW005]\nmax-D = 0.0\n")  # every fitted layer now has a "poor" fit (info)
     code, doc = _run([str(warn_model), "--fail-on", "info"], tmp_path)
     assert code == 1 and {"WW003", "WW005"} <= {f["rule"] for f in doc["findings"]}
 
@@ -101,18 +104,22 @@ def test_effective_policy_is_echoed_deterministically_with_hash(tmp_path: Path) 
     assert list(a.to_dict()["rules"]) == sorted(a.to_dict()["rules"])
 
 
-@pytest.mark.parametrize("text,fragment", [
-    ("fail-on = \n", "invalid TOML"),
-    ('fail_on = "sometimes"\n', "fail-on must be one of"),
-    ('colour = "red"\n', "unknown key 'colour'"),
-    ('disable = ["WW999"]\n', "unknown rule 'WW999'"),
-    ('[rules.WW001]\nseverity = "fatal"\n', "severity must be one of"),
-    ('[rules.WW001]\nalpha-min = "two"\n', "must be a number"),
-    ('[rules.WW001]\nalpha_max = 3\n', "unknown setting 'alpha_max'"),
-    ('ignore-layers = ["(unclosed"]\n', "invalid regular expression"),
-])
-def test_bad_policy_is_one_line_exit_2(text: str, fragment: str, warn_model: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("fail-on = \n", "invalid TOML"),
+        ('fail_on = "sometimes"\n', "fail-on must be one of"),
+        ('colour = "red"\n', "unknown key 'colour'"),
+        ('disable = ["WW999"]\n', "unknown rule 'WW999'"),
+        ('[rules.WW001]\nseverity = "fatal"\n', "severity must be one of"),
+        ('[rules.WW001]\nalpha-min = "two"\n', "must be a number"),
+        ("[rules.WW001]\nalpha_max = 3\n", "unknown setting 'alpha_max'"),
+        ('ignore-layers = ["(unclosed"]\n', "invalid regular expression"),
+    ],
+)
+def test_bad_policy_is_one_line_exit_2(
+    text: str, fragment: str, warn_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     policy = tmp_path / "bad.toml"
     policy.write_text(text)
     out = tmp_path / "never.json"

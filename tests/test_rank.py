@@ -181,7 +181,8 @@ def test_synthetic_half_precision_decoder_has_no_dead_or_collapsed_layer(tmp_pat
     analysed = [layer for layer in result.layers if layer.analysed]
     assert len(analysed) >= 10 and {layer.dtype for layer in analysed} == {dtype}
     assert all(layer.metric("rank_loss") == 0 for layer in analysed), [
-        (layer.name, layer.metric("rank_loss")) for layer in analysed if layer.metric("rank_loss")]
+        (layer.name, layer.metric("rank_loss")) for layer in analysed if layer.metric("rank_loss")
+    ]
     assert not {"WW003", "WW007"} & {f.rule for f in result.findings}
 
 
@@ -226,10 +227,14 @@ def _qdq_model(path: Path, weights: dict[str, np.ndarray], bits: int) -> Path:
         w = np.ascontiguousarray(w.T)  # MatMul [in, out]
         scale = (np.abs(w).max(axis=0) / levels).astype(np.float32)
         q = np.clip(np.rint(w / scale), -levels - 1, levels).astype(np_code)
-        inits += [onnx.helper.make_tensor(f"{name}_q", code_type, q.shape, q.astype(np.int8).ravel().tolist()),
-                  numpy_helper.from_array(scale, f"{name}_scale")]
-        nodes += [onnx.helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale"], [f"{name}_w"], axis=1),
-                  onnx.helper.make_node("MatMul", [f"x_{name}", f"{name}_w"], [f"y_{name}"], name=name)]
+        inits += [
+            onnx.helper.make_tensor(f"{name}_q", code_type, q.shape, q.astype(np.int8).ravel().tolist()),
+            numpy_helper.from_array(scale, f"{name}_scale"),
+        ]
+        nodes += [
+            onnx.helper.make_node("DequantizeLinear", [f"{name}_q", f"{name}_scale"], [f"{name}_w"], axis=1),
+            onnx.helper.make_node("MatMul", [f"x_{name}", f"{name}_w"], [f"y_{name}"], name=name),
+        ]
         inputs.append(onnx.helper.make_tensor_value_info(f"x_{name}", TensorProto.FLOAT, [1, w.shape[0]]))
         outputs.append(onnx.helper.make_tensor_value_info(f"y_{name}", TensorProto.FLOAT, [1, w.shape[1]]))
     graph = onnx.helper.make_graph(nodes, "qdq", inputs, outputs, inits)

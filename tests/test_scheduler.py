@@ -38,15 +38,17 @@ def _chain(path: Path, shapes: list[tuple[int, int]], dtype: type = np.float32, 
         nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"h{i}"], name=f"fc{i}"))
         prev = f"h{i}"
     graph = helper.make_graph(
-        nodes, "chain",
+        nodes,
+        "chain",
         [helper.make_tensor_value_info("x", elem, [1, shapes[0][0]])],
         [helper.make_tensor_value_info(prev, elem, [1, shapes[-1][1]])],
         inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     if external:
-        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=path.name + ".data", size_threshold=0)
+        onnx.save(
+            model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=path.name + ".data", size_threshold=0
+        )
     else:
         onnx.save(model, path)
     return path
@@ -125,9 +127,7 @@ def test_tall_matrix_streams_in_chunks(tmp_path: Path, monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_external_data_is_read_lazily_one_layer_at_a_time(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: type
-) -> None:
+def test_external_data_is_read_lazily_one_layer_at_a_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dtype: type) -> None:
     model = _chain(tmp_path / "ext.onnx", SHAPES[:4], dtype=dtype, external=True)
     assert (tmp_path / "ext.onnx.data").stat().st_size > 0
     seen: list[weakref.ref] = []
@@ -199,8 +199,10 @@ def test_float32_gram_keeps_the_tail_and_exact_rank_counts() -> None:
     assert spectra.layer_spectrum([low_rank], eps, AuditOptions(precision="float32")).rank_loss == 90
     # square weights reach down to 0: they are solved in float64 directly, bit for bit the default
     square = _heavy_tailed(rng, 120, 120)
-    np.testing.assert_array_equal(spectra.layer_spectrum([square], eps, AuditOptions(precision="float32")).evals,
-                                  spectra.layer_spectrum([square], eps).evals)
+    np.testing.assert_array_equal(
+        spectra.layer_spectrum([square], eps, AuditOptions(precision="float32")).evals,
+        spectra.layer_spectrum([square], eps).evals,
+    )
 
 
 def test_unavailable_device_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

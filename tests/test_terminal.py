@@ -24,11 +24,12 @@ def _collapsed(path: Path) -> Path:
     low = (rng.standard_normal((256, 10)) @ rng.standard_normal((10, 256)) / 16).astype(np.float32)
     ok = (rng.standard_normal((256, 64)) / 16).astype(np.float32)
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w1"], ["h"], name=LONG),
-         helper.make_node("MatMul", ["h", "w2"], ["y"], name="fc2")],
-        "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
+        [helper.make_node("MatMul", ["x", "w1"], ["h"], name=LONG), helper.make_node("MatMul", ["h", "w2"], ["y"], name="fc2")],
+        "m",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])],
-        [numpy_helper.from_array(low, "w1"), numpy_helper.from_array(ok, "w2")])
+        [numpy_helper.from_array(low, "w1"), numpy_helper.from_array(ok, "w2")],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -36,8 +37,15 @@ def _collapsed(path: Path) -> Path:
 def _ci(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
     """The CLI as a CI job runs it: pipes (no TTY), an 80-column log, no colour."""
     env = {**os.environ, "COLUMNS": "80", "TERM": "dumb", "NO_COLOR": "1"}
-    return subprocess.run([sys.executable, "-m", "wwaudit", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, stdin=subprocess.DEVNULL, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "wwaudit", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+    )
 
 
 def _words(text: str) -> str:
@@ -130,7 +138,6 @@ def test_heartbeat_in_a_log_while_a_report_renders() -> None:
 
 
 def test_cli_prints_the_heartbeat_for_a_pdf(tmp_path: Path) -> None:
-    proc = _ci(str(REPO / "samples" / "digits_mlp_good.onnx"), "--report", str(tmp_path / "r.pdf"), "--fast",
-               "--workers", "1")
+    proc = _ci(str(REPO / "samples" / "digits_mlp_good.onnx"), "--report", str(tmp_path / "r.pdf"), "--fast", "--workers", "1")
     assert proc.returncode == 0, proc.stderr
     assert f"wwaudit: rendering {tmp_path / 'r.pdf'} …" in proc.stderr

@@ -109,37 +109,64 @@ CASES: dict[str, tuple] = {
     "linear_2d": (lambda: nn.Linear(16, 24), torch.randn(2, 16), lambda m: {"fc": ("Gemm", [_np(m.weight)])}, {BIAS: 1}),
     "linear_3d": (Linear3D, torch.randn(2, 5, 16), lambda m: {"fc": ("MatMul", [_np(m.fc.weight)])}, {BIAS: 1}),
     "conv1d": (lambda: nn.Conv1d(4, 12, 3), torch.randn(1, 4, 10), lambda m: {"c": ("Conv", conv_mats(m.weight, 1))}, {BIAS: 1}),
-    "conv2d": (lambda: nn.Conv2d(4, 12, 3), torch.randn(1, 4, 8, 8), lambda m: {"c": ("Conv", conv_mats(m.weight, 1))}, {BIAS: 1}),
-    "conv3d": (lambda: nn.Conv3d(4, 12, 2), torch.randn(1, 4, 4, 4, 4), lambda m: {"c": ("Conv", conv_mats(m.weight, 1))}, {BIAS: 1}),
+    "conv2d": (
+        lambda: nn.Conv2d(4, 12, 3),
+        torch.randn(1, 4, 8, 8),
+        lambda m: {"c": ("Conv", conv_mats(m.weight, 1))},
+        {BIAS: 1},
+    ),
+    "conv3d": (
+        lambda: nn.Conv3d(4, 12, 2),
+        torch.randn(1, 4, 4, 4, 4),
+        lambda m: {"c": ("Conv", conv_mats(m.weight, 1))},
+        {BIAS: 1},
+    ),
     "conv_grouped": (
-        lambda: nn.Conv2d(8, 16, 3, groups=2), torch.randn(1, 8, 8, 8), lambda m: {"c": ("Conv", conv_mats(m.weight, 2))}, {BIAS: 1},
+        lambda: nn.Conv2d(8, 16, 3, groups=2),
+        torch.randn(1, 8, 8, 8),
+        lambda m: {"c": ("Conv", conv_mats(m.weight, 2))},
+        {BIAS: 1},
     ),
     "conv_depthwise": (
-        lambda: nn.Conv2d(8, 8, 3, groups=8), torch.randn(1, 8, 8, 8), lambda m: {}, {BIAS: 1, "depthwise conv": 1},
+        lambda: nn.Conv2d(8, 8, 3, groups=8),
+        torch.randn(1, 8, 8, 8),
+        lambda m: {},
+        {BIAS: 1, "depthwise conv": 1},
     ),
     "conv_transpose": (
-        lambda: nn.ConvTranspose2d(12, 8, 3), torch.randn(1, 12, 5, 5), lambda m: {"c": ("ConvTranspose", conv_t_mats(m.weight, 1))}, {BIAS: 1},
+        lambda: nn.ConvTranspose2d(12, 8, 3),
+        torch.randn(1, 12, 5, 5),
+        lambda m: {"c": ("ConvTranspose", conv_t_mats(m.weight, 1))},
+        {BIAS: 1},
     ),
     "conv_transpose_grouped": (
-        lambda: nn.ConvTranspose2d(12, 8, 3, groups=2), torch.randn(1, 12, 5, 5),
-        lambda m: {"c": ("ConvTranspose", conv_t_mats(m.weight, 2))}, {BIAS: 1},
+        lambda: nn.ConvTranspose2d(12, 8, 3, groups=2),
+        torch.randn(1, 12, 5, 5),
+        lambda m: {"c": ("ConvTranspose", conv_t_mats(m.weight, 2))},
+        {BIAS: 1},
     ),
     "lstm": (
-        lambda: BiRNN(nn.LSTM), torch.randn(1, 5, 12),
+        lambda: BiRNN(nn.LSTM),
+        torch.randn(1, 5, 12),
         lambda m: {k: ("LSTM", v) for k, v in rnn_gates(m.rnn, "LSTM").items()},
         {"not a weight slot: bias B of LSTM": 1, "not a weight slot: initial_h of LSTM|not a weight slot: Expand": 1},
     ),
     "gru": (
-        lambda: BiRNN(nn.GRU), torch.randn(1, 5, 12),
+        lambda: BiRNN(nn.GRU),
+        torch.randn(1, 5, 12),
         lambda m: {k: ("GRU", v) for k, v in rnn_gates(m.rnn, "GRU").items()},
         {"not a weight slot: bias B of GRU": 1, "not a weight slot: initial_h of GRU|not a weight slot: Expand": 1},
     ),
     "embedding": (lambda: nn.Embedding(50, 16), torch.tensor([[1, 2, 3]]), lambda m: {"e": ("Gather", [_np(m.weight)])}, {}),
     "tied_lm_head": (
-        TiedLM, torch.tensor([[1, 2, 3]]), lambda m: {"e": ("Gather", [_np(m.emb.weight)])}, {"tied copy of": 1},
+        TiedLM,
+        torch.tensor([[1, 2, 3]]),
+        lambda m: {"e": ("Gather", [_np(m.emb.weight)])},
+        {"tied copy of": 1},
     ),
     "multihead_attention": (
-        SelfAttention, torch.randn(1, 5, 16),
+        SelfAttention,
+        torch.randn(1, 5, 16),
         lambda m: {**qkv_parts(m.att), "out_proj": ("Gemm", [_np(m.att.out_proj.weight)])},
         {BIAS: 2},
     ),
@@ -149,7 +176,7 @@ CASES: dict[str, tuple] = {
 def qkv_parts(att: nn.MultiheadAttention) -> dict[str, tuple[str, list[np.ndarray]]]:
     """The packed in_proj weight [3E, E] is three layers: Q, K and V, each (E x E), rows = outputs."""
     W, E = _np(att.in_proj_weight), att.embed_dim
-    return {part: ("MatMul", [W[i * E:(i + 1) * E]]) for i, part in enumerate("qkv")}
+    return {part: ("MatMul", [W[i * E : (i + 1) * E]]) for i, part in enumerate("qkv")}
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, dynamo: bool) -> None:
@@ -173,8 +200,10 @@ def _match(specs: list[LayerSpec], expected: dict[str, tuple[str, list[np.ndarra
     found: dict[str, LayerSpec] = {}
     for label, (op, mats) in expected.items():
         hits = [
-            s for s in analysed
-            if s.op == op and len(got := s.matrices()) == len(mats)
+            s
+            for s in analysed
+            if s.op == op
+            and len(got := s.matrices()) == len(mats)
             and all(g.shape == e.shape and np.array_equal(g, e.astype(np.float64)) for g, e in zip(got, mats))
         ]
         assert len(hits) == 1, f"{label}: {len(hits)} analysed layers hold its matrices"
@@ -234,12 +263,15 @@ def test_transformer_encoder_layer_dynamo(tmp_path: Path) -> None:
     path = tmp_path / "tel.onnx"
     _export(module, torch.randn(1, 5, 16), path, True)
     specs, _ = _plan(path)
-    _match(specs, {
-        **qkv_parts(module.self_attn),
-        "out_proj": ("Gemm", [_np(module.self_attn.out_proj.weight)]),
-        "linear1": ("MatMul", [_np(module.linear1.weight)]),
-        "linear2": ("MatMul", [_np(module.linear2.weight)]),
-    })
+    _match(
+        specs,
+        {
+            **qkv_parts(module.self_attn),
+            "out_proj": ("Gemm", [_np(module.self_attn.out_proj.weight)]),
+            "linear1": ("MatMul", [_np(module.linear1.weight)]),
+            "linear2": ("MatMul", [_np(module.linear2.weight)]),
+        },
+    )
     norms = [s for s in specs if s.skipped and s.tensor.name.startswith("norm")]
     assert len(norms) == 4 and all(s.op == "LayerNormalization" for s in norms)
 

@@ -69,7 +69,9 @@ def test_constant_nodes_and_value_floats(tmp_path: Path) -> None:
             helper.make_node("MatMul", ["x", "w"], ["h"], name="fc"),
             helper.make_node("Add", ["h", "b"], ["y"], name="add"),
         ],
-        "g", [vi("x", [1, 32])], [vi("y", [1, 16])],
+        "g",
+        [vi("x", [1, 32])],
+        [vi("y", [1, 16])],
     )
     specs, count = plan(save(graph, tmp_path / "m.onnx"))
     layers = analysed(specs)
@@ -84,17 +86,29 @@ def test_constant_nodes_and_value_floats(tmp_path: Path) -> None:
 def test_if_branches_with_their_own_initializers(tmp_path: Path) -> None:
     w_then, w_else, w_outer = rand(24, 16), rand(16, 24), rand(16, 16)
     then_g = helper.make_graph(
-        [helper.make_node("Gemm", ["x", "wt"], ["o"], name="then_fc", transB=1)], "then", [], [vi("o", [1, 24])],
+        [helper.make_node("Gemm", ["x", "wt"], ["o"], name="then_fc", transB=1)],
+        "then",
+        [],
+        [vi("o", [1, 24])],
         [numpy_helper.from_array(w_then, "wt")],
     )
     else_g = helper.make_graph(
         # the else branch also reads an outer-scope initializer
-        [helper.make_node("MatMul", ["x", "wo"], ["t"], name="else_outer"), helper.make_node("MatMul", ["t", "we"], ["o"], name="else_fc")],
-        "else", [], [vi("o", [1, 24])], [numpy_helper.from_array(w_else, "we")],
+        [
+            helper.make_node("MatMul", ["x", "wo"], ["t"], name="else_outer"),
+            helper.make_node("MatMul", ["t", "we"], ["o"], name="else_fc"),
+        ],
+        "else",
+        [],
+        [vi("o", [1, 24])],
+        [numpy_helper.from_array(w_else, "we")],
     )
     graph = helper.make_graph(
         [helper.make_node("If", ["c"], ["y"], name="branch", then_branch=then_g, else_branch=else_g)],
-        "g", [vi("c", [], TensorProto.BOOL), vi("x", [1, 16])], [vi("y", [1, 24])], [numpy_helper.from_array(w_outer, "wo")],
+        "g",
+        [vi("c", [], TensorProto.BOOL), vi("x", [1, 16])],
+        [vi("y", [1, 24])],
+        [numpy_helper.from_array(w_outer, "wo")],
     )
     specs, count = plan(save(graph, tmp_path / "m.onnx"))
     layers = analysed(specs)
@@ -119,8 +133,10 @@ def test_loop_and_scan_bodies(tmp_path: Path) -> None:
             helper.make_node("MatMul", ["h_in", "wl"], ["h_out"], name="loop_fc"),
             helper.make_node("Identity", ["cond_in"], ["cond_out"]),
         ],
-        "loop_body", [vi("i", [], TensorProto.INT64), vi("cond_in", [], TensorProto.BOOL), vi("h_in", [1, 16])],
-        [vi("cond_out", [], TensorProto.BOOL), vi("h_out", [1, 16])], [numpy_helper.from_array(w_loop, "wl")],
+        "loop_body",
+        [vi("i", [], TensorProto.INT64), vi("cond_in", [], TensorProto.BOOL), vi("h_in", [1, 16])],
+        [vi("cond_out", [], TensorProto.BOOL), vi("h_out", [1, 16])],
+        [numpy_helper.from_array(w_loop, "wl")],
     )
     scan_body = helper.make_graph(
         [
@@ -129,7 +145,9 @@ def test_loop_and_scan_bodies(tmp_path: Path) -> None:
             # a body input named like an outer initializer hides it: 'shadow' is data here
             helper.make_node("Add", ["s_back", "shadow"], ["s_sum"], name="add"),
         ],
-        "scan_body", [vi("s_in", [1, 16]), vi("shadow", [1, 16])], [vi("s_sum", [1, 16])],
+        "scan_body",
+        [vi("s_in", [1, 16]), vi("shadow", [1, 16])],
+        [vi("s_sum", [1, 16])],
         [numpy_helper.from_array(w_scan, "ws")],
     )
     graph = helper.make_graph(
@@ -137,7 +155,9 @@ def test_loop_and_scan_bodies(tmp_path: Path) -> None:
             helper.make_node("Loop", ["trip", "", "x"], ["h"], name="loop", body=loop_body),
             helper.make_node("Scan", ["seq", "seq"], ["z"], name="scan", body=scan_body, num_scan_inputs=2),
         ],
-        "g", [vi("trip", [], TensorProto.INT64), vi("x", [1, 16]), vi("seq", [5, 1, 16])], [vi("h", [1, 16]), vi("z", [5, 1, 16])],
+        "g",
+        [vi("trip", [], TensorProto.INT64), vi("x", [1, 16]), vi("seq", [5, 1, 16])],
+        [vi("h", [1, 16]), vi("z", [5, 1, 16])],
         [numpy_helper.from_array(w_outer, "wouter"), numpy_helper.from_array(rand(16, 16), "shadow")],
     )
     specs, count = plan(save(graph, tmp_path / "m.onnx"))
@@ -155,10 +175,18 @@ def test_model_local_functions(tmp_path: Path) -> None:
     """A weight passed as a formal input, and a weight held by a Constant in the body."""
     w_arg, w_const, w_unused = rand(16, 24), rand(24, 10), rand(10, 10)
     dense = helper.make_function(
-        "local", "Dense", ["x", "w"], ["y"], [helper.make_node("MatMul", ["x", "w"], ["y"], name="fn_mm")], OPSET,
+        "local",
+        "Dense",
+        ["x", "w"],
+        ["y"],
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="fn_mm")],
+        OPSET,
     )
     head = helper.make_function(
-        "local", "Head", ["x"], ["y"],
+        "local",
+        "Head",
+        ["x"],
+        ["y"],
         [
             helper.make_node("Constant", [], ["wc"], value=numpy_helper.from_array(w_const, "wc")),
             helper.make_node("MatMul", ["x", "wc"], ["y"], name="head_mm"),
@@ -166,8 +194,14 @@ def test_model_local_functions(tmp_path: Path) -> None:
         OPSET,
     )
     never = helper.make_function(
-        "local", "Never", ["x"], ["y"],
-        [helper.make_node("Constant", [], ["wn"], value=numpy_helper.from_array(w_unused, "wn")), helper.make_node("MatMul", ["x", "wn"], ["y"])],
+        "local",
+        "Never",
+        ["x"],
+        ["y"],
+        [
+            helper.make_node("Constant", [], ["wn"], value=numpy_helper.from_array(w_unused, "wn")),
+            helper.make_node("MatMul", ["x", "wn"], ["y"]),
+        ],
         OPSET,
     )
     graph = helper.make_graph(
@@ -176,7 +210,10 @@ def test_model_local_functions(tmp_path: Path) -> None:
             helper.make_node("Head", ["h"], ["y1"], name="call_head_a", domain="local"),
             helper.make_node("Head", ["h"], ["y2"], name="call_head_b", domain="local"),
         ],
-        "g", [vi("x", [1, 16])], [vi("y1", [1, 10]), vi("y2", [1, 10])], [numpy_helper.from_array(w_arg, "w1")],
+        "g",
+        [vi("x", [1, 16])],
+        [vi("y1", [1, 10]), vi("y2", [1, 10])],
+        [numpy_helper.from_array(w_arg, "w1")],
     )
     path = save(graph, tmp_path / "m.onnx", opsets=OPSET + [helper.make_opsetid("local", 1)], functions=[dense, head, never])
     specs, count = plan(path)
@@ -195,7 +232,9 @@ def test_external_data_is_read_lazily(tmp_path: Path) -> None:
     w1, w2 = rand(64, 32), rand(32, 16)
     graph = helper.make_graph(
         [helper.make_node("MatMul", ["x", "w1"], ["h"], name="fc1"), helper.make_node("Gemm", ["h", "w2"], ["y"], name="fc2")],
-        "g", [vi("x", [1, 64])], [vi("y", [1, 16])],
+        "g",
+        [vi("x", [1, 64])],
+        [vi("y", [1, 16])],
         [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2")],
     )
     model = helper.make_model(graph, opset_imports=OPSET)
@@ -225,7 +264,10 @@ def test_sparse_initializer(tmp_path: Path) -> None:
         numpy_helper.from_array(dense.flat[flat], "ws"), numpy_helper.from_array(flat, "ws_idx"), [16, 12]
     )
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "ws"], ["y"], name="sparse_fc")], "g", [vi("x", [1, 16])], [vi("y", [1, 12])],
+        [helper.make_node("MatMul", ["x", "ws"], ["y"], name="sparse_fc")],
+        "g",
+        [vi("x", [1, 16])],
+        [vi("y", [1, 12])],
         sparse_initializer=[sparse],
     )
     specs, count = plan(save(graph, tmp_path / "m.onnx"))
@@ -253,10 +295,15 @@ def test_pass_through_chains(tmp_path: Path) -> None:
             helper.make_node("Flatten", ["wh2"], ["wh_flat"], axis=1),
             helper.make_node("Gemm", ["x", "wh_flat"], ["c"], name="via_cast", transB=1),
         ],
-        "g", [vi("x", [1, 16])], [vi("a", [1, 24]), vi("b", [1, 8]), vi("c", [1, 8])],
+        "g",
+        [vi("x", [1, 16])],
+        [vi("a", [1, 24]), vi("b", [1, 8]), vi("c", [1, 8])],
         [
-            numpy_helper.from_array(w_t, "wt"), numpy_helper.from_array(w_flat, "wflat"),
-            numpy_helper.from_array(w_half.astype(np.float16), "wh"), shape, axes,
+            numpy_helper.from_array(w_t, "wt"),
+            numpy_helper.from_array(w_flat, "wflat"),
+            numpy_helper.from_array(w_half.astype(np.float16), "wh"),
+            shape,
+            axes,
         ],
     )
     specs, count = plan(save(graph, tmp_path / "m.onnx"))
@@ -280,7 +327,11 @@ def test_slice_concat_gate_reordering(tmp_path: Path) -> None:
         parts = []
         for k, (start, end) in enumerate([(0, hidden), (3 * hidden, 4 * hidden), (hidden, 3 * hidden)]):
             for tag, value in (("s", start), ("e", end), ("a", 0)):
-                nodes.append(helper.make_node("Constant", [], [f"{name}_{tag}{k}"], value=numpy_helper.from_array(np.array([value], dtype=np.int64))))
+                nodes.append(
+                    helper.make_node(
+                        "Constant", [], [f"{name}_{tag}{k}"], value=numpy_helper.from_array(np.array([value], dtype=np.int64))
+                    )
+                )
             nodes.append(helper.make_node("Slice", [name, f"{name}_s{k}", f"{name}_e{k}", f"{name}_a{k}"], [f"{name}_part{k}"]))
             parts.append(f"{name}_part{k}")
         nodes.append(helper.make_node("Concat", parts, [f"{name}_cat"], axis=0))
@@ -329,7 +380,11 @@ def test_slices_of_one_packed_tensor_are_separate_layers(tmp_path: Path) -> None
         (helper.make_node("MatMul", ["w", "x"], ["y"], name="l"), rand(24, 16), lambda w: w),
         (helper.make_node("Einsum", ["x", "w"], ["y"], name="l", equation="bi,io->bo"), rand(16, 24), lambda w: w.T),
         (helper.make_node("Einsum", ["x", "w"], ["y"], name="l", equation="bi,oi->bo"), rand(24, 16), lambda w: w),
-        (helper.make_node("FusedMatMul", ["x", "w"], ["y"], name="l", domain="com.microsoft", transB=1), rand(24, 16), lambda w: w),
+        (
+            helper.make_node("FusedMatMul", ["x", "w"], ["y"], name="l", domain="com.microsoft", transB=1),
+            rand(24, 16),
+            lambda w: w,
+        ),
     ],
     ids=["gemm_A", "gemm_transA", "gemm_B", "matmul_left", "einsum_io", "einsum_oi", "fusedmatmul_transB"],
 )
@@ -348,7 +403,9 @@ def test_batched_matmul_weight_and_contrib_attention(tmp_path: Path) -> None:
             helper.make_node("MatMul", ["x3", "wb"], ["y3"], name="batched"),
             helper.make_node("Attention", ["x", "qkv"], ["att"], name="attn", domain="com.microsoft", num_heads=2),
         ],
-        "g", [vi("x3", [3, 1, 16]), vi("x", [1, 5, 16])], [vi("y3", [3, 1, 12]), vi("att", [1, 5, 16])],
+        "g",
+        [vi("x3", [3, 1, 16]), vi("x", [1, 5, 16])],
+        [vi("y3", [3, 1, 12]), vi("att", [1, 5, 16])],
         [numpy_helper.from_array(batched, "wb"), numpy_helper.from_array(qkv, "qkv")],
     )
     specs, _ = plan(save(graph, tmp_path / "m.onnx", opsets=OPSET + [helper.make_opsetid("com.microsoft", 1)]))
@@ -367,7 +424,9 @@ def test_small_and_integer_tensors_are_skipped_with_reasons(tmp_path: Path) -> N
             helper.make_node("Gather", ["table", "ids"], ["b"], name="lookup"),
             helper.make_node("Add", ["a", "scalar"], ["c"], name="add"),
         ],
-        "g", [vi("x", [1, 4])], [vi("b", [3, 4]), vi("c", [1, 4])],
+        "g",
+        [vi("x", [1, 4])],
+        [vi("b", [3, 4]), vi("c", [1, 4])],
         [
             numpy_helper.from_array(rand(4, 4), "tiny"),
             numpy_helper.from_array(np.arange(12, dtype=np.int64).reshape(3, 4), "table"),
@@ -397,7 +456,8 @@ def test_forged_slice_and_concat_chains_stay_bounded(tmp_path: Path) -> None:
     nodes.append(helper.make_node("Slice", ["v", "s", "e", "a", "zero_step"], ["v_part"]))
     nodes.append(helper.make_node("MatMul", ["x2", "v_part"], ["y2"], name="bad_slice"))
     inits = [
-        numpy_helper.from_array(rand(2, 16), "w"), numpy_helper.from_array(rand(16, 16), "v"),
+        numpy_helper.from_array(rand(2, 16), "w"),
+        numpy_helper.from_array(rand(16, 16), "v"),
         *(numpy_helper.from_array(np.array([v], dtype=np.int64), n) for n, v in (("s", 0), ("e", 8), ("a", 0), ("zero_step", 0))),
     ]
     graph = helper.make_graph(nodes, "g", [vi("x", None), vi("x2", None)], [vi("y", None), vi("y2", None)], inits)
@@ -418,7 +478,10 @@ def test_tied_weight_read_by_two_ops_is_one_layer(tmp_path: Path) -> None:
             helper.make_node("Transpose", ["table"], ["table_T"], perm=[1, 0]),
             helper.make_node("MatMul", ["h", "table_T"], ["logits"], name="lm_head"),
         ],
-        "g", [vi("ids", [1, 3], TensorProto.INT64)], [vi("logits", [1, 3, 40])], [numpy_helper.from_array(table, "table")],
+        "g",
+        [vi("ids", [1, 3], TensorProto.INT64)],
+        [vi("logits", [1, 3, 40])],
+        [numpy_helper.from_array(table, "table")],
     )
     specs, count = plan(save(graph, tmp_path / "m.onnx"))
     layers = analysed(specs)

@@ -18,15 +18,30 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["audit", "compare", "AuditResult", "LayerResult", "Finding", "ModelInfo", "CompareResult", "PairResult",
-           "AuditOptions", "WwauditError", "__version__"]
+__all__ = [
+    "audit",
+    "compare",
+    "AuditResult",
+    "LayerResult",
+    "Finding",
+    "ModelInfo",
+    "CompareResult",
+    "PairResult",
+    "AuditOptions",
+    "WwauditError",
+    "__version__",
+]
 
 _LAZY = {
     "audit": "wwaudit.api",
-    "AuditResult": "wwaudit.records", "LayerResult": "wwaudit.records", "Finding": "wwaudit.records",
+    "AuditResult": "wwaudit.records",
+    "LayerResult": "wwaudit.records",
+    "Finding": "wwaudit.records",
     "ModelInfo": "wwaudit.records",
-    "CompareResult": "wwaudit.compare.result", "PairResult": "wwaudit.compare.result",
-    "AuditOptions": "wwaudit.options", "WwauditError": "wwaudit.errors",
+    "CompareResult": "wwaudit.compare.result",
+    "PairResult": "wwaudit.compare.result",
+    "AuditOptions": "wwaudit.options",
+    "WwauditError": "wwaudit.errors",
 }
 
 

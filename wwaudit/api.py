@@ -19,8 +19,16 @@ if TYPE_CHECKING:
 __all__ = ["audit", "compare"]
 
 
-def audit(path: str, *, policy: str | None = None, fail_on: str | None = None, baseline: str | None = None,
-          reference: str | None = None, progress: Any | None = None, **options: Any) -> AuditResult:
+def audit(
+    path: str,
+    *,
+    policy: str | None = None,
+    fail_on: str | None = None,
+    baseline: str | None = None,
+    reference: str | None = None,
+    progress: Any | None = None,
+    **options: Any,
+) -> AuditResult:
     """Audit one ONNX file and return its AuditResult (the document `wwaudit --json` writes).
 
     `options` are AuditOptions fields: layers (regex), fast, seed, max_evals, workers (default:
@@ -36,8 +44,9 @@ def audit(path: str, *, policy: str | None = None, fail_on: str | None = None, b
     from wwaudit.rules.policy import load_policy
 
     opts = audit_options("audit", options)
-    result = run_audit(path, opts, progress, policy=load_policy(policy, fail_on=fail_on),
-                       baseline=load_baseline(baseline) if baseline else None)
+    result = run_audit(
+        path, opts, progress, policy=load_policy(policy, fail_on=fail_on), baseline=load_baseline(baseline) if baseline else None
+    )
     if reference:
         from wwaudit.compare.engine import attach_reference
 

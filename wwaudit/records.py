@@ -191,8 +191,10 @@ class Coverage:
             why = f"{self.not_selected} not selected by --layers" if self.not_selected else "none could be analysed"
             return [f"0 of {self.weights} weights analysed ({why}): nothing was audited"]
         if self.skipped_for_limit and not allow_incomplete:
-            return [f"{self.skipped_for_limit} of {self.weights} weights skipped for --max-evals/--max-memory: "
-                    "the audit is incomplete (raise the limit, or allow-incomplete in the policy)"]
+            return [
+                f"{self.skipped_for_limit} of {self.weights} weights skipped for --max-evals/--max-memory: "
+                "the audit is incomplete (raise the limit, or allow-incomplete in the policy)"
+            ]
         return []
 
     def to_dict(self) -> dict[str, Any]:
@@ -238,13 +240,20 @@ class AuditResult:
         """The notebook view: verdict, findings, and the layers' key metrics."""
         analysed = sum(1 for layer in self.layers if layer.analysed)
         counts = ", ".join(f"{sum(1 for f in self.findings if f.severity == s)} {s}" for s in ("error", "warning", "info"))
-        head = (f"<p><b>wwaudit</b> {html.escape(self.model.path)}: verdict <b>{html.escape(self.verdict)}</b>; "
-                f"{analysed} of {len(self.layers)} layers analysed; findings: {counts}</p>")
-        findings = html_table(("rule", "severity", "layer", "message"),
-                              [(f.rule, f.severity, f.layer or "model", f.message) for f in self.findings])
-        layers = html_table(("id", "layer", "op", "shape", "status") + HTML_METRICS,
-                            [(layer.id, layer.name, layer.op, _shape(layer), layer.status,
-                              *(layer.metric(k) for k in HTML_METRICS)) for layer in self.layers])
+        head = (
+            f"<p><b>wwaudit</b> {html.escape(self.model.path)}: verdict <b>{html.escape(self.verdict)}</b>; "
+            f"{analysed} of {len(self.layers)} layers analysed; findings: {counts}</p>"
+        )
+        findings = html_table(
+            ("rule", "severity", "layer", "message"), [(f.rule, f.severity, f.layer or "model", f.message) for f in self.findings]
+        )
+        layers = html_table(
+            ("id", "layer", "op", "shape", "status") + HTML_METRICS,
+            [
+                (layer.id, layer.name, layer.op, _shape(layer), layer.status, *(layer.metric(k) for k in HTML_METRICS))
+                for layer in self.layers
+            ],
+        )
         return head + (findings if self.findings else "") + layers
 
     def to_dict(self) -> dict[str, Any]:

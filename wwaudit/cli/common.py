@@ -34,10 +34,14 @@ def run_date() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
-
-def write_outputs(outputs: Sequence[tuple[str, Callable[[Any, Any], bytes]]], result: Any, ctx: Any,
-                  deadline: "Deadline", staged: "StagedOutputs",
-                  heartbeat: Callable[[str, bool], ContextManager[Any]] | None = None) -> list[tuple[str, str]]:
+def write_outputs(
+    outputs: Sequence[tuple[str, Callable[[Any, Any], bytes]]],
+    result: Any,
+    ctx: Any,
+    deadline: "Deadline",
+    staged: "StagedOutputs",
+    heartbeat: Callable[[str, bool], ContextManager[Any]] | None = None,
+) -> list[tuple[str, str]]:
     """Render every output under the deadline into staged temp files, then put them all in place;
     returns (path, format) of the files written (not stdout), for the summary.
 

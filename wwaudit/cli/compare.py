@@ -57,13 +57,20 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     policy = load_policy(args.policy, fail_on=args.fail_on)
     check_counts(args)
     deadline = limits.Deadline(limits.parse_timeout(args.timeout))
-    options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
-                           workers=args.workers or default_workers(), max_memory=limits.parse_size(args.max_memory))
+    options = AuditOptions(
+        layers=args.layers,
+        fast=args.fast,
+        seed=args.seed,
+        max_evals=args.max_evals,
+        workers=args.workers or default_workers(),
+        max_memory=limits.parse_size(args.max_memory),
+    )
     # the deadline covers both audits and the layer-by-layer comparison; outputs are written after
     staged = formats.StagedOutputs()
     with limits.watchdog(deadline, cleanup=staged.discard):
-        result = compare(args.base, args.candidate, options,
-                         limits.GuardedProgress(make_progress(enabled=not args.quiet), deadline), policy)
+        result = compare(
+            args.base, args.candidate, options, limits.GuardedProgress(make_progress(enabled=not args.quiet), deadline), policy
+        )
         deadline.check("at the end of the comparison")
         ctx = formats.RenderContext(
             command=command_line(argv),
@@ -85,8 +92,11 @@ def _print_summary(result: "CompareResult") -> None:
     s = result.summary()
     err = sys.stderr
     print(f"compare: {result.base.model.path} -> {result.candidate.model.path}: verdict {result.verdict.upper()}", file=err)
-    print(f"  {s['pairs']} matched layers ({s['matched_by_name']} by name, {s['matched_by_structure']} by structure), "
-          f"unmatched: {s['unmatched_base']} base, {s['unmatched_candidate']} candidate", file=err)
+    print(
+        f"  {s['pairs']} matched layers ({s['matched_by_name']} by name, {s['matched_by_structure']} by structure), "
+        f"unmatched: {s['unmatched_base']} base, {s['unmatched_candidate']} candidate",
+        file=err,
+    )
     for row in result.model_metrics:
         print(f"  {row['label']}: {fmt(row['base'])} -> {fmt(row['candidate'])} (lower: {row['lower'] or '–'})", file=err)
     for reason in result.verdict_reasons:

@@ -48,6 +48,85 @@ exit codes: 0 audit done, no finding at or above the failure level;
 """
 
 
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
+    """The audit's outputs: several may be written in one run."""
+    out = parser.add_argument_group("outputs (several may be given in one run)")
+    out.add_argument("--json", metavar="PATH", help="write the audit as JSON (schema wwaudit/1); '-' for stdout")
+    out.add_argument("--csv", metavar="PATH", help="write one row per layer as CSV")
+    out.add_argument("--report", metavar="PATH", help="write the audit report, .html or .pdf")
+    out.add_argument("--page-size", choices=("A4", "Letter"), default="A4", help="PDF page size (default A4)")
+    out.add_argument(
+        "--plots",
+        choices=("findings", "all", "none"),
+        default="findings",
+        help="per-layer ESD/MP plots in the report: layers with a finding (default), all, or none",
+    )
+    out.add_argument(
+        "--max-plots",
+        type=int,
+        default=24,
+        metavar="N",
+        help="with --plots findings, plot at most N layers, the most severe first (default 24; 0: all)",
+    )
+    out.add_argument("--sarif", metavar="PATH", help="write findings as SARIF 2.1.0 (GitHub code scanning); '-' for stdout")
+    out.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per analysed layer; '-' for stdout")
+    out.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (pull-request comments); '-' for stdout")
+    out.add_argument(
+        "--github",
+        metavar="PATH",
+        nargs="?",
+        const="-",
+        help="GitHub Actions annotations (::error file=...::message), on stdout unless PATH is given",
+    )
+    out.add_argument(
+        "--attestation",
+        metavar="PATH",
+        help="write an in-toto Statement v1 (JSON): the model's sha256 "
+        "as subject; verdict, policy hash, tool version and the JSON result's sha256 as predicate",
+    )
+    out.add_argument("--plots-dir", metavar="DIR", help="write each analysed layer's ESD plot into DIR")
+    out.add_argument("--plots-format", choices=("png", "svg"), default="png", help="file format for --plots-dir (default png)")
+
+
+def _add_gating_options(parser: argparse.ArgumentParser) -> None:
+    """Policy, failure level, baseline, rule selection: what the verdict and exit code follow."""
+    gate = parser.add_argument_group("gating")
+    gate.add_argument(
+        "--policy",
+        metavar="PATH",
+        help="policy file (default: nearest wwaudit.toml or pyproject.toml [tool.wwaudit] from the working directory up)",
+    )
+    gate.add_argument(
+        "--fail-on",
+        choices=("info", "warning", "error", "never"),
+        help="lowest severity that fails the run (exit 1); overrides the policy (default error)",
+    )
+    gate.add_argument("--baseline", metavar="JSON", help="an earlier wwaudit JSON: only findings not in it count")
+    gate.add_argument(
+        "--allow-incomplete",
+        action="store_true",
+        help="weights skipped for --max-evals/--max-memory do not make the verdict inconclusive (exit 3)",
+    )
+    gate.add_argument(
+        "--select",
+        metavar="RULE[,RULE]",
+        action="append",
+        default=[],
+        help="evaluate only these rules (ids or prefixes such as WW00); overrides the policy",
+    )
+    gate.add_argument(
+        "--ignore", metavar="RULE[,RULE]", action="append", default=[], help="do not evaluate these rules (ids or prefixes)"
+    )
+    gate.add_argument(
+        "--report-level",
+        choices=("info", "warning", "error"),
+        help="lowest severity reported at all; overrides the policy (default info)",
+    )
+    gate.add_argument(
+        "--show-policy", action="store_true", help="print the effective policy (file, then command line) as TOML and exit"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit",
@@ -58,54 +137,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("model", nargs="?", help="path to the .onnx file (external data is read from its folder)")
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
-    out = parser.add_argument_group("outputs (several may be given in one run)")
-    out.add_argument("--json", metavar="PATH", help="write the audit as JSON (schema wwaudit/1); '-' for stdout")
-    out.add_argument("--csv", metavar="PATH", help="write one row per layer as CSV")
-    out.add_argument("--report", metavar="PATH", help="write the audit report, .html or .pdf")
-    out.add_argument("--page-size", choices=("A4", "Letter"), default="A4", help="PDF page size (default A4)")
-    out.add_argument("--plots", choices=("findings", "all", "none"), default="findings",
-                     help="per-layer ESD/MP plots in the report: layers with a finding (default), all, or none")
-    out.add_argument("--max-plots", type=int, default=24, metavar="N",
-                     help="with --plots findings, plot at most N layers, the most severe first (default 24; 0: all)")
-    out.add_argument("--sarif", metavar="PATH", help="write findings as SARIF 2.1.0 (GitHub code scanning); '-' for stdout")
-    out.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per analysed layer; '-' for stdout")
-    out.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (pull-request comments); '-' for stdout")
-    out.add_argument("--github", metavar="PATH", nargs="?", const="-",
-                     help="GitHub Actions annotations (::error file=...::message), on stdout unless PATH is given")
-    out.add_argument("--attestation", metavar="PATH", help="write an in-toto Statement v1 (JSON): the model's sha256 "
-                     "as subject; verdict, policy hash, tool version and the JSON result's sha256 as predicate")
-    out.add_argument("--plots-dir", metavar="DIR", help="write each analysed layer's ESD plot into DIR")
-    out.add_argument("--plots-format", choices=("png", "svg"), default="png", help="file format for --plots-dir (default png)")
-    gate = parser.add_argument_group("gating")
-    gate.add_argument("--policy", metavar="PATH", help="policy file (default: nearest wwaudit.toml or "
-                      "pyproject.toml [tool.wwaudit] from the working directory up)")
-    gate.add_argument("--fail-on", choices=("info", "warning", "error", "never"),
-                      help="lowest severity that fails the run (exit 1); overrides the policy (default error)")
-    gate.add_argument("--baseline", metavar="JSON", help="an earlier wwaudit JSON: only findings not in it count")
-    gate.add_argument("--allow-incomplete", action="store_true",
-                      help="weights skipped for --max-evals/--max-memory do not make the verdict inconclusive (exit 3)")
-    gate.add_argument("--select", metavar="RULE[,RULE]", action="append", default=[],
-                      help="evaluate only these rules (ids or prefixes such as WW00); overrides the policy")
-    gate.add_argument("--ignore", metavar="RULE[,RULE]", action="append", default=[],
-                      help="do not evaluate these rules (ids or prefixes)")
-    gate.add_argument("--report-level", choices=("info", "warning", "error"),
-                      help="lowest severity reported at all; overrides the policy (default info)")
-    gate.add_argument("--show-policy", action="store_true",
-                      help="print the effective policy (file, then command line) as TOML and exit")
+    _add_output_options(parser)
+    _add_gating_options(parser)
     ana = parser.add_argument_group("analysis")
     ana.add_argument("--layers", metavar="REGEX", help="analyse only layers whose name or tensor matches")
     ana.add_argument("--fast", action="store_true", help="reference metric set only (no traps, no distribution comparison)")
     ana.add_argument("--seed", type=int, default=0, help="seed of the shuffled copies for correlation traps (default 0)")
     ana.add_argument("--max-evals", type=int, metavar="N", help="skip layers with more than N eigenvalues (default: no limit)")
-    ana.add_argument("--reference", metavar="FLOAT.onnx", help="float original of a quantized model: add per-layer "
-                     "quantization damage (delta alpha, spectral norm, top singular values) to each layer")
+    ana.add_argument(
+        "--reference",
+        metavar="FLOAT.onnx",
+        help="float original of a quantized model: add per-layer "
+        "quantization damage (delta alpha, spectral norm, top singular values) to each layer",
+    )
     perf = parser.add_argument_group("speed")
     perf.add_argument("--workers", type=int, metavar="N", help="layers analysed in parallel (default: usable CPU cores)")
-    perf.add_argument("--precision", choices=("float64", "float32"), default="float64",
-                      help="Gram matrix precision (default float64; float32 is faster, same alpha to ~1e-7)")
+    perf.add_argument(
+        "--precision",
+        choices=("float64", "float32"),
+        default="float64",
+        help="Gram matrix precision (default float64; float32 is faster, same alpha to ~1e-7)",
+    )
     # torch-cpu (torch's code path on the CPU) is accepted but not advertised: it exists to test it.
-    perf.add_argument("--device", default="cpu", metavar="{cpu,cuda}",
-                      help="where Gram matrices and eigensolves run (default cpu; cuda needs torch)")
+    perf.add_argument(
+        "--device",
+        default="cpu",
+        metavar="{cpu,cuda}",
+        help="where Gram matrices and eigensolves run (default cpu; cuda needs torch)",
+    )
     add_limit_options(parser)
     ui = parser.add_argument_group("display")
     ui.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
@@ -114,8 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_rules(argv: Sequence[str]) -> int:
     parser = _Parser(prog="wwaudit rules", description="List the audit rules with their rationale.")
-    parser.add_argument("--format", choices=("text", "json"), default="text",
-                        help="text (default) or json: id, title, severity, scope, rationale, remedy, thresholds")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text (default) or json: id, title, severity, scope, rationale, remedy, thresholds",
+    )
     args = parser.parse_args(list(argv))
     from wwaudit.rules.findings import RULES
 
@@ -164,8 +227,14 @@ def _run_audit(argv: Sequence[str]) -> int:
     from wwaudit.cli.progress import BackgroundImports, Heartbeat, make_progress, print_summary, print_verdict
     from wwaudit.rules.policy import load_policy, to_toml
 
-    policy = load_policy(args.policy, fail_on=args.fail_on, report_level=args.report_level,
-                         select=_codes(args.select), ignore=_codes(args.ignore), allow_incomplete=args.allow_incomplete)
+    policy = load_policy(
+        args.policy,
+        fail_on=args.fail_on,
+        report_level=args.report_level,
+        select=_codes(args.select),
+        ignore=_codes(args.ignore),
+        allow_incomplete=args.allow_incomplete,
+    )
     if args.show_policy:
         print(to_toml(policy), end="")
         return EXIT_OK
@@ -182,9 +251,16 @@ def _run_audit(argv: Sequence[str]) -> int:
     from wwaudit.engine.scheduler import default_workers
 
     deadline = limits.Deadline(limits.parse_timeout(args.timeout))
-    options = AuditOptions(layers=args.layers, fast=args.fast, seed=args.seed, max_evals=args.max_evals,
-                           workers=args.workers or default_workers(), precision=args.precision, device=args.device,
-                           max_memory=limits.parse_size(args.max_memory))
+    options = AuditOptions(
+        layers=args.layers,
+        fast=args.fast,
+        seed=args.seed,
+        max_evals=args.max_evals,
+        workers=args.workers or default_workers(),
+        precision=args.precision,
+        device=args.device,
+        max_memory=limits.parse_size(args.max_memory),
+    )
     # a PDF report's libraries load while the workers analyse (not with --reference: its second
     # analysis forks workers again, which must not happen while a thread imports)
     pdf = bool(args.report) and os.path.splitext(args.report)[1].lower() == ".pdf" and not args.reference
@@ -228,15 +304,26 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
     """--max-memory and --timeout, the same for `wwaudit` and `wwaudit compare`: both read
     untrusted files, so both keep SECURITY.md's limits."""
     lim = parser.add_argument_group("limits (untrusted or huge models; see SECURITY.md)")
-    lim.add_argument("--max-memory", metavar="SIZE", default="8G",
-                     help="skip layers whose float64 working set would exceed SIZE, per worker (default 8G)")
-    lim.add_argument("--timeout", metavar="SECONDS", default="3600",
-                     help="stop with exit 2 and no output past this wall-clock time; 30m, 2h, none (default 3600)")
+    lim.add_argument(
+        "--max-memory",
+        metavar="SIZE",
+        default="8G",
+        help="skip layers whose float64 working set would exceed SIZE, per worker (default 8G)",
+    )
+    lim.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        default="3600",
+        help="stop with exit 2 and no output past this wall-clock time; 30m, 2h, none (default 3600)",
+    )
 
 
 def _compare_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="wwaudit compare", description="Compare two ONNX models layer by layer (base -> candidate): "
-                     "metric deltas, relative distance, kept singular subspaces, and the layers that got worse.")
+    parser = _Parser(
+        prog="wwaudit compare",
+        description="Compare two ONNX models layer by layer (base -> candidate): "
+        "metric deltas, relative distance, kept singular subspaces, and the layers that got worse.",
+    )
     parser.add_argument("base", help="the reference model (previous release, base of a fine-tune, float original)")
     parser.add_argument("candidate", help="the model under review")
     parser.add_argument("--json", metavar="PATH", help="write the comparison as JSON (schema wwaudit-compare/1); '-' for stdout")
@@ -245,10 +332,17 @@ def _compare_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sarif", metavar="PATH", help="write the comparison's findings as SARIF 2.1.0; '-' for stdout")
     parser.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per candidate layer; '-' for stdout")
     parser.add_argument("--markdown", metavar="PATH", help="write a Markdown summary; '-' for stdout")
-    parser.add_argument("--policy", metavar="PATH", help="policy file (CMP rules' severities and thresholds; "
-                        "default: the nearest wwaudit.toml or pyproject.toml [tool.wwaudit])")
-    parser.add_argument("--fail-on", choices=("info", "warning", "error", "never"),
-                        help="lowest severity that fails the run (exit 1); overrides the policy (default error)")
+    parser.add_argument(
+        "--policy",
+        metavar="PATH",
+        help="policy file (CMP rules' severities and thresholds; "
+        "default: the nearest wwaudit.toml or pyproject.toml [tool.wwaudit])",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=("info", "warning", "error", "never"),
+        help="lowest severity that fails the run (exit 1); overrides the policy (default error)",
+    )
     parser.add_argument("--layers", metavar="REGEX", help="compare only layers whose name or tensor matches")
     parser.add_argument("--fast", action="store_true", help="reference metric set only")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shuffled copies (default 0)")
@@ -284,20 +378,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("wwaudit: interrupted", file=sys.stderr)
         return EXIT_ERROR
     except MemoryError:
-        print("wwaudit: error: out of memory while auditing (lower --max-memory, or use --max-evals or --layers)", file=sys.stderr)
+        print(
+            "wwaudit: error: out of memory while auditing (lower --max-memory, or use --max-evals or --layers)", file=sys.stderr
+        )
         return EXIT_ERROR
     except Exception as exc:  # last resort: never a traceback for a user, but say it is our bug
         if os.environ.get("WWAUDIT_DEBUG"):
             raise
-        print(f"wwaudit: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
-              "(set WWAUDIT_DEBUG=1 for a traceback)", file=sys.stderr)
+        print(
+            f"wwaudit: internal error: {type(exc).__name__}: {_one_line(str(exc))} (set WWAUDIT_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
 
 # C0/C1 control characters and bidirectional overrides: names and paths in messages come from
 # the model file, and must not move the cursor, recolour or reorder the user's terminal.
-_UNPRINTABLE = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F),
-                              *range(0x2066, 0x206A)], "?")
+_UNPRINTABLE = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)], "?")
 
 
 def _one_line(text: str) -> str:

@@ -58,8 +58,9 @@ class RichProgress:
         self._done += 1
         elapsed = time.perf_counter() - self._t0
         rate = f"{self._done / elapsed:.1f} layers/s" if elapsed > 0 else ""
-        self._progress.update(self._task, advance=work, current=_escape(name[:40]), rate=rate,
-                              count=f"{self._done}/{self._total} layers")
+        self._progress.update(
+            self._task, advance=work, current=_escape(name[:40]), rate=rate, count=f"{self._done}/{self._total} layers"
+        )
 
     def finish(self) -> None:
         self._progress.stop()
@@ -145,9 +146,11 @@ def print_summary(result: AuditResult, written: Sequence[tuple[str, str]] = (), 
     console = console or Console(stderr=True, highlight=False)
     s = result.summary
     console.print(_layer_table(result, console.width))
-    console.print(f"mean α {fmt(s.get('alpha_mean'))}   α̂ {fmt(s.get('alpha_weighted_mean'))}   "
-                  f"log-norm {fmt(s.get('log_norm_mean'))}   findings {len(result.findings)}"
-                  + (f"   suppressed {len(result.suppressed)}" if result.suppressed else ""))
+    console.print(
+        f"mean α {fmt(s.get('alpha_mean'))}   α̂ {fmt(s.get('alpha_weighted_mean'))}   "
+        f"log-norm {fmt(s.get('log_norm_mean'))}   findings {len(result.findings)}"
+        + (f"   suppressed {len(result.suppressed)}" if result.suppressed else "")
+    )
     if result.findings:
         console.print("[bold]findings[/]")
     for f in result.findings:
@@ -157,8 +160,10 @@ def print_summary(result: AuditResult, written: Sequence[tuple[str, str]] = (), 
     for path, kind in written:
         console.print(f"wrote {kind}: {escape(path)}", overflow="fold")
     share = s.get("coverage")
-    console.print(f"weights analysed: {s.get('weights_analysed')} of {s.get('weights')}"
-                  + (f" ({share:.1%} of their parameters)" if isinstance(share, (int, float)) else ""))
+    console.print(
+        f"weights analysed: {s.get('weights_analysed')} of {s.get('weights')}"
+        + (f" ({share:.1%} of their parameters)" if isinstance(share, (int, float)) else "")
+    )
     print_verdict(result, console)
 
 
@@ -189,8 +194,7 @@ def _layer_table(result: AuditResult, width: int) -> Any:
     for f in result.findings:
         by_layer.setdefault(f.layer_id, []).append(f)
     s = result.summary
-    table = Table(title=f"{escape(result.model.path)}  ({s['analysed']} analysed, {s['skipped']} skipped)",
-                  title_justify="left")
+    table = Table(title=f"{escape(result.model.path)}  ({s['analysed']} analysed, {s['skipped']} skipped)", title_justify="left")
     table.add_column("layer", overflow="fold", ratio=1, min_width=12)
     table.add_column("N×M", justify="right", no_wrap=True)
     for m in metrics:
@@ -203,8 +207,9 @@ def _layer_table(result: AuditResult, width: int) -> Any:
         rules = " ".join(sorted({f.rule for f in found}))
         worst = max((f.severity for f in found), key=_SEVERITY_ORDER.__getitem__, default=None)
         status = worst if worst and layer.status == "ok" else layer.status
-        table.add_row(escape(layer.name), f"{layer.N}×{layer.M}", *(fmt(layer.metric(m.name)) for m in metrics),
-                      rules or "–", status)
+        table.add_row(
+            escape(layer.name), f"{layer.N}×{layer.M}", *(fmt(layer.metric(m.name)) for m in metrics), rules or "–", status
+        )
     if len(layers) > 60:
         table.caption = f"… {len(layers) - 60} more layers in the JSON/report"
     return table

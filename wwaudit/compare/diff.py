@@ -88,8 +88,15 @@ def pair_diff(base: list[np.ndarray], candidate: list[np.ndarray], kind: str, ep
     k = subspace_k(d)
     random_overlap = k / d if d else 0.0
     if shapes_a != shapes_b:
-        return PairDiff(None, None, k, random_overlap, None, status="error",
-                        reason=f"slice shapes differ: {shapes_a[:1]} vs {shapes_b[:1]} ({len(shapes_a)} vs {len(shapes_b)} slices)")
+        return PairDiff(
+            None,
+            None,
+            k,
+            random_overlap,
+            None,
+            status="error",
+            reason=f"slice shapes differ: {shapes_a[:1]} vs {shapes_b[:1]} ({len(shapes_a)} vs {len(shapes_b)} slices)",
+        )
     for mats in (base, candidate):
         if not all(np.all(np.isfinite(m)) for m in mats):
             return PairDiff(None, None, k, random_overlap, None, status="error", reason="weights contain NaN/Inf values")

@@ -41,8 +41,11 @@ class _SpecIndex:
         loaded = load_model(path)
         self._loaded = loaded  # the tensors read their bytes from this model
         pattern = re.compile(options.layers) if options.layers else None
-        specs = [s for s in plan_layers(walk(loaded.proto, loaded.base_dir))
-                 if pattern is None or pattern.search(s.name) or pattern.search(s.tensor.name)]
+        specs = [
+            s
+            for s in plan_layers(walk(loaded.proto, loaded.base_dir))
+            if pattern is None or pattern.search(s.name) or pattern.search(s.tensor.name)
+        ]
         by_key = {(safe_name(s.name), safe_name(s.tensor.name)): s for s in specs}
         self._by_id: dict[int, LayerSpec] = {}
         for layer in result.layers:
@@ -69,9 +72,21 @@ def measure_pair(pair: Pair, base_specs: _SpecIndex, cand_specs: _SpecIndex) -> 
     """Metric deltas and matrix differences of one matched pair (its matrices are released on return)."""
     a, b = pair.base, pair.candidate
     result = PairResult(
-        base=a.name, candidate=b.name, base_id=a.id, candidate_id=b.id, base_tensor=a.tensor,
-        candidate_tensor=b.tensor, match=pair.method, base_op=a.op, candidate_op=b.op, kind=a.kind,
-        N=a.N, M=a.M, slices=a.slices, base_metrics=_side(a), candidate_metrics=_side(b),
+        base=a.name,
+        candidate=b.name,
+        base_id=a.id,
+        candidate_id=b.id,
+        base_tensor=a.tensor,
+        candidate_tensor=b.tensor,
+        match=pair.method,
+        base_op=a.op,
+        candidate_op=b.op,
+        kind=a.kind,
+        N=a.N,
+        M=a.M,
+        slices=a.slices,
+        base_metrics=_side(a),
+        candidate_metrics=_side(b),
         delta=metric_deltas(a.metrics, b.metrics),
     )
     gated = next((layer for layer in (a, b) if layer.status == "skipped"), None)
@@ -116,13 +131,22 @@ def model_metrics(base: AuditResult, candidate: AuditResult) -> list[dict[str, A
     rows = []
     for key, label in MODEL_METRICS:
         a, b = base.summary.get(key), candidate.summary.get(key)
-        rows.append({"metric": key, "label": label, "base": a, "candidate": b,
-                     "delta": (b - a) if a is not None and b is not None else None, "lower": _lower(a, b)})
+        rows.append(
+            {
+                "metric": key,
+                "label": label,
+                "base": a,
+                "candidate": b,
+                "delta": (b - a) if a is not None and b is not None else None,
+                "lower": _lower(a, b),
+            }
+        )
     return rows
 
 
-def _measure_all(base_path: str, base: AuditResult, cand_path: str, candidate: AuditResult,
-                 options: AuditOptions, progress: Any | None) -> tuple[list[PairResult], Any]:
+def _measure_all(
+    base_path: str, base: AuditResult, cand_path: str, candidate: AuditResult, options: AuditOptions, progress: Any | None
+) -> tuple[list[PairResult], Any]:
     matching = match_layers(base.layers, candidate.layers)
     base_specs = _SpecIndex(base_path, base, options)
     cand_specs = _SpecIndex(cand_path, candidate, options)
@@ -143,16 +167,25 @@ def match_coverage(pairs: list[PairResult], base: AuditResult, candidate: AuditR
     analysed = min(len(base.analysed_layers()), len(candidate.analysed_layers()))
     matched = sum(1 for p in pairs if p.status == "ok")
     if matched == 0:
-        return [f"no analysed layer of the two models could be compared ({len(pairs)} matched by name or structure): "
-                "nothing was compared"]
+        return [
+            f"no analysed layer of the two models could be compared ({len(pairs)} matched by name or structure): "
+            "nothing was compared"
+        ]
     if matched < MIN_MATCHED_SHARE * analysed:
-        return [f"only {matched} of {analysed} analysed layers compared (< {MIN_MATCHED_SHARE:.0%}): "
-                "the models are too different for the comparison to stand for them"]
+        return [
+            f"only {matched} of {analysed} analysed layers compared (< {MIN_MATCHED_SHARE:.0%}): "
+            "the models are too different for the comparison to stand for them"
+        ]
     return []
 
 
-def compare(base_path: str, candidate_path: str, options: AuditOptions | None = None,
-            progress: Any | None = None, policy: Policy | None = None) -> CompareResult:
+def compare(
+    base_path: str,
+    candidate_path: str,
+    options: AuditOptions | None = None,
+    progress: Any | None = None,
+    policy: Policy | None = None,
+) -> CompareResult:
     """Audit both models and compare them layer by layer; raises InputError/UsageError for bad input.
 
     The CMP rules come from the one rule registry and follow the same policy as the audit
@@ -169,15 +202,23 @@ def compare(base_path: str, candidate_path: str, options: AuditOptions | None = 
     found = rule_registry.evaluate_compare(CompareContext(pairs, unmatched_base, unmatched_cand), policy)
     judged = rule_registry.settle(found, candidate.layers, policy, None, match_coverage(pairs, base, candidate))
     return CompareResult(
-        base=base, candidate=candidate, pairs=pairs, unmatched_base=unmatched_base,
-        unmatched_candidate=unmatched_cand, model_metrics=model_metrics(base, candidate),
-        findings=judged.findings, verdict=judged.verdict, verdict_reasons=judged.reasons,
-        options={**options.to_dict(), "policy": policy.to_dict()}, suppressed=judged.suppressed,
+        base=base,
+        candidate=candidate,
+        pairs=pairs,
+        unmatched_base=unmatched_base,
+        unmatched_candidate=unmatched_cand,
+        model_metrics=model_metrics(base, candidate),
+        findings=judged.findings,
+        verdict=judged.verdict,
+        verdict_reasons=judged.reasons,
+        options={**options.to_dict(), "policy": policy.to_dict()},
+        suppressed=judged.suppressed,
     )
 
 
-def attach_reference(result: AuditResult, model_path: str, reference_path: str,
-                     options: AuditOptions | None = None, progress: Any | None = None) -> None:
+def attach_reference(
+    result: AuditResult, model_path: str, reference_path: str, options: AuditOptions | None = None, progress: Any | None = None
+) -> None:
     """Add quantization-damage fields to an audit: each layer against its float reference layer.
 
     Sets `reference` on every matched layer of `result` (delta = audited − reference) and the
@@ -203,6 +244,8 @@ def attach_reference(result: AuditResult, model_path: str, reference_path: str,
     result.reference = {
         "model": reference.model.to_dict(),
         "matched": len(pairs),
-        "unmatched": {"reference": [layer.name for layer in matching.unmatched_base],
-                      "model": [layer.name for layer in matching.unmatched_candidate]},
+        "unmatched": {
+            "reference": [layer.name for layer in matching.unmatched_base],
+            "model": [layer.name for layer in matching.unmatched_candidate],
+        },
     }

@@ -89,9 +89,7 @@ def match_layers(base: list[LayerResult], candidate: list[LayerResult]) -> Match
                 taken.add(b.id)
     rest_left = [layer for layer in left if layer.id not in paired]
     rest_right = [layer for layer in right if layer.id not in taken]
-    matcher = difflib.SequenceMatcher(
-        None, [signature(x) for x in rest_left], [signature(x) for x in rest_right], autojunk=False
-    )
+    matcher = difflib.SequenceMatcher(None, [signature(x) for x in rest_left], [signature(x) for x in rest_right], autojunk=False)
     for block in matcher.get_matching_blocks():
         for offset in range(block.size):
             a, b = rest_left[block.a + offset], rest_right[block.b + offset]

@@ -108,10 +108,23 @@ class CompareResult:
 
         s = self.summary()
         compared = sum(1 for p in self.pairs if p.status == "ok")
-        summary = {**self.candidate.summary, "weights": len(self.candidate.analysed_layers()), "weights_analysed": compared,
-                   "coverage": None, "findings": len(self.findings), "pairs": s["pairs"]}
-        return replace(self.candidate, findings=self.findings, suppressed=self.suppressed, verdict=self.verdict,
-                       verdict_reasons=self.verdict_reasons, options=self.options, summary=summary)
+        summary = {
+            **self.candidate.summary,
+            "weights": len(self.candidate.analysed_layers()),
+            "weights_analysed": compared,
+            "coverage": None,
+            "findings": len(self.findings),
+            "pairs": s["pairs"],
+        }
+        return replace(
+            self.candidate,
+            findings=self.findings,
+            suppressed=self.suppressed,
+            verdict=self.verdict,
+            verdict_reasons=self.verdict_reasons,
+            options=self.options,
+            summary=summary,
+        )
 
     @property
     def layers(self) -> list[PairResult]:
@@ -125,15 +138,22 @@ class CompareResult:
 
     def _repr_html_(self) -> str:
         """The notebook view: verdict, findings and the pairs' main differences."""
-        head = (f"<p><b>wwaudit compare</b> {html.escape(self.base.model.path)} → "
-                f"{html.escape(self.candidate.model.path)}: verdict <b>{html.escape(self.verdict)}</b>; "
-                f"{len(self.pairs)} layer pairs, {len(self.unmatched_base)} + {len(self.unmatched_candidate)} "
-                f"unmatched; {len(self.findings)} findings</p>")
-        findings = html_table(("rule", "severity", "layer", "message"),
-                              [(f.rule, f.severity, f.layer or "model", f.message) for f in self.findings])
-        pairs = html_table(("base", "candidate", "match", "status", "Δ alpha", "relative distance", "subspace overlap"),
-                           [(p.base, p.candidate, p.match, p.status, p.delta.get("alpha"), p.relative_distance,
-                             p.subspace_overlap) for p in self.pairs])
+        head = (
+            f"<p><b>wwaudit compare</b> {html.escape(self.base.model.path)} → "
+            f"{html.escape(self.candidate.model.path)}: verdict <b>{html.escape(self.verdict)}</b>; "
+            f"{len(self.pairs)} layer pairs, {len(self.unmatched_base)} + {len(self.unmatched_candidate)} "
+            f"unmatched; {len(self.findings)} findings</p>"
+        )
+        findings = html_table(
+            ("rule", "severity", "layer", "message"), [(f.rule, f.severity, f.layer or "model", f.message) for f in self.findings]
+        )
+        pairs = html_table(
+            ("base", "candidate", "match", "status", "Δ alpha", "relative distance", "subspace overlap"),
+            [
+                (p.base, p.candidate, p.match, p.status, p.delta.get("alpha"), p.relative_distance, p.subspace_overlap)
+                for p in self.pairs
+            ],
+        )
         return head + (findings if self.findings else "") + pairs
 
     def summary(self) -> dict[str, Any]:

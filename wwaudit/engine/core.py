@@ -28,10 +28,17 @@ from wwaudit.ingest.quant import storage_noise
 from wwaudit.ingest.tensors import numpy_dtype
 from wwaudit.records import AuditResult, Coverage, LayerResult, ModelInfo, short_name
 from wwaudit.engine.scheduler import (
-    LayerExecutor, LayerOutcome, LayerTask, Progress, SilentProgress, estimate_cost, run_layers,
+    LayerExecutor,
+    LayerOutcome,
+    LayerTask,
+    Progress,
+    SilentProgress,
+    estimate_cost,
+    run_layers,
 )
 from wwaudit.spectral.spectra import Backend, check_backend
 from wwaudit.errors import UsageError
+
 
 def model_info(loaded: LoadedModel, parameters: int, external: bool) -> ModelInfo:
     """Identity block of the audited file."""
@@ -92,8 +99,9 @@ def _working_set(spec: LayerSpec, layer: LayerResult, options: AuditOptions) -> 
     native = stored is not None and stored in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
     itemsize = stored.itemsize if stored is not None and native and not spec.source.quantized else 4
     in_memory = not spec.tensor.is_external or not native or spec.source.quantized
-    return working_set_bytes(spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast,
-                             layer.slices or 1)
+    return working_set_bytes(
+        spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast, layer.slices or 1
+    )
 
 
 def _selected(spec: LayerSpec, pattern: re.Pattern[str] | None) -> bool:
@@ -165,8 +173,12 @@ def audit(
         verdict=judged.verdict,
         verdict_reasons=judged.reasons,
         options={**options.to_dict(), "policy": policy.to_dict(), "baseline": baseline.name if baseline else None},
-        summary={**summarise(layers, judged.verdict, policy.alpha_band()), **coverage.to_dict(), **judged.counts(),
-                 **_unlisted_summary(unlisted)},
+        summary={
+            **summarise(layers, judged.verdict, policy.alpha_band()),
+            **coverage.to_dict(),
+            **judged.counts(),
+            **_unlisted_summary(unlisted),
+        },
         timings={"load_s": t_load, "analyse_s": t_analyse},
         suppressed=judged.suppressed,
     )

@@ -66,8 +66,7 @@ def format_bytes(n: float) -> str:
     return f"{int(n)} B"
 
 
-def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_memory: bool, traps: bool,
-                      slices: int = 1) -> int:
+def working_set_bytes(elements: int, N: int, M: int, value_itemsize: int, in_memory: bool, traps: bool, slices: int = 1) -> int:
     """Estimated peak bytes of analysing one layer, as the streaming scheduler does it.
 
     The tensor is read in its own dtype (float16/32/64; other formats widen to float32): external

@@ -47,9 +47,17 @@ def _lazy(module: str) -> Renderer:
     return render
 
 
-_MODULES = {"json": "json_format", "csv": "csv_format", "html": "report.html", "pdf": "report.pdf",
-            "sarif": "sarif_format", "junit": "junit_format", "markdown": "markdown_format",
-            "github": "github_format", "attestation": "attestation"}
+_MODULES = {
+    "json": "json_format",
+    "csv": "csv_format",
+    "html": "report.html",
+    "pdf": "report.pdf",
+    "sarif": "sarif_format",
+    "junit": "junit_format",
+    "markdown": "markdown_format",
+    "github": "github_format",
+    "attestation": "attestation",
+}
 FORMATS: dict[str, Renderer] = {name: _lazy(module) for name, module in _MODULES.items()}
 
 
@@ -114,9 +122,13 @@ def _refusal(exc: OSError) -> str:
     ENOENT ("No such file or directory") for a folder that plainly exists, which misleads."""
     import errno
 
-    return {errno.EROFS: "read-only file system", errno.EACCES: "permission denied", errno.EPERM: "permission denied",
-            errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded"}.get(
-        exc.errno or 0, "the file system does not accept new files here")
+    return {
+        errno.EROFS: "read-only file system",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOSPC: "no space left on the device",
+        errno.EDQUOT: "disk quota exceeded",
+    }.get(exc.errno or 0, "the file system does not accept new files here")
 
 
 def _special(path: str) -> bool:

@@ -37,12 +37,14 @@ def statement(result: AuditResult, ctx: Any = None) -> dict[str, Any]:
             "reasons": list(result.verdict_reasons),
             "findings": counts,
             "suppressed": len(result.suppressed),
-            "policy": {"sha256": policy.get("sha256"), "source": policy.get("source"),
-                       "fail_on": policy.get("fail_on")},
+            "policy": {"sha256": policy.get("sha256"), "source": policy.get("source"), "fail_on": policy.get("fail_on")},
             "tool": {"name": "wwaudit", "version": __version__},
             "options": {k: v for k, v in result.options.items() if k != "policy"},
-            "result": {"mediaType": "application/json", "schema": json.loads(result_bytes)["schema"],
-                       "digest": {"sha256": hashlib.sha256(result_bytes).hexdigest()}},
+            "result": {
+                "mediaType": "application/json",
+                "schema": json.loads(result_bytes)["schema"],
+                "digest": {"sha256": hashlib.sha256(result_bytes).hexdigest()},
+            },
         },
     }
 

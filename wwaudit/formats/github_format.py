@@ -35,10 +35,11 @@ def render(result: AuditResult, ctx: object = None) -> bytes:
     for f in result.findings:
         rule = RULES_BY_ID.get(f.rule)
         title = f"{f.rule} {rule.title if rule else ''}".strip() + (f" ({f.layer})" if f.layer else "")
-        lines.append(f"::{LEVELS.get(f.severity, 'warning')} file={escape_property(path)},"
-                     f"title={escape_property(title)}::{escape_data(f.message)}")
+        lines.append(
+            f"::{LEVELS.get(f.severity, 'warning')} file={escape_property(path)},"
+            f"title={escape_property(title)}::{escape_data(f.message)}"
+        )
     summary = f"wwaudit {result.verdict.upper()}: " + "; ".join(result.verdict_reasons)
     level = "error" if result.verdict == "fail" else "notice"
-    lines.append(f"::{level} file={escape_property(path)},title={escape_property('wwaudit verdict')}::"
-                 f"{escape_data(summary)}")
+    lines.append(f"::{level} file={escape_property(path)},title={escape_property('wwaudit verdict')}::{escape_data(summary)}")
     return ("\n".join(lines) + "\n").encode("utf-8")

@@ -66,9 +66,13 @@ def render(result: AuditResult, ctx: Any = None) -> bytes:
 
     suite = ET.Element("testsuite", {"name": _x(f"wwaudit {result.model.path}")})
     props = ET.SubElement(suite, "properties")
-    for key, value in (("verdict", result.verdict), ("model.sha256", result.model.sha256),
-                       ("fail-on", fail_on), ("policy.sha256", policy.get("sha256") or ""),
-                       ("suppressed", str(len(result.suppressed)))):
+    for key, value in (
+        ("verdict", result.verdict),
+        ("model.sha256", result.model.sha256),
+        ("fail-on", fail_on),
+        ("policy.sha256", policy.get("sha256") or ""),
+        ("suppressed", str(len(result.suppressed))),
+    ):
         ET.SubElement(props, "property", {"name": key, "value": value})
     tests = failures = 0
     for layer in result.layers:

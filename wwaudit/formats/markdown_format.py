@@ -31,8 +31,7 @@ def _table(findings: list[Finding], with_reason: bool = False) -> list[str]:
     lines = [head, rule]
     for f in findings[:MAX_ROWS]:
         title = RULES_BY_ID[f.rule].title if f.rule in RULES_BY_ID else f.rule
-        row = (f"| {f.rule} {escape(title)} | {f.severity} | {escape(f.layer) if f.layer else '(model)'} "
-               f"| {escape(f.message)} |")
+        row = f"| {f.rule} {escape(title)} | {f.severity} | {escape(f.layer) if f.layer else '(model)'} | {escape(f.message)} |"
         if with_reason:
             row += f" {escape(f.justification or f.suppressed_by or '')} |"
         lines.append(row)
@@ -67,11 +66,19 @@ def render(result: AuditResult, ctx: Any = None) -> bytes:
     if result.suppressed:
         n_base = sum(1 for f in result.suppressed if f.suppressed_by == "baseline")
         n_policy = len(result.suppressed) - n_base
-        lines += [f"<details><summary>{len(result.suppressed)} waived finding(s): {n_base} in the baseline, "
-                  f"{n_policy} on layers the policy ignores</summary>", "", *_table(result.suppressed, True), "",
-                  "</details>", ""]
+        lines += [
+            f"<details><summary>{len(result.suppressed)} waived finding(s): {n_base} in the baseline, "
+            f"{n_policy} on layers the policy ignores</summary>",
+            "",
+            *_table(result.suppressed, True),
+            "",
+            "</details>",
+            "",
+        ]
     source = policy.get("source") or "defaults"
     sha = (policy.get("sha256") or "")[:12]
-    lines.append(f"<sub>wwaudit · policy {escape(source)} (sha-256 {sha}) · baseline "
-                 f"{escape(result.options.get('baseline') or 'none')}</sub>")
+    lines.append(
+        f"<sub>wwaudit · policy {escape(source)} (sha-256 {sha}) · baseline "
+        f"{escape(result.options.get('baseline') or 'none')}</sub>"
+    )
     return ("\n".join(lines) + "\n").encode("utf-8")

@@ -38,31 +38,36 @@ def _rules(result: AuditResult) -> list[dict[str, Any]]:
     for rule in RULES:
         eff = effective.get(rule.id, {})
         thresholds = eff.get("params", dict(rule.params))
-        help_text = rule.remedy + (" Thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in sorted(thresholds.items()))
-                                   if thresholds else "")
-        out.append({
-            "id": rule.id,
-            "name": "".join(w.capitalize() for w in rule.title.split("(")[0].replace("-", " ").split()),
-            "shortDescription": {"text": rule.title},
-            "fullDescription": {"text": rule.rationale},
-            "help": {"text": help_text},
-            "defaultConfiguration": {
-                "level": LEVELS[eff.get("severity", rule.severity)],
-                "enabled": bool(eff.get("enabled", True)),
-            },
-            "properties": {"tags": ["model-quality", "weightwatcher"], "scope": rule.scope},
-        })
+        help_text = rule.remedy + (
+            " Thresholds: " + ", ".join(f"{k} = {v:g}" for k, v in sorted(thresholds.items())) if thresholds else ""
+        )
+        out.append(
+            {
+                "id": rule.id,
+                "name": "".join(w.capitalize() for w in rule.title.split("(")[0].replace("-", " ").split()),
+                "shortDescription": {"text": rule.title},
+                "fullDescription": {"text": rule.rationale},
+                "help": {"text": help_text},
+                "defaultConfiguration": {
+                    "level": LEVELS[eff.get("severity", rule.severity)],
+                    "enabled": bool(eff.get("enabled", True)),
+                },
+                "properties": {"tags": ["model-quality", "weightwatcher"], "scope": rule.scope},
+            }
+        )
     return out
 
 
 def _result(f: Finding, uri: str, rule_index: dict[str, int], baseline_used: bool) -> dict[str, Any]:
     location: dict[str, Any] = {"physicalLocation": {"artifactLocation": {"uri": uri, "index": 0}}}
     if f.layer is not None:
-        location["logicalLocations"] = [{
-            "name": f.layer,
-            "fullyQualifiedName": f.tensor or f.layer,
-            "kind": "variable",
-        }]
+        location["logicalLocations"] = [
+            {
+                "name": f.layer,
+                "fullyQualifiedName": f.tensor or f.layer,
+                "kind": "variable",
+            }
+        ]
     out: dict[str, Any] = {
         "ruleId": f.rule,
         "level": LEVELS[f.severity],
@@ -75,8 +80,7 @@ def _result(f: Finding, uri: str, rule_index: dict[str, int], baseline_used: boo
     if baseline_used and f.suppressed_by != "policy":
         out["baselineState"] = "unchanged" if f.suppressed_by == "baseline" else "new"
     if f.suppressed_by:
-        out["suppressions"] = [{"kind": "external", "status": "accepted",
-                                "justification": f.justification or f.suppressed_by}]
+        out["suppressions"] = [{"kind": "external", "status": "accepted", "justification": f.justification or f.suppressed_by}]
     props: dict[str, Any] = {"severity": f.severity}
     if f.layer_id is not None:
         props["layerId"] = f.layer_id
@@ -93,18 +97,22 @@ def render(result: AuditResult, ctx: Any = None) -> bytes:
     baseline_used = bool(result.options.get("baseline"))
     policy = result.options.get("policy") or {}
     run: dict[str, Any] = {
-        "tool": {"driver": {
-            "name": "wwaudit",
-            "version": __version__,
-            "semanticVersion": __version__,
-            "rules": rules,
-        }},
+        "tool": {
+            "driver": {
+                "name": "wwaudit",
+                "version": __version__,
+                "semanticVersion": __version__,
+                "rules": rules,
+            }
+        },
         "invocations": [{"executionSuccessful": True}],
-        "artifacts": [{
-            "location": {"uri": uri},
-            "length": result.model.size_bytes,
-            "hashes": {"sha-256": result.model.sha256},
-        }],
+        "artifacts": [
+            {
+                "location": {"uri": uri},
+                "length": result.model.size_bytes,
+                "hashes": {"sha-256": result.model.sha256},
+            }
+        ],
         "results": [_result(f, uri, rule_index, baseline_used) for f in [*result.findings, *result.suppressed]],
         "properties": {
             "verdict": result.verdict,

@@ -192,8 +192,12 @@ def packed_qkv(use: Use, dims: tuple[int, ...], packed_outputs: set[tuple[str, s
     weightwatcher skips (or analyses as one 3E x E matrix) this packed weight, mixing three
     different projections in one spectrum; each is a layer of its own.
     """
-    return (use.slot == 1 and len(dims) == 2 and dims[1] == 3 * dims[0]
-            and any((use.scope, out) in packed_outputs for out in use.node.output))
+    return (
+        use.slot == 1
+        and len(dims) == 2
+        and dims[1] == 3 * dims[0]
+        and any((use.scope, out) in packed_outputs for out in use.node.output)
+    )
 
 
 def _quantized(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:

@@ -33,9 +33,13 @@ MAX_ISSUES_PER_KIND = 20
 
 # The typed payload field each dtype may use (onnx.proto3 comments); any other one is ignored.
 _FIELD_OF: dict[int, str] = {
-    TensorProto.FLOAT: "float_data", TensorProto.COMPLEX64: "float_data",
-    TensorProto.DOUBLE: "double_data", TensorProto.COMPLEX128: "double_data",
-    TensorProto.INT64: "int64_data", TensorProto.UINT32: "uint64_data", TensorProto.UINT64: "uint64_data",
+    TensorProto.FLOAT: "float_data",
+    TensorProto.COMPLEX64: "float_data",
+    TensorProto.DOUBLE: "double_data",
+    TensorProto.COMPLEX128: "double_data",
+    TensorProto.INT64: "int64_data",
+    TensorProto.UINT32: "uint64_data",
+    TensorProto.UINT64: "uint64_data",
     TensorProto.STRING: "string_data",
 }
 _TYPED_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data")
@@ -61,16 +65,24 @@ def _payload_issues(t: TensorProto) -> Iterator[IntegrityIssue]:
     """Two payloads in one tensor, and a typed field that does not match the declared dtype."""
     found = _payloads(t)
     if len(found) > 1:
-        yield IntegrityIssue("two_payloads", (
-            f"tensor '{short_name(t.name)}' carries {len(found)} payloads ({', '.join(found)}): onnxruntime executes "
-            f"the {found[0]} and ignores the rest, and wwaudit audits the same {found[0]}; a viewer may show another"))
+        yield IntegrityIssue(
+            "two_payloads",
+            (
+                f"tensor '{short_name(t.name)}' carries {len(found)} payloads ({', '.join(found)}): onnxruntime executes "
+                f"the {found[0]} and ignores the rest, and wwaudit audits the same {found[0]}; a viewer may show another"
+            ),
+        )
     expected = _expected_field(t.data_type)
     for name in found:
         if name in _TYPED_FIELDS and name != expected:
-            yield IntegrityIssue("dtype_payload", (
-                f"tensor '{short_name(t.name)}' is declared {dtype_name(t.data_type)} "
-                f"but holds its values in {name}: onnxruntime reads only {expected} for that dtype "
-                f"(it refuses the tensor when that is empty), so the values in {name} never run"))
+            yield IntegrityIssue(
+                "dtype_payload",
+                (
+                    f"tensor '{short_name(t.name)}' is declared {dtype_name(t.data_type)} "
+                    f"but holds its values in {name}: onnxruntime reads only {expected} for that dtype "
+                    f"(it refuses the tensor when that is empty), so the values in {name} never run"
+                ),
+            )
 
 
 def _graphs(model: onnx.ModelProto) -> Iterator[tuple[onnx.GraphProto, str]]:
@@ -96,16 +108,24 @@ def _name_issues(model: onnx.ModelProto) -> Iterator[IntegrityIssue]:
             counts[name] += 1
         for name, count in counts.items():
             if count > 1:
-                yield IntegrityIssue("duplicate_initializer", (
-                    f"initializer '{short_name(name)}'{where} is stored {count} times: onnxruntime (1.32) executes the "
-                    "first copy when it holds 128 bytes or more and the last copy below that (sparse copies count "
-                    "after dense ones); wwaudit audits the same copy, but another tool may show another"))
+                yield IntegrityIssue(
+                    "duplicate_initializer",
+                    (
+                        f"initializer '{short_name(name)}'{where} is stored {count} times: onnxruntime (1.32) executes the "
+                        "first copy when it holds 128 bytes or more and the last copy below that (sparse copies count "
+                        "after dense ones); wwaudit audits the same copy, but another tool may show another"
+                    ),
+                )
     inits = {t.name for t in model.graph.initializer} | {sp.values.name for sp in model.graph.sparse_initializer}
     for graph_input in model.graph.input:
         if graph_input.name in inits:
-            yield IntegrityIssue("input_override", (
-                f"initializer '{short_name(graph_input.name)}' is also a graph input: onnxruntime executes whatever value "
-                "the caller feeds for it and the stored weight only when none is fed; wwaudit audits the stored one"))
+            yield IntegrityIssue(
+                "input_override",
+                (
+                    f"initializer '{short_name(graph_input.name)}' is also a graph input: onnxruntime executes whatever value "
+                    "the caller feeds for it and the stored weight only when none is fed; wwaudit audits the stored one"
+                ),
+            )
 
 
 def _external_ranges(tensors: list[TensorProto]) -> Iterator[IntegrityIssue]:
@@ -126,9 +146,13 @@ def _external_ranges(tensors: list[TensorProto]) -> Iterator[IntegrityIssue]:
         end, owner = -1, ""
         for start, stop, name in ranges:
             if start < end:
-                yield IntegrityIssue("overlapping_external", (
-                    f"tensors '{short_name(owner)}' and '{short_name(name)}' share bytes of external file '{short_name(location)}' (overlapping ranges): "
-                    "onnxruntime executes both from the same bytes, so one stored weight stands for two"))
+                yield IntegrityIssue(
+                    "overlapping_external",
+                    (
+                        f"tensors '{short_name(owner)}' and '{short_name(name)}' share bytes of external file '{short_name(location)}' (overlapping ranges): "
+                        "onnxruntime executes both from the same bytes, so one stored weight stands for two"
+                    ),
+                )
             if stop > end:
                 end, owner = stop, name
 

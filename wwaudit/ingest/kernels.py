@@ -20,17 +20,47 @@ from wwaudit.ingest.tensors import dtype_name
 
 # bitsandbytes' 4-bit code books as onnxruntime's MatMulBnb4 kernel stores them (quant_type 1 / 0).
 NF4_TABLE = np.array(
-    [-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453, -0.28444138169288635,
-     -0.18477343022823334, -0.09105003625154495, 0.0, 0.07958029955625534, 0.16093020141124725,
-     0.24611230194568634, 0.33791524171829224, 0.44070982933044434, 0.5626170039176941,
-     0.7229568362236023, 1.0],
+    [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ],
     dtype=np.float32,
 )
 
 
 FP4_TABLE = np.array(
-    [0.0, 0.005208333333, 0.66666667, 1.0, 0.33333333, 0.5, 0.16666667, 0.25,
-     -0.0, -0.005208333333, -0.66666667, -1.0, -0.33333333, -0.5, -0.16666667, -0.25],
+    [
+        0.0,
+        0.005208333333,
+        0.66666667,
+        1.0,
+        0.33333333,
+        0.5,
+        0.16666667,
+        0.25,
+        -0.0,
+        -0.005208333333,
+        -0.66666667,
+        -1.0,
+        -0.33333333,
+        -0.5,
+        -0.16666667,
+        -0.25,
+    ],
     dtype=np.float32,
 )
 
@@ -214,7 +244,9 @@ def dequantize_nbits(
     blocks = -(-k // block_size)
     blob = block_size * bits // 8
     if packed.size != n * blocks * blob:
-        raise InputError(f"MatMulNBits B holds {packed.size} bytes, K={k} N={n} bits={bits} block {block_size} need {n * blocks * blob}")
+        raise InputError(
+            f"MatMulNBits B holds {packed.size} bytes, K={k} N={n} bits={bits} block {block_size} need {n * blocks * blob}"
+        )
     q = unpack_bits(packed.reshape(n, blocks, blob), bits)  # (N, blocks, block)
     scales = np.asarray(scales)
     if scales.size != n * blocks:

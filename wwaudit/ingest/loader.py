@@ -294,8 +294,10 @@ def check_expansion(model: onnx.ModelProto, limit: int = MAX_EXPANDED_NODES) -> 
 
     total = nodes_size(model.graph.node)
     if total > limit:
-        raise InputError(f"the graph expands to more than {limit} nodes once its functions are inlined "
-                         "(functions calling each other repeatedly): refusing")
+        raise InputError(
+            f"the graph expands to more than {limit} nodes once its functions are inlined "
+            "(functions calling each other repeatedly): refusing"
+        )
     return total
 
 

@@ -19,7 +19,15 @@ import onnx
 
 from wwaudit.errors import InputError
 from wwaudit.ingest import quant
-from wwaudit.ingest.handlers import HANDLERS, QUANT_HANDLERS, attention_views, in_proj_outputs, matmul_views, node_attrs, packed_qkv
+from wwaudit.ingest.handlers import (
+    HANDLERS,
+    QUANT_HANDLERS,
+    attention_views,
+    in_proj_outputs,
+    matmul_views,
+    node_attrs,
+    packed_qkv,
+)
 from wwaudit.ingest.tensors import TensorRef, as_float64, dtype_name, stored_nbytes
 from wwaudit.ingest.transforms import STEP_OPS, materialise, transformed_dims
 from wwaudit.ingest.views import View, extract, view_shape
@@ -280,7 +288,8 @@ def _same_view_shape(a: LayerSpec, b: LayerSpec) -> bool:
     if a.view is None or b.view is None:
         return False
     return view_shape(transformed_dims(a.tensor.dims, a.source.transforms), a.view) == view_shape(
-        transformed_dims(b.tensor.dims, b.source.transforms), b.view)
+        transformed_dims(b.tensor.dims, b.source.transforms), b.view
+    )
 
 
 def _resident_bytes(spec: LayerSpec) -> int:

@@ -57,7 +57,9 @@ def _float_storage(data_type: int, scaled: bool) -> Storage | None:
     """Storage of values rounded to an ONNX float type (None for other types); a scale after the
     codes makes their subnormal spacing irrelevant."""
     wider: dict[int, Any] = {
-        TensorProto.DOUBLE: np.float64, TensorProto.FLOAT: np.float32, TensorProto.FLOAT16: np.float16,
+        TensorProto.DOUBLE: np.float64,
+        TensorProto.FLOAT: np.float32,
+        TensorProto.FLOAT16: np.float16,
         TensorProto.BFLOAT16: ml_dtypes.bfloat16,
     }
     np_type = FLOAT8_TYPES.get(data_type) or wider.get(data_type)
@@ -88,8 +90,11 @@ def storage_noise(source: Source) -> Storage:
     code = source.tensor.data_type
     for t in steps:
         if t.op == "quantize":
-            code = t.params[2] if len(t.params) > 2 else (
-                t.extra[1].tensor.data_type if len(t.extra) > 1 and t.extra[1] is not None else TensorProto.UINT8)
+            code = (
+                t.params[2]
+                if len(t.params) > 2
+                else (t.extra[1].tensor.data_type if len(t.extra) > 1 and t.extra[1] is not None else TensorProto.UINT8)
+            )
     floating = _float_storage(code, scaled=bool(steps))
     if floating is not None:
         return Storage(max(floating.eps, value.eps), floating.tiny)
@@ -118,8 +123,10 @@ def describe(source: Source) -> str | None:
     parts = []
     for t in steps:
         if t.op == "quantize":
-            out_type = t.params[2] if len(t.params) > 2 else (
-                t.extra[1].tensor.data_type if len(t.extra) > 1 and t.extra[1] is not None else TensorProto.UINT8
+            out_type = (
+                t.params[2]
+                if len(t.params) > 2
+                else (t.extra[1].tensor.data_type if len(t.extra) > 1 and t.extra[1] is not None else TensorProto.UINT8)
             )
             dtype = dtype_name(out_type)
             parts.append(f"{source.tensor.dtype} fake-quantized (QuantizeLinear)")
@@ -289,7 +296,9 @@ class QuantIndex:
                 continue
             producer = self.producers.get((scope, name))
             if producer is not None and producer[1].op_type == "Mul":
-                found.extend(self.source(producer[0], s) for s in range(len(producer[1].input)) if self.source(producer[0], s) is not None)
+                found.extend(
+                    self.source(producer[0], s) for s in range(len(producer[1].input)) if self.source(producer[0], s) is not None
+                )
         return found
 
     def named_scale(self, use: Use) -> Source | None:
@@ -357,12 +366,24 @@ def quantized_source(use: Use, spec: _Slot, dims: tuple[int, ...], index: QuantI
         if int(attrs.get("weight_prepacked", 0)):
             raise InputError("MatMulNBits weights are pre-packed for one backend: layout not portable")
         g_idx = index.source(use.position, 4)
-        params = (_required(attrs, "K", op), _required(attrs, "N", op), int(attrs.get("bits", 4)), _required(attrs, "block_size", op))
+        params = (
+            _required(attrs, "K", op),
+            _required(attrs, "N", op),
+            int(attrs.get("bits", 4)),
+            _required(attrs, "block_size", op),
+        )
         if min(params) <= 0 or params[2] > 8:
-            raise InputError(f"MatMulNBits attributes K={params[0]} N={params[1]} bits={params[2]} block_size={params[3]} are invalid")
+            raise InputError(
+                f"MatMulNBits attributes K={params[0]} N={params[1]} bits={params[2]} block_size={params[3]} are invalid"
+            )
         return source.then(Transform("nbits", params, extra=(scale, zero_point, g_idx))), notes
     if op == "MatMulBnb4":
-        params = (_required(attrs, "K", op), _required(attrs, "N", op), _required(attrs, "block_size", op), int(attrs.get("quant_type", 1)))
+        params = (
+            _required(attrs, "K", op),
+            _required(attrs, "N", op),
+            _required(attrs, "block_size", op),
+            int(attrs.get("quant_type", 1)),
+        )
         if min(params[:3]) <= 0:
             raise InputError(f"MatMulBnb4 attributes K={params[0]} N={params[1]} block_size={params[2]} are invalid")
         return source.then(Transform("bnb4", params, extra=(scale,))), notes

@@ -191,9 +191,7 @@ def _load_inline(proto: TensorProto, dims: tuple[int, ...], data_type: int) -> n
     except Exception as exc:  # onnx raises ValueError/TypeError/AssertionError on bad fields
         raise InputError(f"tensor '{proto.name}' cannot be decoded: {exc}") from None
     if arr.size != element_count(dims):
-        raise InputError(
-            f"tensor '{proto.name}' holds {arr.size} values, its shape {list(dims)} needs {element_count(dims)}"
-        )
+        raise InputError(f"tensor '{proto.name}' holds {arr.size} values, its shape {list(dims)} needs {element_count(dims)}")
     return arr.reshape(dims)
 
 

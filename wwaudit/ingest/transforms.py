@@ -14,7 +14,14 @@ import numpy as np
 from onnx import TensorProto
 
 from wwaudit.errors import InputError
-from wwaudit.ingest.kernels import dequantize_block_gather, dequantize_bnb4, dequantize_linear, dequantize_nbits, quantize_linear, rescale
+from wwaudit.ingest.kernels import (
+    dequantize_block_gather,
+    dequantize_bnb4,
+    dequantize_linear,
+    dequantize_nbits,
+    quantize_linear,
+    rescale,
+)
 from wwaudit.ingest.walker import Source, Transform
 
 
@@ -63,7 +70,9 @@ def _apply_step(arr: np.ndarray, step: Transform, load: Loader) -> np.ndarray:
         return dequantize_linear(arr, param(0), param(1), step.params[0], step.params[1])
     if step.op == "quantize":
         zp = param(1)
-        out_type = step.params[2] if len(step.params) > 2 else (step.extra[1].tensor.data_type if zp is not None else TensorProto.UINT8)
+        out_type = (
+            step.params[2] if len(step.params) > 2 else (step.extra[1].tensor.data_type if zp is not None else TensorProto.UINT8)
+        )
         scale = param(0)
         if scale is None:
             raise InputError("QuantizeLinear without a constant scale")
@@ -121,7 +130,9 @@ def _concat_dims(dims: tuple[int, ...], params: tuple) -> tuple[int, ...]:
     shapes = [transformed_dims(dims, part) for part in parts]
     rank = len(shapes[0])
     axis = axis + rank if axis < 0 else axis
-    if not 0 <= axis < rank or any(len(s) != rank or s[:axis] + s[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :] for s in shapes):
+    if not 0 <= axis < rank or any(
+        len(s) != rank or s[:axis] + s[axis + 1 :] != shapes[0][:axis] + shapes[0][axis + 1 :] for s in shapes
+    ):
         raise InputError(f"Concat of parts {[list(s) for s in shapes]} along axis {params[0]} does not fit")
     return shapes[0][:axis] + (sum(s[axis] for s in shapes),) + shapes[0][axis + 1 :]
 

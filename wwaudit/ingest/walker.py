@@ -121,7 +121,9 @@ class _Walker:
         key = ref.key
         if key in self.tensors:
             if len(self.problems) < 100:  # a crafted file can repeat one name 10⁵ times
-                self.problems.append(f"duplicate tensor name '{short_name(name)}'" + (f" in {short_name(scope)}" if scope else ""))
+                self.problems.append(
+                    f"duplicate tensor name '{short_name(name)}'" + (f" in {short_name(scope)}" if scope else "")
+                )
             suffix = 2
             while f"{key}#{suffix}" in self.tensors:
                 suffix += 1
@@ -176,9 +178,18 @@ class _Walker:
             fn = self.functions.get((node.domain, node.op_type))
             if node.domain in DEFAULT_DOMAINS and node.op_type in PASS_THROUGH and inputs and inputs[0] is not None:
                 self.pass_through(node, inputs, env, scope)
-            elif node.op_type in QUANT_OPS and node.domain in DEFAULT_DOMAINS + ("com.microsoft",) and inputs and inputs[0] is not None:
+            elif (
+                node.op_type in QUANT_OPS
+                and node.domain in DEFAULT_DOMAINS + ("com.microsoft",)
+                and inputs
+                and inputs[0] is not None
+            ):
                 self.quantize_step(node, inputs, env, scope)
-            elif node.op_type in ("Mul", "Sub") and node.domain in DEFAULT_DOMAINS and _integer_weight_operand(node, inputs) is not None:
+            elif (
+                node.op_type in ("Mul", "Sub")
+                and node.domain in DEFAULT_DOMAINS
+                and _integer_weight_operand(node, inputs) is not None
+            ):
                 self.rescale_step(node, inputs, env, scope)
             elif node.domain in DEFAULT_DOMAINS and node.op_type == "Slice" and inputs and inputs[0] is not None:
                 self.slice_step(node, inputs, env, scope)
@@ -362,7 +373,7 @@ def _integer_weight_operand(node: onnx.NodeProto, inputs: list[Source | None]) -
     """Slot of a stored integer matrix that a Mul scales (or a Sub centres) by a float/integer constant."""
     if len(inputs) != 2 or inputs[0] is None or inputs[1] is None:
         return None
-    for slot in ((0, 1) if node.op_type == "Mul" else (0,)):
+    for slot in (0, 1) if node.op_type == "Mul" else (0,):
         weight, const = inputs[slot], inputs[1 - slot]
         integer_weight = weight.tensor.is_integer and len(weight.tensor.dims) >= 2
         if integer_weight and not weight.quantized and (const.tensor.is_float or node.op_type == "Sub"):
@@ -372,7 +383,9 @@ def _integer_weight_operand(node: onnx.NodeProto, inputs: list[Source | None]) -
 
 def _concat_nesting(transforms: tuple[Transform, ...]) -> int:
     """How deeply concat steps nest inside each other in a chain of transforms."""
-    return max((1 + max((_concat_nesting(part) for part in t.params[1]), default=0) for t in transforms if t.op == "concat"), default=0)
+    return max(
+        (1 + max((_concat_nesting(part) for part in t.params[1]), default=0) for t in transforms if t.op == "concat"), default=0
+    )
 
 
 def walk(model: onnx.ModelProto, base_dir: str) -> WalkResult:
@@ -382,6 +395,10 @@ def walk(model: onnx.ModelProto, base_dir: str) -> WalkResult:
     for fn in model.functions:
         # Constants inside functions that are never called still belong to the inventory.
         for node in fn.node:
-            if node.op_type == "Constant" and node.output and (fn.domain, fn.name, node.output[0]) not in walker.function_constants:
+            if (
+                node.op_type == "Constant"
+                and node.output
+                and (fn.domain, fn.name, node.output[0]) not in walker.function_constants
+            ):
                 walker.constant(node, {}, f"function {fn.domain}.{fn.name}", 0)
     return WalkResult(walker.tensors, walker.uses, walker.first_seen, walker.problems, walker.node_count, walker.nodes)

@@ -40,6 +40,7 @@ def _per_pair(fn: Any) -> Any:
             message = fn(pair, params)
             if message:
                 yield _PairLayer(pair), message  # type: ignore[misc]
+
     return check
 
 
@@ -64,8 +65,10 @@ def _alpha_rise(pair: Any, p: Mapping[str, float]) -> str | None:
 def _overlap(pair: Any, p: Mapping[str, float]) -> str | None:
     o = pair.subspace_overlap
     if o is not None and o < p["min_overlap"]:
-        return (f"{pair.candidate}: top-{pair.subspace_k} singular subspace overlap {o:.2f} < {p['min_overlap']:g} "
-                f"(unrelated subspaces: {pair.subspace_overlap_random:.2f}): the base's learned directions were not kept")
+        return (
+            f"{pair.candidate}: top-{pair.subspace_k} singular subspace overlap {o:.2f} < {p['min_overlap']:g} "
+            f"(unrelated subspaces: {pair.subspace_overlap_random:.2f}): the base's learned directions were not kept"
+        )
     return None
 
 
@@ -73,7 +76,9 @@ def _broken(pair: Any, p: Mapping[str, float]) -> str | None:
     if pair.base_metrics.get("status") == "error":  # a base that was already broken is the base audit's finding
         return None
     if pair.candidate_metrics.get("status") == "error":
-        return f"{pair.candidate}: the candidate layer is unusable ({pair.candidate_metrics.get('reason')}) while the base's is not"
+        return (
+            f"{pair.candidate}: the candidate layer is unusable ({pair.candidate_metrics.get('reason')}) while the base's is not"
+        )
     if pair.status == "error":
         return f"{pair.candidate}: cannot be compared: {pair.reason}"
     return None
@@ -97,32 +102,73 @@ _BAND = {"alpha_min": ALPHA_LOW, "alpha_max": ALPHA_HIGH}
 _BAND_HELP = {"alpha_min": "lower end of the band", "alpha_max": "upper end of the band"}
 
 COMPARE_RULES: tuple[Rule, ...] = (
-    Rule("CMP001", "Alpha left the [2, 6] band", "warning", "layer",
-         "The base layer's tail exponent was in the articles' range of well-trained layers; the candidate's is not.",
-         "Look at the layer's ESD in both models; check what changed it (quantization, fine-tuning, merge).",
-         _per_pair(_left_band), dict(_BAND), dict(_BAND_HELP), target="compare"),
-    Rule("CMP002", "Alpha rose sharply", "warning", "layer",
-         "A higher alpha means a spectrum closer to a random matrix's: the layer lost learned correlations.",
-         "Check the candidate layer for noise, re-initialisation or heavy quantization.",
-         _per_pair(_alpha_rise), {"max_alpha_rise": 1.0}, {"max_alpha_rise": "fires when alpha rose by more than this"},
-         target="compare"),
-    Rule("CMP003", "Top singular subspace not kept", "warning", "layer",
-         "The candidate's dominant directions differ from the base's: the layer was replaced or retrained, "
-         "not fine-tuned or quantized.",
-         "Confirm that the candidate was derived from the base; compare the layer's weights directly.",
-         _per_pair(_overlap), {"min_overlap": 0.5}, {"min_overlap": "fires when the top-k subspace overlap is below this"},
-         target="compare"),
-    Rule("CMP004", "Layer broken in the candidate", "error", "layer",
-         "The candidate layer has NaN/Inf or all-zero weights, or its matrices cannot be compared, where the base's are fine.",
-         "Re-export the candidate; the base shows the layer is fine.",
-         _per_pair(_broken), target="compare"),
-    Rule("CMP005", "Rank collapse appeared", "warning", "layer",
-         "The candidate has more numerically zero singular values than the base.",
-         "Check the candidate for truncation, pruning or copied rows.",
-         _per_pair(_rank), {"min_rank_loss_rise": 1}, {"min_rank_loss_rise": "fires when rank_loss rose by at least this"},
-         target="compare"),
-    Rule("CMP006", "Layers without counterpart", "info", "model",
-         "Layers of one model that have no counterpart in the other were not compared.",
-         "Check that both files are the same architecture; rename layers consistently.",
-         _unmatched, target="compare"),
+    Rule(
+        "CMP001",
+        "Alpha left the [2, 6] band",
+        "warning",
+        "layer",
+        "The base layer's tail exponent was in the articles' range of well-trained layers; the candidate's is not.",
+        "Look at the layer's ESD in both models; check what changed it (quantization, fine-tuning, merge).",
+        _per_pair(_left_band),
+        dict(_BAND),
+        dict(_BAND_HELP),
+        target="compare",
+    ),
+    Rule(
+        "CMP002",
+        "Alpha rose sharply",
+        "warning",
+        "layer",
+        "A higher alpha means a spectrum closer to a random matrix's: the layer lost learned correlations.",
+        "Check the candidate layer for noise, re-initialisation or heavy quantization.",
+        _per_pair(_alpha_rise),
+        {"max_alpha_rise": 1.0},
+        {"max_alpha_rise": "fires when alpha rose by more than this"},
+        target="compare",
+    ),
+    Rule(
+        "CMP003",
+        "Top singular subspace not kept",
+        "warning",
+        "layer",
+        "The candidate's dominant directions differ from the base's: the layer was replaced or retrained, "
+        "not fine-tuned or quantized.",
+        "Confirm that the candidate was derived from the base; compare the layer's weights directly.",
+        _per_pair(_overlap),
+        {"min_overlap": 0.5},
+        {"min_overlap": "fires when the top-k subspace overlap is below this"},
+        target="compare",
+    ),
+    Rule(
+        "CMP004",
+        "Layer broken in the candidate",
+        "error",
+        "layer",
+        "The candidate layer has NaN/Inf or all-zero weights, or its matrices cannot be compared, where the base's are fine.",
+        "Re-export the candidate; the base shows the layer is fine.",
+        _per_pair(_broken),
+        target="compare",
+    ),
+    Rule(
+        "CMP005",
+        "Rank collapse appeared",
+        "warning",
+        "layer",
+        "The candidate has more numerically zero singular values than the base.",
+        "Check the candidate for truncation, pruning or copied rows.",
+        _per_pair(_rank),
+        {"min_rank_loss_rise": 1},
+        {"min_rank_loss_rise": "fires when rank_loss rose by at least this"},
+        target="compare",
+    ),
+    Rule(
+        "CMP006",
+        "Layers without counterpart",
+        "info",
+        "model",
+        "Layers of one model that have no counterpart in the other were not compared.",
+        "Check that both files are the same architecture; rename layers consistently.",
+        _unmatched,
+        target="compare",
+    ),
 )

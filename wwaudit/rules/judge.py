@@ -20,7 +20,6 @@ from wwaudit.rules.findings import RULES, RULES_BY_ID, SEVERITY_RANK, RuleContex
 from wwaudit.rules.policy import Policy, waiver_for
 
 
-
 @dataclass
 class Judgement:
     """Findings after policy and baseline, and the verdict they give."""
@@ -48,15 +47,26 @@ def _run_rules(target: str, ctx: object, policy: Policy | None) -> list[Finding]
         params = policy.params(rule.id) if policy is not None else dict(rule.params)
         severity = policy.severity(rule.id) if policy is not None else rule.severity
         for layer, message in rule.check(ctx, params):
-            found.append(Finding(rule.id, severity, message,
-                                 layer.name if layer else None, layer.id if layer else None,
-                                 tensor=layer.tensor if layer else None))
+            found.append(
+                Finding(
+                    rule.id,
+                    severity,
+                    message,
+                    layer.name if layer else None,
+                    layer.id if layer else None,
+                    tensor=layer.tensor if layer else None,
+                )
+            )
     found.sort(key=lambda f: (f.layer_id is not None, f.layer_id if f.layer_id is not None else -1))
     return found
 
 
-def evaluate(layers: Iterable[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
-             integrity_problems: Sequence[IntegrityIssue] = ()) -> list[Finding]:
+def evaluate(
+    layers: Iterable[LayerResult],
+    graph_problems: Sequence[str] = (),
+    policy: Policy | None = None,
+    integrity_problems: Sequence[IntegrityIssue] = (),
+) -> list[Finding]:
     """All findings of the enabled audit rules, rule by rule in registry order, each in layer order."""
     return _run_rules("audit", RuleContext(list(layers), tuple(graph_problems), tuple(integrity_problems)), policy)
 
@@ -66,9 +76,14 @@ def evaluate_compare(ctx: CompareContext, policy: Policy | None = None) -> list[
     return _run_rules("compare", ctx, policy)
 
 
-def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), policy: Policy | None = None,
-          baseline: Baseline | None = None, coverage: Coverage | None = None,
-          integrity_problems: Sequence[IntegrityIssue] = ()) -> Judgement:
+def judge(
+    layers: Sequence[LayerResult],
+    graph_problems: Sequence[str] = (),
+    policy: Policy | None = None,
+    baseline: Baseline | None = None,
+    coverage: Coverage | None = None,
+    integrity_problems: Sequence[IntegrityIssue] = (),
+) -> Judgement:
     """Evaluate the audit rules, then apply the policy and the baseline, and give the verdict.
 
     `coverage` says what share of the file's weights was analysed: an audit that checked nothing,
@@ -79,8 +94,13 @@ def judge(layers: Sequence[LayerResult], graph_problems: Sequence[str] = (), pol
     return settle(evaluate(layers, graph_problems, policy, integrity_problems), layers, policy, baseline, incomplete)
 
 
-def settle(found: list[Finding], layers: Sequence[LayerResult], policy: Policy | None = None,
-           baseline: Baseline | None = None, incomplete: Sequence[str] = ()) -> Judgement:
+def settle(
+    found: list[Finding],
+    layers: Sequence[LayerResult],
+    policy: Policy | None = None,
+    baseline: Baseline | None = None,
+    incomplete: Sequence[str] = (),
+) -> Judgement:
     """Apply the policy (report level, ignored layers) and the baseline to findings; the verdict.
 
     Shared by the audit and the comparison. Order matters: a finding on an ignored layer is waived

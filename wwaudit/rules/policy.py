@@ -129,8 +129,7 @@ class Policy:
 
     def to_dict(self) -> dict[str, Any]:
         """The block echoed in the JSON `options`: source file name, hash, then the settings."""
-        return {"source": os.path.basename(self.source) if self.source else None,
-                "sha256": self.sha256(), **self.settings()}
+        return {"source": os.path.basename(self.source) if self.source else None, "sha256": self.sha256(), **self.settings()}
 
 
 def _norm(key: str) -> str:
@@ -183,7 +182,9 @@ def parse_policy(table: Mapping[str, Any], where: str) -> Policy:
     table = {_norm(k): v for k, v in table.items()}
     unknown = sorted(set(table) - set(_TOP_KEYS))
     if unknown:
-        raise UsageError(f"policy {where}: unknown key {unknown[0]!r} (known: {', '.join(k.replace('_', '-') for k in _TOP_KEYS)})")
+        raise UsageError(
+            f"policy {where}: unknown key {unknown[0]!r} (known: {', '.join(k.replace('_', '-') for k in _TOP_KEYS)})"
+        )
     preset = _level(table.get("preset", "default"), tuple(PRESETS), "preset", where)
     fail_on = _level(table.get("fail_on", "error"), FAIL_ON_LEVELS, "fail-on", where)
     report_level = _level(table.get("report_level", "info"), SEVERITIES, "report-level", where)
@@ -235,10 +236,17 @@ def parse_policy(table: Mapping[str, Any], where: str) -> Policy:
             else:
                 known = ", ".join(list(_RULE_KEYS) + sorted(rule.params)) or "severity, enabled"
                 raise UsageError(f"policy {where}: rules.{rule_id}: unknown setting {raw_key!r} (known: {known})")
-    return Policy(fail_on=fail_on, report_level=report_level, disabled=tuple(sorted(disabled)),
-                  ignore_layers=tuple(patterns), severities=severities, overrides=overrides,
-                  allow_incomplete=allow_incomplete, preset=preset,
-                  waivers=_waivers(table.get("waivers", []), where))
+    return Policy(
+        fail_on=fail_on,
+        report_level=report_level,
+        disabled=tuple(sorted(disabled)),
+        ignore_layers=tuple(patterns),
+        severities=severities,
+        overrides=overrides,
+        allow_incomplete=allow_incomplete,
+        preset=preset,
+        waivers=_waivers(table.get("waivers", []), where),
+    )
 
 
 def _waivers(value: Any, where: str) -> tuple[Waiver, ...]:
@@ -303,13 +311,22 @@ def to_toml(policy: Policy) -> str:
     """The effective policy as a policy file (what --show-policy prints): reading it back with
     --policy judges by the same rules, so the printed hash is the one of that file too."""
     s = policy.settings()
-    lines = [f"# effective wwaudit policy (source: {policy.source or 'defaults'})", f"# sha256: {policy.sha256()}",
-             f"preset = {_toml(s['preset'])}", f"fail-on = {_toml(s['fail_on'])}",
-             f"report-level = {_toml(s['report_level'])}", f"allow-incomplete = {_toml(s['allow_incomplete'])}",
-             f"ignore-layers = {_toml(s['ignore_layers'])}"]
+    lines = [
+        f"# effective wwaudit policy (source: {policy.source or 'defaults'})",
+        f"# sha256: {policy.sha256()}",
+        f"preset = {_toml(s['preset'])}",
+        f"fail-on = {_toml(s['fail_on'])}",
+        f"report-level = {_toml(s['report_level'])}",
+        f"allow-incomplete = {_toml(s['allow_incomplete'])}",
+        f"ignore-layers = {_toml(s['ignore_layers'])}",
+    ]
     for rule_id, rule in s["rules"].items():
-        lines += ["", f"[rules.{rule_id}]  # {RULES_BY_ID[rule_id].title}",
-                  f"enabled = {_toml(rule['enabled'])}", f"severity = {_toml(rule['severity'])}"]
+        lines += [
+            "",
+            f"[rules.{rule_id}]  # {RULES_BY_ID[rule_id].title}",
+            f"enabled = {_toml(rule['enabled'])}",
+            f"severity = {_toml(rule['severity'])}",
+        ]
         lines += [f"{key.replace('_', '-')} = {_toml(value)}" for key, value in rule["params"].items()]
     for waiver in s.get("waivers", []):
         lines += ["", "[[waivers]]"] + [f"{k} = {_toml(v)}" for k, v in waiver.items() if v is not None]
@@ -334,9 +351,15 @@ def _rule_id(value: Any, where: str) -> str:
     return rule_id
 
 
-def load_policy(path: str | None = None, start: str | None = None, fail_on: str | None = None,
-                report_level: str | None = None, select: Sequence[str] = (), ignore: Sequence[str] = (),
-                allow_incomplete: bool | None = None) -> Policy:
+def load_policy(
+    path: str | None = None,
+    start: str | None = None,
+    fail_on: str | None = None,
+    report_level: str | None = None,
+    select: Sequence[str] = (),
+    ignore: Sequence[str] = (),
+    allow_incomplete: bool | None = None,
+) -> Policy:
     """The effective policy: `path` (or the discovered file), then the command line on top
     (`fail_on`, `report_level`, `select`/`ignore` rule codes, `allow_incomplete`)."""
     if path is not None and not os.path.isfile(path):

@@ -35,8 +35,15 @@ def _shape(layer: LayerResult) -> tuple[int | None, int | None, int | None]:
     return (layer.N, layer.M, layer.slices)
 
 
-def siblings(layer: LayerResult, layers: Sequence[LayerResult], metric: str, min_group: float,
-             min_m: float = 0, any_kind: bool = False, by_shape: bool = True) -> Siblings | None:
+def siblings(
+    layer: LayerResult,
+    layers: Sequence[LayerResult],
+    metric: str,
+    min_group: float,
+    min_m: float = 0,
+    any_kind: bool = False,
+    by_shape: bool = True,
+) -> Siblings | None:
     """Analysed layers like `layer` that have `metric`: same kind and shape if enough, else same kind.
 
     `by_shape=False` skips the same-shape group (randomness does not depend on the shape, and a
@@ -46,8 +53,11 @@ def siblings(layer: LayerResult, layers: Sequence[LayerResult], metric: str, min
     for scale. Embeddings are only compared with embeddings (a table's rows are not units with a
     fan-in). None when no group reaches `min_group` members: no sibling-based finding then.
     """
-    others = [s for s in layers if s is not layer and s.analysed and (s.M or 0) >= min_m
-              and finite_or_none(s.metric(metric)) is not None]
+    others = [
+        s
+        for s in layers
+        if s is not layer and s.analysed and (s.M or 0) >= min_m and finite_or_none(s.metric(metric)) is not None
+    ]
     same_kind = [s for s in others if s.kind == layer.kind]
     same_shape = [s for s in same_kind if _shape(s) == _shape(layer)]
     noun = f"{layer.kind} layer"
@@ -97,9 +107,14 @@ def scale_outliers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
         if abs(z) > p["max_robust_z"] and abs(delta) >= limit:
             factor = 10 ** (abs(delta) / 2)
             side, more = ("above", "larger") if delta > 0 else ("below", "smaller")
-            yield layer, (f"{layer.name}: gain (log10 squared weight norm per output) {gain:.2f} is {abs(delta):.2f} decades {side} "
-                          f"the median {med:.2f} of its {group.label} (robust z {z:+.1f}): weights about "
-                          f"{factor:.3g}x {more} than its siblings'")
+            yield (
+                layer,
+                (
+                    f"{layer.name}: gain (log10 squared weight norm per output) {gain:.2f} is {abs(delta):.2f} decades {side} "
+                    f"the median {med:.2f} of its {group.label} (robust z {z:+.1f}): weights about "
+                    f"{factor:.3g}x {more} than its siblings'"
+                ),
+            )
 
 
 # --- WW011 / WW012: indistinguishable from random initialisation -----------------------------
@@ -120,8 +135,11 @@ def randomness(layer: LayerResult, p: Mapping[str, float]) -> str | None:
     ratio = finite_or_none(layer.metric("rand_lambda_ratio"))
     spikes = layer.metric("num_rand_spikes")
     if ratio is not None and spikes is not None:
-        if (p["min_rand_ratio"] <= ratio <= p["max_rand_ratio"] and spikes <= p["max_rand_spikes"]
-                and not layer.metric("num_traps")):
+        if (
+            p["min_rand_ratio"] <= ratio <= p["max_rand_ratio"]
+            and spikes <= p["max_rand_spikes"]
+            and not layer.metric("num_traps")
+        ):
             return "random"
         return "structured" if ratio >= p["structured_ratio"] else None
     mp_spikes = layer.metric("num_spikes")
@@ -135,16 +153,21 @@ def _evidence(layer: LayerResult) -> str:
     if ratio is None:
         return "no eigenvalue above its Marchenko-Pastur bulk (--fast: no shuffled copy)"
     spikes = layer.metric("num_rand_spikes")
-    return (f"largest eigenvalue {ratio:.2f}x that of an element-shuffled copy of itself, "
-            f"{spikes} eigenvalue{'s' if spikes != 1 else ''} above it")
+    return (
+        f"largest eigenvalue {ratio:.2f}x that of an element-shuffled copy of itself, "
+        f"{spikes} eigenvalue{'s' if spikes != 1 else ''} above it"
+    )
 
 
 # Initialisers whose gain (squared weight norm per output = fan_in · variance) does not depend on the
 # layer's shape: torch's default for Linear/Conv (kaiming_uniform with a = √5: U(±1/√fan_in)), LeCun
 # (variance 1/fan_in), He/Kaiming (2/fan_in). A random-looking layer sitting on one of them, to
 # within INIT_GAIN_TOLERANCE decades, kept its initialisation: training moves the gain.
-INITIALISER_GAINS = {"torch's default (U(±1/√fan_in))": 1.0 / 3.0, "LeCun (variance 1/fan_in)": 1.0,
-                     "He (variance 2/fan_in)": 2.0}
+INITIALISER_GAINS = {
+    "torch's default (U(±1/√fan_in))": 1.0 / 3.0,
+    "LeCun (variance 1/fan_in)": 1.0,
+    "He (variance 2/fan_in)": 2.0,
+}
 INIT_GAIN_TOLERANCE = 0.03
 # Same-shape siblings speak for a layer only when there are at least this many of them (two
 # structured convs of one shape said "random" of an intact third one in the benchmark).
@@ -189,13 +212,21 @@ def _random_among_structured(ctx: RuleContext, p: Mapping[str, float], on_init: 
             structured = [s for s in group.layers if labels[s.id] == "structured"]
             random = [s for s in group.layers if labels[s.id] == "random"]
             decided = len(structured) + len(random)
-            if len(structured) >= p["min_siblings"] and len(random) <= p["max_random_siblings"] \
-                    and len(structured) >= p["min_structured_share"] * decided:
-                yield layer, (f"{layer.name}: indistinguishable from random initialisation: {_evidence(layer)}"
-                              + (f"; its scale is exactly that of {init}" if on_init else "")
-                              + f"; {len(structured)} of its {group.label} stand clearly above theirs"
-                              + (f" and {len(random)} look random too" if random else "")
-                              + " (weights never trained, or not loaded)")
+            if (
+                len(structured) >= p["min_siblings"]
+                and len(random) <= p["max_random_siblings"]
+                and len(structured) >= p["min_structured_share"] * decided
+            ):
+                yield (
+                    layer,
+                    (
+                        f"{layer.name}: indistinguishable from random initialisation: {_evidence(layer)}"
+                        + (f"; its scale is exactly that of {init}" if on_init else "")
+                        + f"; {len(structured)} of its {group.label} stand clearly above theirs"
+                        + (f" and {len(random)} look random too" if random else "")
+                        + " (weights never trained, or not loaded)"
+                    ),
+                )
                 break
 
 
@@ -220,9 +251,14 @@ def random_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
     judged = [layer for layer in ctx.layers if layer.analysed and (layer.M or 0) >= p["min_m"]]
     random = [layer for layer in judged if randomness(layer, p) == "random"]
     if len(random) >= p["min_layers"] and len(random) >= p["min_random_share"] * len(judged):
-        yield None, (f"model: {len(random)} of {len(judged)} layers with at least {p['min_m']:g} eigenvalues per "
-                     f"slice are indistinguishable from random initialisation ({_names(random)}): the model looks untrained, "
-                     "or its weights were not loaded")
+        yield (
+            None,
+            (
+                f"model: {len(random)} of {len(judged)} layers with at least {p['min_m']:g} eigenvalues per "
+                f"slice are indistinguishable from random initialisation ({_names(random)}): the model looks untrained, "
+                "or its weights were not loaded"
+            ),
+        )
 
 
 # --- WW014: over-trained model ---------------------------------------------------------------
@@ -241,12 +277,20 @@ def heavy_tailed_model(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit
         alpha, d = finite_or_none(layer.metric("alpha")), finite_or_none(layer.metric("D"))
         if layer.status == "ok" and layer.kind != "embedding" and alpha is not None and d is not None and d <= p["max_D"]:
             fitted.append(layer)
-    heavy = [layer for layer in fitted
-             if (finite_or_none(layer.metric("alpha_ci_high")) or float(layer.metric("alpha"))) < p["alpha_min"]]
+    heavy = [
+        layer
+        for layer in fitted
+        if (finite_or_none(layer.metric("alpha_ci_high")) or float(layer.metric("alpha"))) < p["alpha_min"]
+    ]
     if len(heavy) >= p["min_layers"] and len(heavy) >= p["min_share"] * len(fitted):
-        yield None, (f"model: {len(heavy)} of {len(fitted)} reliably fitted layers have their whole 95% alpha interval "
-                     f"below {p['alpha_min']:g} ({_names(heavy)}): very heavy-tailed throughout, the articles' signature of "
-                     "over-training (memorisation)")
+        yield (
+            None,
+            (
+                f"model: {len(heavy)} of {len(fitted)} reliably fitted layers have their whole 95% alpha interval "
+                f"below {p['alpha_min']:g} ({_names(heavy)}): very heavy-tailed throughout, the articles' signature of "
+                "over-training (memorisation)"
+            ),
+        )
 
 
 # --- WW017: rows copied between layers -------------------------------------------------------
@@ -278,5 +322,10 @@ def copied_between_layers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[
         shared = sum(partners.values())
         if shared >= p["min_rows"] and shared >= p["min_share"] * len(hashes):
             with_ = ", ".join(f"{names[o]} ({n})" for o, n in sorted(partners.items(), key=lambda kv: -kv[1])[:3])
-            yield layer, (f"{layer.name}: {shared} of its {len(hashes)} output rows are exact copies of rows of other "
-                          f"layers: {with_} (copied weights, from a merge or export bug)")
+            yield (
+                layer,
+                (
+                    f"{layer.name}: {shared} of its {len(hashes)} output rows are exact copies of rows of other "
+                    f"layers: {with_} (copied weights, from a merge or export bug)"
+                ),
+            )

@@ -107,13 +107,19 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
         else:
             metrics.update(dict.fromkeys(_COMPARE_KEYS))
     return LayerAnalysis(
-        status, metrics=metrics, reason=reason, notes=notes, spectrum=spectrum, random_evals=random_evals,
+        status,
+        metrics=metrics,
+        reason=reason,
+        notes=notes,
+        spectrum=spectrum,
+        random_evals=random_evals,
         row_hashes=hashes,
     )
 
 
-def _random_reference(mats: list[np.ndarray], spectrum: Spectrum, scale: float, options: AuditOptions,
-                      metrics: dict[str, Any], notes: list[str]) -> np.ndarray | None:
+def _random_reference(
+    mats: list[np.ndarray], spectrum: Spectrum, scale: float, options: AuditOptions, metrics: dict[str, Any], notes: list[str]
+) -> np.ndarray | None:
     """Traps and the random reference from an element-shuffled copy; its ESD for the plots.
 
     When every slice is a vector (a conv with one input channel per kernel position), shuffling

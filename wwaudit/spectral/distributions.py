@@ -158,17 +158,13 @@ def compare_distributions(evals: np.ndarray, xmin: float, alpha: float) -> dict[
         warnings.simplefilter("ignore")
         for name in ALTERNATIVES:
             try:
-                dist = _distribution_class(name)(
-                    data=tail, xmin=xmin, discrete=False, parameter_ranges=_RANGES[name], verbose=0
-                )
+                dist = _distribution_class(name)(data=tail, xmin=xmin, discrete=False, parameter_ranges=_RANGES[name], verbose=0)
                 ll = np.asarray(dist.loglikelihoods(tail), dtype=np.float64)
             except (ValueError, ZeroDivisionError, OverflowError, FloatingPointError):
                 continue
             if not np.all(np.isfinite(ll)):
                 continue
-            R, p = loglikelihood_ratio(
-                ll_pl.copy(), ll.copy(), nested=name == "truncated_power_law", normalized_ratio=True
-            )
+            R, p = loglikelihood_ratio(ll_pl.copy(), ll.copy(), nested=name == "truncated_power_law", normalized_ratio=True)
             R, p = float(R), float(p)
             if not np.isfinite(R) or np.max(np.abs(ll - ll_pl)) < _SAME_FIT:
                 # identical likelihoods (a TPL with Λ → 0 is the power law): R would be 0/0 or

@@ -146,7 +146,13 @@ def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | 
     alive = max(0, min(outputs - dead_rows, inputs - dead_cols))
     top = float(row_sq.max()) if row_sq.size else 0.0
     live = row_sq > top * DEAD_RELATIVE**2 if top > 0 else np.zeros(row_sq.size, dtype=bool)
-    return {"log_gain": gain, "levels_per_row": _levels(mats, live), "dup_rows": dup_rows, "dup_cols": dup_cols,
-            "dead_rows": dead_rows, "dead_cols": dead_cols,
-            "dead_share": max(dead_rows / outputs, dead_cols / inputs) if outputs and inputs else None,
-            "dead_rank_loss": (min(outputs, inputs) - alive) * len(mats)}, hashes
+    return {
+        "log_gain": gain,
+        "levels_per_row": _levels(mats, live),
+        "dup_rows": dup_rows,
+        "dup_cols": dup_cols,
+        "dead_rows": dead_rows,
+        "dead_cols": dead_cols,
+        "dead_share": max(dead_rows / outputs, dead_cols / inputs) if outputs and inputs else None,
+        "dead_rank_loss": (min(outputs, inputs) - alive) * len(mats),
+    }, hashes

@@ -93,8 +93,9 @@ def layer_rng(mats: list[np.ndarray], seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, *map(int, words)]))
 
 
-def shuffled_copy(W: np.ndarray, rng: np.random.Generator, block: int = SHUFFLE_BLOCK,
-                  blocked_above: int = BLOCKED_SHUFFLE_ABOVE) -> np.ndarray:
+def shuffled_copy(
+    W: np.ndarray, rng: np.random.Generator, block: int = SHUFFLE_BLOCK, blocked_above: int = BLOCKED_SHUFFLE_ABOVE
+) -> np.ndarray:
     """A uniformly random permutation of W's elements: a new 1-D array in W's dtype.
 
     Elements are taken in W's storage order (a uniform shuffle does not care in which order they
@@ -138,9 +139,7 @@ def shuffled_copy(W: np.ndarray, rng: np.random.Generator, block: int = SHUFFLE_
     return out
 
 
-def shuffled_spectrum(
-    mats: list[np.ndarray], rng: np.random.Generator, backend: Backend | None = None
-) -> np.ndarray:
+def shuffled_spectrum(mats: list[np.ndarray], rng: np.random.Generator, backend: Backend | None = None) -> np.ndarray:
     """Pooled sorted eigenvalues of element-shuffled copies of the layer's matrices.
 
     Each slice is shuffled into one new array (shuffled_copy): the extra memory is one slice,

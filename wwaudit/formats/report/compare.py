@@ -32,6 +32,7 @@ CANDIDATE_COLOUR = "#d1495b"
 
 def change_order(pairs: list[PairResult]) -> list[PairResult]:
     """Pairs from the most to the least changed (relative distance; unreadable pairs first)."""
+
     def key(p: PairResult) -> tuple:
         return (p.status == "ok", -(p.relative_distance if p.relative_distance is not None else -1.0), p.base_id)
 
@@ -128,21 +129,34 @@ def _esd_plot(base_evals: Any, cand_evals: Any, image: str) -> str | None:
 
 
 def _model(info: Any) -> dict[str, str]:
-    return {"path": info.path, "sha256": info.sha256, "size": human_bytes(info.size_bytes),
-            "producer": f"{info.producer} {info.producer_version}".strip() or "unknown",
-            "parameters": fmt(info.parameters)}
+    return {
+        "path": info.path,
+        "sha256": info.sha256,
+        "size": human_bytes(info.size_bytes),
+        "producer": f"{info.producer} {info.producer_version}".strip() or "unknown",
+        "parameters": fmt(info.parameters),
+    }
 
 
 def _row(p: PairResult) -> dict[str, str]:
     shape = f"{p.N}×{p.M}" + (f"×{p.slices}" if p.slices and p.slices > 1 else "")
     return {
-        "base": p.base, "candidate": p.candidate, "match": p.match, "shape": shape, "status": p.status,
+        "base": p.base,
+        "candidate": p.candidate,
+        "match": p.match,
+        "shape": shape,
+        "status": p.status,
         "reason": p.reason or "",
-        "alpha_base": fmt(p.base_metrics.get("alpha")), "alpha_candidate": fmt(p.candidate_metrics.get("alpha")),
-        "d_alpha": fmt(p.delta.get("alpha")), "d_lsn": fmt(p.delta.get("log_spectral_norm")),
-        "d_log_norm": fmt(p.delta.get("log_norm")), "distance": fmt(p.relative_distance),
-        "overlap": fmt(p.subspace_overlap), "k": str(p.subspace_k or "–"),
-        "diff_rank": fmt(p.diff.get("rank")), "diff_alpha": fmt(p.diff.get("alpha")),
+        "alpha_base": fmt(p.base_metrics.get("alpha")),
+        "alpha_candidate": fmt(p.candidate_metrics.get("alpha")),
+        "d_alpha": fmt(p.delta.get("alpha")),
+        "d_lsn": fmt(p.delta.get("log_spectral_norm")),
+        "d_log_norm": fmt(p.delta.get("log_norm")),
+        "distance": fmt(p.relative_distance),
+        "overlap": fmt(p.subspace_overlap),
+        "k": str(p.subspace_k or "–"),
+        "diff_rank": fmt(p.diff.get("rank")),
+        "diff_alpha": fmt(p.diff.get("alpha")),
         "top_sv": fmt(p.top_sv_rel_change),
     }
 
@@ -159,8 +173,14 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
     for p in changed[:ESD_LAYERS]:
         uri = _esd_plot(base_layers[p.base_id].evals, cand_layers[p.candidate_id].evals, image)
         if uri:
-            esds.append({"title": p.candidate if p.candidate == p.base else f"{p.base} → {p.candidate}",
-                         "distance": fmt(p.relative_distance), "overlap": fmt(p.subspace_overlap), "uri": uri})
+            esds.append(
+                {
+                    "title": p.candidate if p.candidate == p.base else f"{p.base} → {p.candidate}",
+                    "distance": fmt(p.relative_distance),
+                    "overlap": fmt(p.subspace_overlap),
+                    "uri": uri,
+                }
+            )
     titles = {rule.id: rule.title for rule in RULES}
     summary = result.summary()
     return {
@@ -170,11 +190,27 @@ def build_document(result: CompareResult, ctx: RenderContext, for_pdf: bool = Fa
         "verdict": result.verdict,
         "verdict_reasons": result.verdict_reasons,
         "summary": {k: fmt(v) for k, v in summary.items()},
-        "models": [{"label": r["label"], "base": fmt(r["base"]), "candidate": fmt(r["candidate"]),
-                    "delta": fmt(r["delta"]), "lower": r["lower"] or "–"} for r in result.model_metrics],
+        "models": [
+            {
+                "label": r["label"],
+                "base": fmt(r["base"]),
+                "candidate": fmt(r["candidate"]),
+                "delta": fmt(r["delta"]),
+                "lower": r["lower"] or "–",
+            }
+            for r in result.model_metrics
+        ],
         "caveat": CAVEAT,
-        "findings": [{"rule": f.rule, "title": titles.get(f.rule, f.rule), "severity": f.severity,
-                      "layer": f.layer or "model", "message": f.message} for f in result.findings],
+        "findings": [
+            {
+                "rule": f.rule,
+                "title": titles.get(f.rule, f.rule),
+                "severity": f.severity,
+                "layer": f.layer or "model",
+                "message": f.message,
+            }
+            for f in result.findings
+        ],
         "changes": [_row(p) for p in ordered[:LARGEST_CHANGES]],
         "more_pairs": max(0, len(ordered) - LARGEST_CHANGES),
         "unmatched_base": result.unmatched_base,

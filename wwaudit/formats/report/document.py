@@ -34,9 +34,21 @@ DETAIL_METRICS: tuple[tuple[str, str], ...] = tuple((m.name, m.detail_label or m
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
 
 # Relative column widths of the HTML layer table (fixed widths: stable while it is sorted and filtered).
-_COLUMN_WEIGHTS = {"id": 4.2, "name": 13.5, "log_norm": 6.3, "op": 7, "shape": 9, "quantization": 10, "status": 6.3,
-                   "stable_rank": 6.3, "rank_loss": 4.6, "num_spikes": 5.4, "num_traps": 5.0, "phase": 7.5,
-                   "findings": 7.5}
+_COLUMN_WEIGHTS = {
+    "id": 4.2,
+    "name": 13.5,
+    "log_norm": 6.3,
+    "op": 7,
+    "shape": 9,
+    "quantization": 10,
+    "status": 6.3,
+    "stable_rank": 6.3,
+    "rank_loss": 4.6,
+    "num_spikes": 5.4,
+    "num_traps": 5.0,
+    "phase": 7.5,
+    "findings": 7.5,
+}
 _METRIC_WEIGHT = 5.8
 _SPANNED = {key for key, _label, _tip in METRIC_TABLE} | {"phase"}
 
@@ -108,8 +120,9 @@ def _shape(layer: LayerResult) -> str:
     return "×".join(map(str, layer.shape or [])) or "scalar"
 
 
-def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = False,
-                   plots_until: ExitStack | None = None) -> dict[str, Any]:
+def build_document(
+    result: AuditResult, ctx: RenderContext, for_pdf: bool = False, plots_until: ExitStack | None = None
+) -> dict[str, Any]:
     """Everything the templates show, as strings and small lists (plots as data: URIs).
 
     With `plots_until`, the plots are still being drawn when this returns: their entries are
@@ -125,8 +138,11 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
     rows = [_table_row(layer, by_layer.get(layer.id, []), columns) for layer in result.layers]
     weight_rows = [row for row in rows if not row["non_weight"]]
     renderer, model_plots, layer_plots = _draw_plots(result, by_layer, plotted, ctx, for_pdf, plots_until, band)
-    details = [_detail(layer, by_layer.get(layer.id, []), layer_plots.get(str(layer.id)))
-               for layer in result.layers if layer.id in plotted]
+    details = [
+        _detail(layer, by_layer.get(layer.id, []), layer_plots.get(str(layer.id)))
+        for layer in result.layers
+        if layer.id in plotted
+    ]
     return {
         "title": f"wwaudit report: {result.model.path}",
         "model": _model_block(result.model),
@@ -137,16 +153,26 @@ def build_document(result: AuditResult, ctx: RenderContext, for_pdf: bool = Fals
         "summary": _key_metrics(result, band),
         "alpha_band": {"text": band_text(band), "low": f"{band[0]:g}", "high": f"{band[1]:g}"},
         "counts": {sev: sum(1 for f in result.findings if f.severity == sev) for sev in ("error", "warning", "info")},
-        "columns": [(key, label, numeric, _tooltip(key, band), width) for (key, label, numeric), width
-                    in zip(columns, _column_widths([key for key, _label, _numeric in columns]))],
+        "columns": [
+            (key, label, numeric, _tooltip(key, band), width)
+            for (key, label, numeric), width in zip(columns, _column_widths([key for key, _label, _numeric in columns]))
+        ],
         "layers": rows,
         "listing": _listing(columns, weight_rows, ctx.page_size) if for_pdf else None,
         "weight_rows": weight_rows,
         "non_weights": _non_weight_groups(rows),
         "layer_map": [{"id": r["id"], "anchor": r["anchor"], "cls": r["cls"], "name": r["name"]} for r in rows],
-        "legend": [(cls, text) for cls, text in (
-            ("ok", "no finding"), ("info", "info finding"), ("warning", "warning"), ("error", "error or unreadable"),
-            ("fit_failed", "power-law fit failed"), ("skipped", "skipped"))],
+        "legend": [
+            (cls, text)
+            for cls, text in (
+                ("ok", "no finding"),
+                ("info", "info finding"),
+                ("warning", "warning"),
+                ("error", "error or unreadable"),
+                ("fit_failed", "power-law fit failed"),
+                ("skipped", "skipped"),
+            )
+        ],
         "model_plots": model_plots,
         "plot_source": renderer if plots_until is not None else None,
         "details": details,
@@ -204,16 +230,31 @@ def _table_row(layer: LayerResult, found: list[Finding], columns: list[tuple[str
         cells[key] = (fmt(layer.metric(key)), sort_key(layer.metric(key)))
     # a layer without metrics shows its reason across the metric columns instead of a row of dashes
     metric_keys = [key for key, _label, _numeric in columns if key in _SPANNED]
-    return {"id": layer.id, "anchor": f"layer-{layer.id}", "cls": layer_class(layer, found), "status": layer.status,
-            "reason": layer.reason or "", "name": layer.name, "analysed": layer.analysed,
-            "notes": list(layer.notes), "non_weight": non_weight_group(layer),
-            "span": len(metric_keys), "first_metric": metric_keys[0],
-            "cells": [(key, cells[key][0], cells[key][1], numeric, key in _SPANNED) for key, _label, numeric in columns]}
+    return {
+        "id": layer.id,
+        "anchor": f"layer-{layer.id}",
+        "cls": layer_class(layer, found),
+        "status": layer.status,
+        "reason": layer.reason or "",
+        "name": layer.name,
+        "analysed": layer.analysed,
+        "notes": list(layer.notes),
+        "non_weight": non_weight_group(layer),
+        "span": len(metric_keys),
+        "first_metric": metric_keys[0],
+        "cells": [(key, cells[key][0], cells[key][1], numeric, key in _SPANNED) for key, _label, numeric in columns],
+    }
 
 
-def _draw_plots(result: AuditResult, by_layer: dict[int, list[Finding]], plotted: set[int], ctx: RenderContext,
-                for_pdf: bool, plots_until: ExitStack | None,
-                band: tuple[float, float]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+def _draw_plots(
+    result: AuditResult,
+    by_layer: dict[int, list[Finding]],
+    plotted: set[int],
+    ctx: RenderContext,
+    for_pdf: bool,
+    plots_until: ExitStack | None,
+    band: tuple[float, float],
+) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """Start the model plots (alpha and norm by depth) and the plotted layers' ESD plots: drawn
     here, or left drawing until `plots_until` closes. Returns (renderer, model plots, layer plots)."""
     from wwaudit.formats.report import plots
@@ -224,21 +265,38 @@ def _draw_plots(result: AuditResult, by_layer: dict[int, list[Finding]], plotted
         if not layer.analysed:
             continue
         lo, hi = layer.metric("alpha_ci_low"), layer.metric("alpha_ci_high")
-        points.append(plots.DepthPoint(
-            # the axis counts analysed layers (1, 2, ...), not file entries: biases and skipped
-            # tensors would otherwise stretch it (202 entries for 63 layers on a detector)
-            position=len(points), label=str(len(points) + 1), status=layer_class(layer, by_layer.get(layer.id, [])),
-            alpha=layer.metric("alpha") if layer.status == "ok" else None,
-            alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
-            log_spectral_norm=layer.metric("log_spectral_norm")))
+        points.append(
+            plots.DepthPoint(
+                # the axis counts analysed layers (1, 2, ...), not file entries: biases and skipped
+                # tensors would otherwise stretch it (202 entries for 63 layers on a detector)
+                position=len(points),
+                label=str(len(points) + 1),
+                status=layer_class(layer, by_layer.get(layer.id, [])),
+                alpha=layer.metric("alpha") if layer.status == "ok" else None,
+                alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
+                log_spectral_norm=layer.metric("log_spectral_norm"),
+            )
+        )
         if layer.id in plotted and layer.evals is not None:
-            jobs.append(plots.LayerPlotJob(
-                key=str(layer.id), evals=np.asarray(layer.evals),
-                random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
-                metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
-                fmt="jpeg" if for_pdf else "svg"))
-    renderer = plots.PlotRenderer(points, jobs, fmt="jpeg" if for_pdf else "svg", workers=ctx.extra.get("workers"),
-                                  deferred=plots_until is not None, band=band)
+            jobs.append(
+                plots.LayerPlotJob(
+                    key=str(layer.id),
+                    evals=np.asarray(layer.evals),
+                    random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
+                    metrics={
+                        k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")
+                    },
+                    fmt="jpeg" if for_pdf else "svg",
+                )
+            )
+    renderer = plots.PlotRenderer(
+        points,
+        jobs,
+        fmt="jpeg" if for_pdf else "svg",
+        workers=ctx.extra.get("workers"),
+        deferred=plots_until is not None,
+        band=band,
+    )
     if plots_until is None:
         with renderer:
             return renderer, renderer.model_plots(), renderer.uris()
@@ -250,35 +308,55 @@ def _draw_plots(result: AuditResult, by_layer: dict[int, list[Finding]], plotted
 def _detail(layer: LayerResult, found: list[Finding], uri: str | None) -> dict[str, Any]:
     """A plotted layer's section: identity, metrics, findings and its ESD plot."""
     return {
-        "id": layer.id, "anchor": f"layer-{layer.id}", "name": layer.name, "tensor": layer.tensor,
-        "op": layer.op, "shape": _shape(layer), "dtype": layer.dtype or "", "quantization": layer.quantization,
-        "status": layer.status, "reason": layer.reason or "", "cls": layer_class(layer, found),
+        "id": layer.id,
+        "anchor": f"layer-{layer.id}",
+        "name": layer.name,
+        "tensor": layer.tensor,
+        "op": layer.op,
+        "shape": _shape(layer),
+        "dtype": layer.dtype or "",
+        "quantization": layer.quantization,
+        "status": layer.status,
+        "reason": layer.reason or "",
+        "cls": layer_class(layer, found),
         "notes": list(layer.notes),
         "metrics": [(label, fmt(layer.metric(key))) for key, label in DETAIL_METRICS if layer.metric(key) is not None],
         "findings": [{"rule": f.rule, "severity": f.severity, "message": _without_layer(f)} for f in found],
         "plot": uri,
-        "no_plot": "" if uri else ("no eigenvalues (layer not analysed)" if not layer.analysed else "no eigenvalues kept for this layer"),
+        "no_plot": ""
+        if uri
+        else ("no eigenvalues (layer not analysed)" if not layer.analysed else "no eigenvalues kept for this layer"),
     }
 
 
 def _model_block(model: Any) -> dict[str, str]:
     """The report's identity block of the audited file."""
     return {
-        "path": model.path, "sha256": model.sha256, "short_hash": model.sha256[:16],
+        "path": model.path,
+        "sha256": model.sha256,
+        "short_hash": model.sha256[:16],
         "size": human_bytes(model.size_bytes),
         "producer": f"{model.producer} {model.producer_version}".strip() or "unknown",
         "opset": ", ".join(f"{d} {v}" for d, v in sorted(model.opset.items())) or "none",
-        "parameters": fmt(model.parameters), "ir_version": str(model.ir_version),
-        "graph_name": model.graph_name, "external_data": "yes" if model.external_data else "no",
+        "parameters": fmt(model.parameters),
+        "ir_version": str(model.ir_version),
+        "graph_name": model.graph_name,
+        "external_data": "yes" if model.external_data else "no",
     }
 
 
 def _waived(result: AuditResult) -> list[dict[str, Any]]:
     """Findings the policy or the baseline waived, with who waived them and why."""
-    return [{"rule": f.rule, "severity": f.severity, "layer": f.layer or "model", "message": f.message,
-             "by": ": ".join(x for x in (getattr(f, "suppressed_by", None) or "policy",
-                                         getattr(f, "justification", None)) if x)}
-            for f in getattr(result, "suppressed", [])]
+    return [
+        {
+            "rule": f.rule,
+            "severity": f.severity,
+            "layer": f.layer or "model",
+            "message": f.message,
+            "by": ": ".join(x for x in (getattr(f, "suppressed_by", None) or "policy", getattr(f, "justification", None)) if x),
+        }
+        for f in getattr(result, "suppressed", [])
+    ]
 
 
 # Options whose values are byte counts: shown as KiB/MiB/GiB, as a reader sets them (--max-memory 8G).
@@ -306,14 +384,26 @@ def _policy_block(policy: Any) -> dict[str, Any] | None:
     (enabled, severity, thresholds) and the waivers with reason and owner; not a JSON blob."""
     if not isinstance(policy, dict):
         return None
-    head = [("source", policy.get("source") or "defaults (no policy file)"), ("sha-256", policy.get("sha256") or "–"),
-            ("fail-on", policy.get("fail_on") or "–"), ("report-level", policy.get("report_level") or "–"),
-            ("ignored layers", option_text(policy.get("ignore_layers") or None))]
-    rules = [{"id": rule_id, "enabled": "yes" if r.get("enabled") else "no", "severity": r.get("severity", "–"),
-              "params": ", ".join(f"{k.replace('_', '-')} = {fmt(v)}" for k, v in r.get("params", {}).items()) or "–"}
-             for rule_id, r in (policy.get("rules") or {}).items()]
-    waivers = [{"rule": w.get("rule"), "layer": w.get("layer") or "every layer", "reason": w.get("reason"),
-                "owner": w.get("owner")} for w in policy.get("waivers") or []]
+    head = [
+        ("source", policy.get("source") or "defaults (no policy file)"),
+        ("sha-256", policy.get("sha256") or "–"),
+        ("fail-on", policy.get("fail_on") or "–"),
+        ("report-level", policy.get("report_level") or "–"),
+        ("ignored layers", option_text(policy.get("ignore_layers") or None)),
+    ]
+    rules = [
+        {
+            "id": rule_id,
+            "enabled": "yes" if r.get("enabled") else "no",
+            "severity": r.get("severity", "–"),
+            "params": ", ".join(f"{k.replace('_', '-')} = {fmt(v)}" for k, v in r.get("params", {}).items()) or "–",
+        }
+        for rule_id, r in (policy.get("rules") or {}).items()
+    ]
+    waivers = [
+        {"rule": w.get("rule"), "layer": w.get("layer") or "every layer", "reason": w.get("reason"), "owner": w.get("owner")}
+        for w in policy.get("waivers") or []
+    ]
     return {"head": head, "rules": rules, "waivers": waivers}
 
 
@@ -365,8 +455,10 @@ def _non_weight_groups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in rows:
         if row["non_weight"]:
             groups.setdefault(row["non_weight"], []).append(row["name"])
-    return [{"label": label, "count": len(names), "examples": ", ".join(names[:3]) + (", …" if len(names) > 3 else "")}
-            for label, names in groups.items()]
+    return [
+        {"label": label, "count": len(names), "examples": ", ".join(names[:3]) + (", …" if len(names) > 3 else "")}
+        for label, names in groups.items()
+    ]
 
 
 def _wants_plot(mode: str, layer: LayerResult, found: list[Finding]) -> bool:
@@ -377,8 +469,7 @@ def _wants_plot(mode: str, layer: LayerResult, found: list[Finding]) -> bool:
     return bool(found) or (mode == "all" and layer.analysed)
 
 
-def _plotted_layers(layers: list[LayerResult], by_layer: dict[int, list[Finding]], mode: str,
-                    limit: int) -> tuple[set[int], int]:
+def _plotted_layers(layers: list[LayerResult], by_layer: dict[int, list[Finding]], mode: str, limit: int) -> tuple[set[int], int]:
     """Ids of the layers that get a detail section, and how many would without the limit. With
     'findings' and a limit, the most severe first (error, warning, info; then more distinct rules;
     then layer order).
@@ -418,10 +509,12 @@ def _listing(columns: list[tuple[str, str, bool]], rows: list[dict[str, Any]], p
     width in characters, and the font size at which the longest line fits the fields column
     (lines that still do not fit wrap)."""
     fields = [(key, _LISTING_LABELS.get(key, label), numeric) for key, label, numeric in columns if key not in ("id", "name")]
-    cells = [{key: (text, row["analysed"] or not spanned) for key, text, _sort, _num, spanned in row["cells"]}
-             for row in rows]  # per row: key -> (text, shown in its own column)
-    widths = {key: max([text_width(label)] + [text_width(c[key][0]) for c in cells if c[key][1]])
-              for key, label, _numeric in fields}
+    cells = [
+        {key: (text, row["analysed"] or not spanned) for key, text, _sort, _num, spanned in row["cells"]} for row in rows
+    ]  # per row: key -> (text, shown in its own column)
+    widths = {
+        key: max([text_width(label)] + [text_width(c[key][0]) for c in cells if c[key][1]]) for key, label, _numeric in fields
+    }
 
     def pad(text: str, key: str, numeric: bool) -> str:
         gap = " " * (widths[key] - text_width(text))
@@ -438,7 +531,7 @@ def _listing(columns: list[tuple[str, str, bool]], rows: list[dict[str, Any]], p
                 parts.append(pad(text, key, numeric))
             elif key == row["first_metric"]:
                 reason = row["reason"] or "–"
-                parts.append(reason + span[text_width(reason):])
+                parts.append(reason + span[text_width(reason) :])
         row["line"] = _LISTING_GAP.join(parts)
         longest = max(longest, text_width(row["line"]))
     font = min(_LISTING_FONT_PT[1], _LISTING_FIELDS_PT.get(page_size, _LISTING_FIELDS_PT["A4"]) / (longest * _MONO_ADVANCE))
@@ -463,8 +556,8 @@ def _coverage_text(s: dict[str, Any]) -> str:
 # What the judgement benchmark measured (README, "How reliable are these findings"): printed in
 # every report so that a reviewer reads the verdict with its error rates.
 RELIABILITY = (
-    "Measured on 24 real pretrained models damaged one layer at a time (benchmarks/judgement.py, README \"How "
-    "reliable are these findings\"): 21 of 24 intact models passed and none failed; zeros, NaN, truncated rank, "
+    'Measured on 24 real pretrained models damaged one layer at a time (benchmarks/judgement.py, README "How '
+    'reliable are these findings"): 21 of 24 intact models passed and none failed; zeros, NaN, truncated rank, '
     "copied rows, x30 scaling and 2-bit rounding were named in 88-100% of cases, re-initialised layers in 59-90%, "
     "additive noise in none. What the method cannot see: additive noise below the "
     "layer's own scale, layers too small to tell from random (fewer than 32 eigenvalues per slice), two layers "
@@ -477,10 +570,11 @@ def gate_note(result: AuditResult) -> str:
     fail_on = (result.options.get("policy") or {}).get("fail_on", "error")
     return {
         "pass": "Pass: nothing a reviewer must look at (exit code 0).",
-        "review": (f"Review: warnings a reviewer should look at. The gate (fail-on {fail_on}) lets it through with "
-                   "exit code 0; --fail-on warning stops on them."),
-        "inconclusive": ("Inconclusive: the audit did not cover the model's weights, so it cannot pass "
-                         "(exit code 3)."),
+        "review": (
+            f"Review: warnings a reviewer should look at. The gate (fail-on {fail_on}) lets it through with "
+            "exit code 0; --fail-on warning stops on them."
+        ),
+        "inconclusive": ("Inconclusive: the audit did not cover the model's weights, so it cannot pass (exit code 3)."),
         "fail": f"Fail: findings at or above fail-on {fail_on} (exit code 1).",
     }.get(result.verdict, "")
 
@@ -488,26 +582,41 @@ def gate_note(result: AuditResult) -> str:
 def _key_metrics(result: AuditResult, band: tuple[float, float]) -> list[tuple[str, str, str]]:
     s = result.summary
     return [
-        ("Weights analysed", _coverage_text(s),
-         "Weight matrices analysed, and in brackets their share of the weight parameters. "
-         f"{s.get('weights_not_analysable', 0)} too small or depthwise to analyse, {s.get('weights_skipped_for_limit', 0)} "
-         f"skipped for a limit, {s.get('weights_not_selected', 0)} not selected, {s.get('errors', 0)} unreadable, "
-         f"{s.get('fit_failed', 0)} with a failed power-law fit. Every weight in the file is listed; skipped ones "
-         "carry their reason"
-         + (f" ({s['unlisted_skipped']} more skipped non-weight tensors are counted by reason in the JSON summary, "
-            "not listed)." if s.get("unlisted_skipped") else ".")),
-        ("Mean alpha", fmt(s.get("alpha_mean")),
-         f"Tail exponent of the eigenvalue spectrum, over the {s.get('reliable_fits', 0)} reliable fits. The articles "
-         f"place well-trained layers in about {band_text(band)}; real models differ by layer kind, so the audit judges "
-         "layers against their siblings rather than this band."),
-        ("Alpha-hat", fmt(s.get("alpha_weighted_mean")),
-         "Mean α·log10 λmax over the reliable fits. It ranks checkpoints of one architecture trained for one task; "
-         "across architectures it is not comparable (GPT-2 ≈ 9.8, good DenseNets below 0), and alone it says "
-         "nothing about this model."),
-        ("Mean log-norm", fmt(s.get("log_norm_mean")),
-         "Mean log10 of the squared Frobenius norm: the scale of the weights."),
-        (f"Share of layers with α in {band_text(band)}", fmt(s.get("share_alpha_in_band")),
-         "Fraction of the reliable fits inside the band: a description of the model, not a score."),
+        (
+            "Weights analysed",
+            _coverage_text(s),
+            "Weight matrices analysed, and in brackets their share of the weight parameters. "
+            f"{s.get('weights_not_analysable', 0)} too small or depthwise to analyse, {s.get('weights_skipped_for_limit', 0)} "
+            f"skipped for a limit, {s.get('weights_not_selected', 0)} not selected, {s.get('errors', 0)} unreadable, "
+            f"{s.get('fit_failed', 0)} with a failed power-law fit. Every weight in the file is listed; skipped ones "
+            "carry their reason"
+            + (
+                f" ({s['unlisted_skipped']} more skipped non-weight tensors are counted by reason in the JSON summary, "
+                "not listed)."
+                if s.get("unlisted_skipped")
+                else "."
+            ),
+        ),
+        (
+            "Mean alpha",
+            fmt(s.get("alpha_mean")),
+            f"Tail exponent of the eigenvalue spectrum, over the {s.get('reliable_fits', 0)} reliable fits. The articles "
+            f"place well-trained layers in about {band_text(band)}; real models differ by layer kind, so the audit judges "
+            "layers against their siblings rather than this band.",
+        ),
+        (
+            "Alpha-hat",
+            fmt(s.get("alpha_weighted_mean")),
+            "Mean α·log10 λmax over the reliable fits. It ranks checkpoints of one architecture trained for one task; "
+            "across architectures it is not comparable (GPT-2 ≈ 9.8, good DenseNets below 0), and alone it says "
+            "nothing about this model.",
+        ),
+        ("Mean log-norm", fmt(s.get("log_norm_mean")), "Mean log10 of the squared Frobenius norm: the scale of the weights."),
+        (
+            f"Share of layers with α in {band_text(band)}",
+            fmt(s.get("share_alpha_in_band")),
+            "Fraction of the reliable fits inside the band: a description of the model, not a score.",
+        ),
     ]
 
 
@@ -515,7 +624,7 @@ def _without_layer(f: Finding) -> str:
     """The finding's message without its leading "<layer>: ": wherever the report shows a message,
     the layer is named beside it (a Layer column, the layer's own section)."""
     prefix = f"{f.layer}: " if f.layer else ""
-    return f.message[len(prefix):] if prefix and f.message.startswith(prefix) else f.message
+    return f.message[len(prefix) :] if prefix and f.message.startswith(prefix) else f.message
 
 
 def _finding_groups(findings: list[Finding]) -> list[dict[str, Any]]:
@@ -529,17 +638,20 @@ def _finding_groups(findings: list[Finding]) -> list[dict[str, Any]]:
         if key not in groups:
             rule = RULES_BY_ID.get(f.rule)
             groups[key] = {
-                "rule": f.rule, "severity": f.severity,
+                "rule": f.rule,
+                "severity": f.severity,
                 "title": getattr(rule, "title", "") or f.rule,
                 "rationale": getattr(rule, "rationale", "") or "",
                 "remedy": getattr(rule, "remedy", "") or "",
-                "count": 0, "by_message": {},
+                "count": 0,
+                "by_message": {},
             }
         group = groups[key]
         group["count"] += 1
         message = _without_layer(f)
         group["by_message"].setdefault(message, []).append(
-            {"name": f.layer or "model", "anchor": f"layer-{f.layer_id}" if f.layer_id is not None else ""})
+            {"name": f.layer or "model", "anchor": f"layer-{f.layer_id}" if f.layer_id is not None else ""}
+        )
     for group in groups.values():
         group["items"] = [{"message": message, "layers": layers} for message, layers in group.pop("by_message").items()]
     return sorted(groups.values(), key=lambda g: (SEVERITY_ORDER.get(g["severity"], 3), g["rule"]))
@@ -557,5 +669,8 @@ def versions(for_pdf: bool) -> list[tuple[str, str]]:
     names = ["numpy", "scipy", "onnx", "onnxruntime", "powerlaw", "matplotlib", "jinja2"]
     if for_pdf:
         names.append("weasyprint")
-    return ([("wwaudit", wwaudit.__version__)] + [(n, _version(n)) for n in names]
-            + [("python", platform.python_version()), ("platform", f"{platform.system()} {platform.machine()}")])
+    return (
+        [("wwaudit", wwaudit.__version__)]
+        + [(n, _version(n)) for n in names]
+        + [("python", platform.python_version()), ("platform", f"{platform.system()} {platform.machine()}")]
+    )

@@ -75,8 +75,10 @@ def font_face_css(document: str) -> str:
         rules = []
         for name, family, weight, style in FACES:
             data = base64.b64encode(_subset((folder / name).read_bytes(), characters)).decode("ascii")
-            rules.append(f'@font-face {{ font-family: "{family}"; font-weight: {weight}; font-style: {style}; '
-                         f'src: url(data:font/ttf;base64,{data}); }}')
+            rules.append(
+                f'@font-face {{ font-family: "{family}"; font-weight: {weight}; font-style: {style}; '
+                f"src: url(data:font/ttf;base64,{data}); }}"
+            )
         return "\n".join(rules)
     except (OSError, ModuleNotFoundError):
         return ""

@@ -60,8 +60,7 @@ def html_to_pdf(html: str, identifier: bytes, plots: Any = None) -> bytes:
     # HarfBuzz-Subset where the host has it and with fontTools elsewhere, which write different
     # bytes (and HarfBuzz keeps the head table's timestamp, fontTools stamps its own).
     with _fixed_font_timestamp():
-        return document.write_pdf(pdf_identifier=identifier, stylesheets=[fonts], font_config=font_config,
-                                  full_fonts=bool(faces))
+        return document.write_pdf(pdf_identifier=identifier, stylesheets=[fonts], font_config=font_config, full_fonts=bool(faces))
 
 
 def render(result: AuditResult, ctx: RenderContext) -> bytes:
@@ -70,8 +69,7 @@ def render(result: AuditResult, ctx: RenderContext) -> bytes:
     while WeasyPrint parses and lays out the document."""
     with contextlib.ExitStack() as plots_until:
         doc = build_document(result, ctx, for_pdf=True, plots_until=plots_until)
-        return html_to_pdf(document_html(doc, for_pdf=True), result.model.sha256[:32].encode("ascii"),
-                           plots=doc["plot_source"])
+        return html_to_pdf(document_html(doc, for_pdf=True), result.model.sha256[:32].encode("ascii"), plots=doc["plot_source"])
 
 
 @contextlib.contextmanager

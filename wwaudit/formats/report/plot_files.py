@@ -37,11 +37,17 @@ def write_plots(result: AuditResult, folder: str, fmt: str = "png", workers: int
         os.makedirs(folder, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"--plots-dir {folder}: cannot create the folder: {exc.strerror}") from None
-    jobs = [plots.LayerPlotJob(key=str(layer.id), evals=np.asarray(layer.evals),
-                               random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
-                               metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min",
-                                                                     "bulk_max", "num_spikes")}, fmt=fmt)
-            for layer in result.layers if layer.analysed and layer.evals is not None]
+    jobs = [
+        plots.LayerPlotJob(
+            key=str(layer.id),
+            evals=np.asarray(layer.evals),
+            random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
+            metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
+            fmt=fmt,
+        )
+        for layer in result.layers
+        if layer.analysed and layer.evals is not None
+    ]
     names = {str(layer.id): file_name(layer.id, layer.name, fmt) for layer in result.layers}
     written = []
     with plots.PlotRenderer([], jobs, fmt=fmt, workers=workers) as renderer:

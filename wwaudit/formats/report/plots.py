@@ -118,8 +118,7 @@ def figure(width: float, height: float, ncols: int = 1, bottom: float = 0.5) -> 
 
     fig = Figure(figsize=(width, height))
     FigureCanvasSVG(fig)
-    fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=bottom / height,
-                        top=1 - 0.25 / height, wspace=0.28)
+    fig.subplots_adjust(left=0.55 / width, right=1 - 0.1 / width, bottom=bottom / height, top=1 - 0.25 / height, wspace=0.28)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     return fig, axes
 
@@ -196,14 +195,19 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple
         ax.plot(pos, np.minimum(alphas, top), color="#c9ced8", lw=0.8, zorder=1)
         ci = [(p.position, p.alpha_ci) for p in fitted if p.alpha_ci is not None]
         if ci:
-            ax.vlines([x for x, _ in ci], [min(lo, top) for _, (lo, _hi) in ci],
-                      [min(hi, top) for _, (_lo, hi) in ci], color="#5a6272", lw=0.8, zorder=2)
+            ax.vlines(
+                [x for x, _ in ci],
+                [min(lo, top) for _, (lo, _hi) in ci],
+                [min(hi, top) for _, (_lo, hi) in ci],
+                color="#5a6272",
+                lw=0.8,
+                zorder=2,
+            )
         colours = np.array([STATUS_COLOURS[p.status] for p in fitted])
         for clipped, marker in ((False, "o"), (True, "^")):
             sel = (alphas > top) == clipped
             if sel.any():
-                ax.scatter(pos[sel], np.minimum(alphas[sel], top), s=14, marker=marker, c=colours[sel],
-                           zorder=3, linewidths=0)
+                ax.scatter(pos[sel], np.minimum(alphas[sel], top), s=14, marker=marker, c=colours[sel], zorder=3, linewidths=0)
         ax.set_ylim(0, top)
         ax.set_ylabel("alpha")
         ax.set_xlabel("analysed layer (1 = first in depth order)")
@@ -211,8 +215,7 @@ def alpha_depth_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple
         return figure_uri(fig, fmt)
 
 
-def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg",
-                         band: tuple[float, float] = ALPHA_BAND) -> str | None:
+def alpha_histogram_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tuple[float, float] = ALPHA_BAND) -> str | None:
     """Distribution of alpha over layers, with the policy's alpha band; None when no layer has an alpha."""
     import matplotlib
 
@@ -243,8 +246,13 @@ def spectral_norm_plot(points: Sequence[DepthPoint], fmt: str = "svg", band: tup
     with matplotlib.rc_context(PLOT_STYLE):
         fig, (ax,) = figure(3.4, 2.4, bottom=0.62)
         # one line collection, not one rectangle per layer: a 1,000-layer model stays quick to draw
-        ax.vlines([p.position for p in shown], 0, [p.log_spectral_norm for p in shown],
-                  colors=[STATUS_COLOURS[p.status] for p in shown], lw=float(np.clip(160 / len(points), 0.6, 9)))
+        ax.vlines(
+            [p.position for p in shown],
+            0,
+            [p.log_spectral_norm for p in shown],
+            colors=[STATUS_COLOURS[p.status] for p in shown],
+            lw=float(np.clip(160 / len(points), 0.6, 9)),
+        )
         ax.axhline(0, color="#5a6272", lw=0.6)
         ax.set_ylabel("log10 λmax")
         ax.set_xlabel("analysed layer")
@@ -330,8 +338,13 @@ def _esd_loglog(ax: Any, evals: np.ndarray, rand: np.ndarray, m: dict[str, Any],
     if alpha is not None and xmin is not None and xmin > 0:
         tail = float(np.mean(evals >= xmin))
         lam = np.logspace(np.log10(xmin), np.log10(evals.max()), 40)
-        ax.plot(lam, tail * (alpha - 1) / xmin * (lam / xmin) ** (-alpha), color=FIT_COLOUR, lw=1.4,
-                label=f"power law α = {alpha:.2f}")
+        ax.plot(
+            lam,
+            tail * (alpha - 1) / xmin * (lam / xmin) ** (-alpha),
+            color=FIT_COLOUR,
+            lw=1.4,
+            label=f"power law α = {alpha:.2f}",
+        )
         ax.axvline(xmin, color=FIT_COLOUR, ls="--", lw=0.9, label=f"xmin = {xmin:.3g}")
     # the y range covers the shuffled copy too: its bars were clipped above the axes
     positive = np.concatenate([dens[dens > 0], rdens[rdens > 0]])
@@ -440,8 +453,15 @@ class PlotRenderer:
     leaving it stops the workers.
     """
 
-    def __init__(self, points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], fmt: str = "svg",
-                 workers: int | None = None, deferred: bool = False, band: tuple[float, float] = ALPHA_BAND) -> None:
+    def __init__(
+        self,
+        points: Sequence[DepthPoint],
+        jobs: Sequence[LayerPlotJob],
+        fmt: str = "svg",
+        workers: int | None = None,
+        deferred: bool = False,
+        band: tuple[float, float] = ALPHA_BAND,
+    ) -> None:
         if workers is None:
             workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
         models = [name for name in _MODEL_PLOTS if _has_model_plot(name, points)]
@@ -453,8 +473,9 @@ class PlotRenderer:
 
             if not deferred:
                 _preload()  # children inherit the modules; deferred, they import them while this process goes on
-            self._pool = ProcessPoolExecutor(max_workers=min(workers, len(models) + len(layers)),
-                                             mp_context=multiprocessing.get_context("fork"))
+            self._pool = ProcessPoolExecutor(
+                max_workers=min(workers, len(models) + len(layers)), mp_context=multiprocessing.get_context("fork")
+            )
             for name in models:
                 self._plots[f"model-{name}"] = self._pool.submit(_model_task, name, points, fmt, band)
             for job in layers:
@@ -504,8 +525,9 @@ class PlotRenderer:
         return base64.b64decode(uri.split(",", 1)[1])
 
 
-def render_all(points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], fmt: str = "svg",
-               workers: int | None = None) -> tuple[dict[str, str | None], dict[str, str | None]]:
+def render_all(
+    points: Sequence[DepthPoint], jobs: Sequence[LayerPlotJob], fmt: str = "svg", workers: int | None = None
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
     """Model-level plots by name and layer plots by job key (None where a layer has no plot),
     drawn in parallel when worth it; `workers` is the audit's --workers when given, else the CPUs
     available (at most 8)."""
