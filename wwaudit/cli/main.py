@@ -127,6 +127,35 @@ def _add_gating_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_metric_options(parser: argparse.ArgumentParser) -> None:
+    """Opt-in metrics (README, "Optional metrics"): each adds its columns; none changes the default ones."""
+    extra = parser.add_argument_group("optional metrics (off by default)")
+    extra.add_argument(
+        "--fix-fingers",
+        choices=("xmin_peak", "clip_xmax"),
+        help="finger fixing of the tail fit, as weightwatcher's fix_fingers (adds num_fingers, raw_alpha)",
+    )
+    extra.add_argument("--hill", action="store_true", help="alpha_hill: Hill estimator with xmin at the median eigenvalue")
+    extra.add_argument("--detx", action="store_true", help="detX_num, detX_val, num_ERG_spikes, ERG_gap (SETOL)")
+    extra.add_argument("--ww-extras", action="store_true", help="sv_min, max_rand_eval, ww_softrank, ww_maxdist")
+    extra.add_argument("--vectors", action="store_true", help="localisation of the tail and bulk eigenvectors")
+    extra.add_argument(
+        "--trap-detail", action="store_true", help="each correlation trap: distance beyond the shuffled bulk, unit, localisation"
+    )
+
+
+def metric_options(args: argparse.Namespace) -> dict[str, object]:
+    """The AuditOptions fields of the optional-metric flags."""
+    return {
+        "fix_fingers": args.fix_fingers,
+        "hill": args.hill,
+        "detx": args.detx,
+        "ww_extras": args.ww_extras,
+        "vectors": args.vectors,
+        "trap_detail": args.trap_detail,
+    }
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit",
@@ -165,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{cpu,cuda}",
         help="where Gram matrices and eigensolves run (default cpu; cuda needs torch)",
     )
+    _add_metric_options(parser)
     add_limit_options(parser)
     ui = parser.add_argument_group("display")
     ui.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
@@ -260,6 +290,7 @@ def _run_audit(argv: Sequence[str]) -> int:
         precision=args.precision,
         device=args.device,
         max_memory=limits.parse_size(args.max_memory),
+        **metric_options(args),  # type: ignore[arg-type]
     )
     # a PDF report's libraries load while the workers analyse (not with --reference: its second
     # analysis forks workers again, which must not happen while a thread imports)

@@ -36,6 +36,7 @@ from wwaudit.engine.scheduler import (
     estimate_cost,
     run_layers,
 )
+from wwaudit.spectral.extra_metrics import check_fix_fingers
 from wwaudit.spectral.spectra import Backend, check_backend
 from wwaudit.errors import UsageError
 
@@ -141,6 +142,7 @@ def audit(
     options = options or AuditOptions()
     progress = progress or SilentProgress()
     check_backend(Backend.of(options))
+    check_fix_fingers(options.fix_fingers)
     try:
         pattern = re.compile(options.layers) if options.layers else None
     except re.error as exc:
