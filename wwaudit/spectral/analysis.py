@@ -139,7 +139,7 @@ def optional_metrics(
         out["sv_min"] = sv_min(evals)
         out.update(random_columns(evals, traps.random_evals if traps else None, traps.max_random if traps else None))
     if options.vectors:
-        out.update(vector_metrics(mats, scale, fit.xmin))
+        out.update(vector_metrics(mats, fit.num_pl_spikes))
     if options.trap_detail:
         none = dict.fromkeys(TRAP_DETAIL_KEYS)  # --fast, or vector slices: no shuffled copy
         out.update(trap_detail(mats, traps, options.seed, scale, Backend.of(options)) if traps else none)

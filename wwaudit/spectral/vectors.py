@@ -8,8 +8,9 @@ smaller: the singular vectors on the short side); for each eigenvector v, the re
 * loc_ratio: ``localization_ratio`` = ‖v‖₁ / ‖v‖∞ (n for a flat unit vector, 1 for one entry);
 * part_ratio: ``participation_ratio`` = ‖v‖₂ / ‖v‖₄ (n^¼ flat, 1 for one entry).
 
-Eigenvectors whose eigenvalue (conv-scaled, as the ESD) is ≥ the tail fit's xmin are the tail,
-the others the bulk; the columns are the mean and the (population) variance of each metric over
+Eigenvectors whose eigenvalue is ≥ the tail fit's xmin are the tail, the others the bulk: the
+num_pl_spikes largest ones, chosen by rank, since the eigenvalue at xmin, recomputed here with its
+vector, can come out one rounding below xmin and drop out of a comparison; the columns are the mean and the (population) variance of each metric over
 each part: ``tail_mean_loc_ratio`` and so on, the reference's names. A part with no eigenvector
 gives None where the reference writes NaN. Without a tail fit (status fit_failed) there is no
 xmin and the columns are None; the reference then uses its xmin of −1 and calls everything tail.
@@ -47,18 +48,21 @@ def _slice_vectors(W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.linalg.eigh(X)
 
 
-def vector_metrics(mats: list[np.ndarray], scale: float, xmin: float | None) -> dict[str, Any]:
-    """The 12 tail/bulk localisation columns of one layer (see the module docstring)."""
-    if xmin is None:
+def vector_metrics(mats: list[np.ndarray], tail_size: int | None) -> dict[str, Any]:
+    """The 12 tail/bulk localisation columns of one layer (see the module docstring); `tail_size`
+    is the tail fit's num_pl_spikes (None without a fit)."""
+    if tail_size is None:
         return dict.fromkeys(VECTOR_KEYS)
     evals, ent, loc, part = [], [], [], []
     for W in mats:
         ev, V = _slice_vectors(W)
-        evals.append(ev * scale)
+        evals.append(ev)
         ent.append(discrete_entropy(V))
         loc.append(np.sum(np.abs(V), axis=0) / np.max(np.abs(V), axis=0))
         part.append(np.linalg.norm(V, axis=0) / np.sum(V**4, axis=0) ** 0.25)
-    tail = np.concatenate(evals) >= xmin
+    order = np.argsort(np.concatenate(evals), kind="stable")
+    tail = np.zeros(order.size, dtype=bool)
+    tail[order[order.size - min(tail_size, order.size) :]] = True
     out: dict[str, Any] = {}
     for name, values in (("vec_entropy", ent), ("loc_ratio", loc), ("part_ratio", part)):
         data = np.concatenate(values)
