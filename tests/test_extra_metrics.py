@@ -189,8 +189,8 @@ def test_off_by_default_and_written_only_when_asked(tmp_path: Path) -> None:
     path = str(save_model(tmp_path / "m.onnx", {"a": power_law_matrix(128, 64, 3.0), "b": power_law_matrix(96, 48, 4.0, seed=1)}))
     plain = audit(path, AuditOptions(workers=1, fast=True))
     assert not any(set(OPTIONAL_COLUMNS) & set(layer.to_dict()) for layer in plain.layers)
-    assert not set(plain.options) & {"fix_fingers", "hill", "detx", "ww_extras", "vectors", "trap_detail"}
-    full = audit(path, AuditOptions(workers=1, trap_detail=True, **ALL_ON))  # type: ignore[arg-type]
+    assert not set(plain.options) & {"fix_fingers", "hill", "detx", "ww_extras", "vectors", "trap_detail", "per_slice"}
+    full = audit(path, AuditOptions(workers=1, trap_detail=True, per_slice=True, **ALL_ON))  # type: ignore[arg-type]
     assert full.options["fix_fingers"] == "clip_xmax" and full.options["hill"] is True
     for a, b in zip(plain.layers, full.layers):
         if a.status != "ok":
@@ -328,3 +328,33 @@ def test_the_anchor_reaches_the_audit(tmp_path: Path) -> None:
     assert layer.metric("num_fingers") == cols["num_fingers"] == 1
     assert layer.metric("alpha") == pytest.approx(fit.alpha, abs=0.01)
     assert layer.metric("raw_alpha") == pytest.approx(cols["raw_alpha"], abs=0.05)
+
+
+@pytest.mark.parity
+def test_per_slice_same_as_reference_pool_false(tmp_path: Path) -> None:
+    """The reference's pool=False rows of a Conv2D, slice by slice, against our slice_* lists
+    (the reference's own unit test pins torchvision's VGG11 features.3 this way; we have no
+    pretrained VGG, so the same comparison runs on a trained CNN exported to ONNX)."""
+    torch = pytest.importorskip("torch")
+    weightwatcher = pytest.importorskip("weightwatcher")
+    from test_parity import _trained
+
+    model, example = _trained("cnn")
+    path = tmp_path / "cnn.onnx"
+    logging.getLogger("weightwatcher").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), str(path), dynamo=True, external_data=False, verbose=False)
+        details = weightwatcher.WeightWatcher(model=model).analyze(pool=False)
+    rows = details[details["longname"] == "c2"].sort_values("slice_id")
+    assert list(rows["slice_id"]) == list(range(9))
+    result = audit(str(path), AuditOptions(workers=1, fast=True, per_slice=True))
+    c2 = next(lay for lay in result.layers if lay.analysed and lay.slices == 9 and lay.M == 24)
+    assert c2.metric("slice_lambda_max") == pytest.approx(list(rows["lambda_max"]), rel=1e-6)
+    assert np.max(np.abs(np.array(c2.metric("slice_alpha")) - rows["alpha"].to_numpy())) <= 0.01
+    assert c2.metric("slice_D") == pytest.approx(list(rows["D"]), abs=1e-6)
+    assert c2.metric("slice_num_pl_spikes") == list(rows["num_pl_spikes"])
+    # the pooled row is the default one; a dense layer has no slices
+    pooled = next(lay for lay in audit(str(path), AuditOptions(workers=1, fast=True)).layers if lay.id == c2.id)
+    assert pooled.metric("alpha") == c2.metric("alpha") and "slice_alpha" not in pooled.metrics
+    assert all(lay.metric("slice_alpha") is None for lay in result.layers if lay.analysed and lay.kind == "dense")

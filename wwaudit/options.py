@@ -28,6 +28,7 @@ class AuditOptions:
     ww_extras: bool = False  # sv_min, max_rand_eval, ww_softrank, ww_maxdist
     vectors: bool = False  # eigenvector localisation of the tail and bulk singular vectors
     trap_detail: bool = False  # per-trap direction, distance beyond the shuffled bulk, localisation
+    per_slice: bool = False  # conv layers: metrics of every kernel-position slice (the reference's pool=False)
 
     # Settings that change how fast, never what: left out of the echoed options so the JSON is
     # byte-identical whatever the worker count.
@@ -35,7 +36,7 @@ class AuditOptions:
 
     # Opt-in settings left out of the echo while at their default, so that an audit without them
     # writes the same bytes as before they existed.
-    _OPT_IN = ("fix_fingers", "hill", "detx", "ww_extras", "vectors", "trap_detail")
+    _OPT_IN = ("fix_fingers", "hill", "detx", "ww_extras", "vectors", "trap_detail", "per_slice")
 
     def to_dict(self) -> dict[str, Any]:
         defaults = AuditOptions()

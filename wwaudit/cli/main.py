@@ -142,6 +142,11 @@ def _add_metric_options(parser: argparse.ArgumentParser) -> None:
     extra.add_argument(
         "--trap-detail", action="store_true", help="each correlation trap: distance beyond the shuffled bulk, unit, localisation"
     )
+    extra.add_argument(
+        "--per-slice",
+        action="store_true",
+        help="conv layers: λmax and α of every kernel-position slice (weightwatcher's pool=False)",
+    )
 
 
 def metric_options(args: argparse.Namespace) -> dict[str, object]:
@@ -153,6 +158,7 @@ def metric_options(args: argparse.Namespace) -> dict[str, object]:
         "ww_extras": args.ww_extras,
         "vectors": args.vectors,
         "trap_detail": args.trap_detail,
+        "per_slice": args.per_slice,
     }
 
 

@@ -24,6 +24,7 @@ from wwaudit.spectral.powerlaw_fit import PowerLawFit, fit_power_law
 from wwaudit.spectral.extra_metrics import alpha_hill, detx, fit_with_fingers, random_columns, sv_min
 from wwaudit.spectral.trap_detail import TRAP_DETAIL_KEYS, trap_detail
 from wwaudit.spectral.vectors import vector_metrics
+from wwaudit.spectral.slices import slice_metrics
 from wwaudit.spectral.spectra import Backend, Spectrum, Storage, layer_spectrum
 from wwaudit.spectral.structure import structure_and_rows
 from wwaudit.spectral.traps import TrapResult, correlation_traps
@@ -115,6 +116,8 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
         else:
             metrics.update(dict.fromkeys(_COMPARE_KEYS))
     metrics.update(optional_metrics(mats, evals, scale, fit, traps, options))
+    if options.per_slice:
+        metrics.update(slice_metrics(mats, kind, eps, Backend.of(options)))
     return LayerAnalysis(
         status,
         metrics=metrics,
