@@ -17,7 +17,7 @@ import pytest
 from gating_models import power_law_matrix, save_model
 from wwaudit.engine.core import audit
 from wwaudit.errors import UsageError
-from wwaudit.layer_metrics import OPTIONAL_COLUMNS
+from wwaudit.layer_metrics import METRICS_BY_NAME, OPTIONAL_COLUMNS
 from wwaudit.options import AuditOptions
 from wwaudit.spectral.extra_metrics import alpha_hill, detx, fit_with_fingers, peak_of_esd, xmin_peak
 from wwaudit.spectral.powerlaw_fit import fit_power_law
@@ -200,6 +200,10 @@ def test_off_by_default_and_written_only_when_asked(tmp_path: Path) -> None:
         assert row["alpha_hill"] is not None and row["detX_num"] >= 1 and row["sv_min"] > 0
         assert row["tail_mean_loc_ratio"] is not None and isinstance(row["trap_rows"], list)
         assert a.metric("log_norm") == b.metric("log_norm")
+        kinds = {"count": (int, np.integer), "real": (float, np.floating), "text": (str,), "list": (list,)}
+        for name in OPTIONAL_COLUMNS:
+            value = b.metrics[name]
+            assert value is None or isinstance(value, kinds[METRICS_BY_NAME[name].kind]), (name, value)
     json.dumps(full.to_dict())  # every new value is JSON
 
 
