@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Sequence
 
 from wwaudit import __version__
@@ -18,6 +19,7 @@ from wwaudit.errors import EXIT_ERROR, EXIT_OK, UsageError, WwauditError, exit_c
 
 if TYPE_CHECKING:
     from wwaudit import formats
+    from wwaudit.engine.cluster import DaskExecutor
 
 
 class _Parser(argparse.ArgumentParser):
@@ -153,6 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
     perf = parser.add_argument_group("speed")
     perf.add_argument("--workers", type=int, metavar="N", help="layers analysed in parallel (default: usable CPU cores)")
     perf.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the layers on a Dask cluster: a scheduler address (tcp://host:8786), or local:N to start "
+        "N worker processes here; needs pip install 'wwaudit[cluster]' (replaces --workers)",
+    )
+    perf.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on an unreachable --cluster scheduler after SECONDS (default 10)",
+    )
+    perf.add_argument(
         "--precision",
         choices=("float64", "float32"),
         default="float64",
@@ -270,8 +285,9 @@ def _run_audit(argv: Sequence[str]) -> int:
 
     baseline = load_baseline(args.baseline) if args.baseline else None
     staged = formats.StagedOutputs()
-    with limits.watchdog(deadline, cleanup=staged.discard):
-        result = audit(args.model, options, progress, policy=policy, baseline=baseline)
+    with limits.watchdog(deadline, cleanup=staged.discard), ExitStack() as stack:
+        executor = open_cluster(args, stack)
+        result = audit(args.model, options, progress, executor=executor, policy=policy, baseline=baseline)
         if args.reference:
             from wwaudit.compare.engine import attach_reference
 
@@ -284,7 +300,7 @@ def _run_audit(argv: Sequence[str]) -> int:
             page_size=args.page_size,
             plots=args.plots,
             max_plots=args.max_plots,
-            extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
+            extra={"model_uri": formats.artifact_uri(args.model), "workers": executor.workers if executor else options.workers},
         )
         beat = None if args.quiet else (lambda label, slow: Heartbeat(label, enabled=slow))
         written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat)
@@ -298,6 +314,19 @@ def _run_audit(argv: Sequence[str]) -> int:
     elif result.verdict in ("fail", "inconclusive"):
         print_verdict(result)  # a gate that stops always says why, even with --quiet
     return exit_code(result.verdict)
+
+
+def open_cluster(args: argparse.Namespace, stack: ExitStack) -> DaskExecutor | None:
+    """The Dask executor `--cluster` asks for (closed with `stack`), or None to run here.
+
+    Opened under the run's watchdog: starting workers and connecting count against --timeout."""
+    if not args.cluster:
+        return None
+    if not args.connect_timeout > 0:
+        raise UsageError("--connect-timeout must be a positive number of seconds")
+    from wwaudit.engine.cluster import cluster_executor
+
+    return stack.enter_context(cluster_executor(args.cluster, args.connect_timeout))
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
