@@ -25,6 +25,7 @@ import re
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator
 
+from wwaudit.engine.scheduler import LayerTask
 from wwaudit.errors import UsageError, WwauditError
 
 LOCAL_PREFIX = "local:"
@@ -84,7 +85,7 @@ class _LayerFuture:
             return self._inner.result()
         except KilledWorker:
             raise ClusterError(
-                f"Dask workers died on every try while analysing layer '{self._name}' "
+                f"Dask workers died on every try while layer '{self._name}' was on them "
                 "(distributed.scheduler.allowed-failures); lower --max-memory or give the workers more memory"
             ) from None
         except CancelledError:
@@ -102,7 +103,7 @@ class DaskExecutor:
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> _LayerFuture:
         self._submitted += 1
         future = self.client.submit(_pinned, fn, *args, pure=False, priority=-self._submitted)
-        return _LayerFuture(future, str(getattr(args[0], "name", "?")) if args else "?")
+        return _LayerFuture(future, next((a.name for a in args if isinstance(a, LayerTask)), "?"))
 
     @property
     def workers(self) -> int:
