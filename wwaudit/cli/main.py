@@ -14,12 +14,11 @@ from contextlib import ExitStack
 from typing import TYPE_CHECKING, Sequence
 
 from wwaudit import __version__
-from wwaudit.cli.common import check_counts, command_line, run_date, write_outputs
+from wwaudit.cli.common import audit_options, check_counts, command_line, open_cluster, run_date, write_outputs
 from wwaudit.errors import EXIT_ERROR, EXIT_OK, UsageError, WwauditError, exit_code
 
 if TYPE_CHECKING:
     from wwaudit import formats
-    from wwaudit.engine.cluster import DaskExecutor
 
 
 class _Parser(argparse.ArgumentParser):
@@ -87,6 +86,15 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         "as subject; verdict, policy hash, tool version and the JSON result's sha256 as predicate",
     )
     out.add_argument("--plots-dir", metavar="DIR", help="write each analysed layer's ESD plot into DIR")
+    zoo = parser.add_argument_group("several models (wwaudit audit MODEL… --out-dir DIR)")
+    zoo.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="audit every MODEL (files, or folders of .onnx files) in one run: DIR/NAME.json per model and "
+        "DIR/summary.csv + summary.html, one row per model; exit code: the worst verdict",
+    )
+    zoo.add_argument("--reports", choices=("html", "pdf"), help="with --out-dir, also each model's report DIR/NAME.html|pdf")
+    zoo.add_argument("--summary-pdf", action="store_true", help="with --out-dir, also DIR/summary.pdf")
     out.add_argument("--plots-format", choices=("png", "svg"), default="png", help="file format for --plots-dir (default png)")
 
 
@@ -137,7 +145,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", nargs="?", help="path to the .onnx file (external data is read from its folder)")
+    parser.add_argument(
+        "model",
+        nargs="*",
+        help="path to the .onnx file (external data is read from its folder); several paths, or a folder of "
+        ".onnx files, with --out-dir",
+    )
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
     _add_output_options(parser)
     _add_gating_options(parser)
@@ -238,7 +251,6 @@ def _run_audit(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     from wwaudit import formats
     from wwaudit.engine.core import audit
-    from wwaudit.options import AuditOptions
     from wwaudit.cli.progress import BackgroundImports, Heartbeat, make_progress, print_summary, print_verdict
     from wwaudit.rules.policy import load_policy, to_toml
 
@@ -253,8 +265,15 @@ def _run_audit(argv: Sequence[str]) -> int:
     if args.show_policy:
         print(to_toml(policy), end="")
         return EXIT_OK
-    if args.model is None:
+    if args.out_dir is not None or len(args.model) > 1 or (args.model and os.path.isdir(args.model[0])):
+        from wwaudit.cli.zoo import run_zoo
+
+        return run_zoo(args, argv, policy)
+    if not args.model:
         raise UsageError("the following arguments are required: model (see wwaudit --help)")
+    if args.reports or args.summary_pdf:
+        raise UsageError("--reports and --summary-pdf need --out-dir (several models); one model: --report PATH")
+    model = args.model[0]
     outputs = _outputs(args)
     formats.check_outputs(outputs)
     if args.plots_dir and os.path.exists(args.plots_dir) and not os.path.isdir(args.plots_dir):
@@ -263,19 +282,9 @@ def _run_audit(argv: Sequence[str]) -> int:
     if args.max_plots < 0:
         raise UsageError("--max-plots must be 0 (no limit) or a positive number")
     from wwaudit.engine import limits
-    from wwaudit.engine.scheduler import default_workers
 
     deadline = limits.Deadline(limits.parse_timeout(args.timeout))
-    options = AuditOptions(
-        layers=args.layers,
-        fast=args.fast,
-        seed=args.seed,
-        max_evals=args.max_evals,
-        workers=args.workers or default_workers(),
-        precision=args.precision,
-        device=args.device,
-        max_memory=limits.parse_size(args.max_memory),
-    )
+    options = audit_options(args)
     # a PDF report's libraries load while the workers analyse (not with --reference: its second
     # analysis forks workers again, which must not happen while a thread imports)
     pdf = bool(args.report) and os.path.splitext(args.report)[1].lower() == ".pdf" and not args.reference
@@ -287,11 +296,11 @@ def _run_audit(argv: Sequence[str]) -> int:
     staged = formats.StagedOutputs()
     with limits.watchdog(deadline, cleanup=staged.discard), ExitStack() as stack:
         executor = open_cluster(args, stack)
-        result = audit(args.model, options, progress, executor=executor, policy=policy, baseline=baseline)
+        result = audit(model, options, progress, executor=executor, policy=policy, baseline=baseline)
         if args.reference:
             from wwaudit.compare.engine import attach_reference
 
-            attach_reference(result, args.model, args.reference, options, progress)
+            attach_reference(result, model, args.reference, options, progress)
         deadline.check("at the end of the analysis")
         display.join()
         ctx = formats.RenderContext(
@@ -300,7 +309,7 @@ def _run_audit(argv: Sequence[str]) -> int:
             page_size=args.page_size,
             plots=args.plots,
             max_plots=args.max_plots,
-            extra={"model_uri": formats.artifact_uri(args.model), "workers": executor.workers if executor else options.workers},
+            extra={"model_uri": formats.artifact_uri(model), "workers": executor.workers if executor else options.workers},
         )
         beat = None if args.quiet else (lambda label, slow: Heartbeat(label, enabled=slow))
         written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat)
@@ -314,19 +323,6 @@ def _run_audit(argv: Sequence[str]) -> int:
     elif result.verdict in ("fail", "inconclusive"):
         print_verdict(result)  # a gate that stops always says why, even with --quiet
     return exit_code(result.verdict)
-
-
-def open_cluster(args: argparse.Namespace, stack: ExitStack) -> DaskExecutor | None:
-    """The Dask executor `--cluster` asks for (closed with `stack`), or None to run here.
-
-    Opened under the run's watchdog: starting workers and connecting count against --timeout."""
-    if not args.cluster:
-        return None
-    if not args.connect_timeout > 0:
-        raise UsageError("--connect-timeout must be a positive number of seconds")
-    from wwaudit.engine.cluster import cluster_executor
-
-    return stack.enter_context(cluster_executor(args.cluster, args.connect_timeout))
 
 
 def add_limit_options(parser: argparse.ArgumentParser) -> None:
