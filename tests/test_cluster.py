@@ -226,3 +226,14 @@ def test_without_distributed_cluster_is_one_line(monkeypatch: pytest.MonkeyPatch
     assert main([str(SAMPLES / "digits_mlp_good.onnx"), "--cluster", "local:2", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "pip install 'wwaudit[cluster]'" in err
+
+
+def test_several_models_on_a_cluster_match_the_local_run(cluster: Any, tmp_path: Path) -> None:
+    from wwaudit.engine.scheduler import SilentProgress
+    from wwaudit.engine.zoo import audit_many
+
+    paths = [str(p) for p in _models(tmp_path)] + [str(tmp_path / "missing.onnx")]
+    local = audit_many(paths, AuditOptions(workers=1), SilentProgress())
+    remote = audit_many(paths, AuditOptions(workers=1), SilentProgress(), DaskExecutor(cluster))
+    assert [e.verdict for e in remote] == [e.verdict for e in local] and remote[-1].verdict == "error"
+    assert [_json(e.result) for e in remote[:-1]] == [_json(e.result) for e in local[:-1]]

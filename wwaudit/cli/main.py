@@ -33,6 +33,7 @@ class _Parser(argparse.ArgumentParser):
 _EPILOG = """\
 commands:
   wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
+  wwaudit audit MODEL… --out-dir DIR   audit several models (or folders of .onnx files) in one run
   wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
   wwaudit rules [--format json]   list the rules, their rationale and thresholds
 
@@ -42,10 +43,12 @@ examples:
   wwaudit model.onnx --fail-on warning --baseline last-release.json
   wwaudit quantized.onnx --reference float.onnx --report quant.html
   wwaudit compare v1.onnx v2.onnx --report diff.pdf
+  wwaudit audit zoo/ --out-dir audits/ --cluster tcp://scheduler:8786
 
 exit codes: 0 audit done, no finding at or above the failure level;
 1 findings at or above it; 2 unusable input, usage or I/O error;
 3 inconclusive (nothing analysed, or weights skipped for a limit).
+With --out-dir: the worst over the models, 2 (a model not audited) > 1 > 3 > 0.
 """
 
 

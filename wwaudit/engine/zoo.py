@@ -27,6 +27,8 @@ from wwaudit.rules.policy import Policy
 
 # From worst to best: what the exit code of a run over several models follows (README, exit codes).
 VERDICT_ORDER = ("error", "fail", "inconclusive", "review", "pass")
+# Names of the run's own files in the output folder (summary.csv/html/pdf): no model takes them.
+_RESERVED = frozenset({"summary"})
 
 
 def model_paths(arguments: list[str]) -> list[str]:
@@ -56,7 +58,7 @@ def unique_names(paths: list[str]) -> list[str]:
         name = f"{parent}-{stem}" if stems.count(stem) > 1 and parent else stem
         name = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).lstrip(".") or "model"
         base, n = name, 2
-        while name in names:
+        while name in names or name in _RESERVED:
             name, n = f"{base}-{n}", n + 1
         names.append(name)
     return names
