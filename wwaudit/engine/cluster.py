@@ -58,11 +58,19 @@ def _distributed() -> Any:
     return distributed
 
 
-def _pinned(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run one task with one BLAS thread in this worker (determinism, as scheduler._limit_blas_threads)."""
-    from threadpoolctl import threadpool_limits
+_CONTROLLER: Any = None  # this worker's threadpoolctl controller: finding the BLAS libraries costs ~1 ms, once
 
-    with threadpool_limits(limits=1):
+
+def _pinned(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run one task with one BLAS thread in this worker (determinism, as scheduler._limit_blas_threads).
+
+    Per task, not for the whole worker process: a shared cluster's worker may run other work too."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    with _CONTROLLER.limit(limits=1):
         return fn(*args)
 
 
