@@ -237,3 +237,44 @@ def test_several_models_on_a_cluster_match_the_local_run(cluster: Any, tmp_path:
     remote = audit_many(paths, AuditOptions(workers=1), SilentProgress(), DaskExecutor(cluster))
     assert [e.verdict for e in remote] == [e.verdict for e in local] and remote[-1].verdict == "error"
     assert [_json(e.result) for e in remote[:-1]] == [_json(e.result) for e in local[:-1]]
+
+
+@pytest.mark.slow
+def test_dask_scheduler_and_worker_started_as_the_readme_says(tmp_path: Path) -> None:
+    """`dask scheduler` and `dask worker` processes on 127.0.0.1, the model's folder seen by both."""
+    import subprocess
+
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    dask = [sys.executable, "-m", "dask"]
+    procs = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    try:
+        procs.append(
+            subprocess.Popen(
+                [*dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        with distributed.Client(address, timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=120)
+        model = _chain(tmp_path / "ext.onnx", True)
+        outs = []
+        for extra in (["--workers", "1"], ["--cluster", address]):
+            out = tmp_path / f"{len(outs)}.json"
+            assert main([str(model), "--json", str(out), "--quiet", *extra]) == 0
+            outs.append(out.read_bytes())
+        assert outs[0] == outs[1]
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+            proc.wait(timeout=60)

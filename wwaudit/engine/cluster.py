@@ -116,7 +116,7 @@ class DaskExecutor:
     @property
     def workers(self) -> int:
         """Workers the scheduler knows now (for the report's reproducibility block)."""
-        return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
+        return len(self.client.nthreads())
 
 
 def _connect(distributed: Any, address: Any, timeout: float) -> Any:
