@@ -31,6 +31,9 @@ from wwaudit.errors import UsageError, WwauditError
 LOCAL_PREFIX = "local:"
 # Seconds to reach a scheduler before giving up (Dask's own default is 30 s of retries).
 CONNECT_TIMEOUT = 10.0
+# Worker settings for the analysis (the same as DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False and
+# DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=1s for `dask worker`, see the README).
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
 _ADDRESS = re.compile(r"(tcp|tls|ws|wss)://[^\s/]+:\d+")
 
 
@@ -141,13 +144,19 @@ def cluster_executor(spec: str, connect_timeout: float = CONNECT_TIMEOUT) -> Ite
     logging.getLogger("distributed").setLevel(logging.ERROR)
     with ExitStack() as stack:
         if isinstance(target, int):
-            cluster = distributed.LocalCluster(
-                n_workers=target,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address=":0",
-                silence_logs=logging.ERROR,
-            )
+            import dask
+
+            # Dask's workers sample their own stacks every 10 ms (the dashboard's profile) and tick
+            # their event loop every 20 ms: on a loaded machine that slowed the layers' eigen work by
+            # a third (benchmarks/cluster_scale.py). A LocalCluster here has no dashboard to feed.
+            with dask.config.set(WORKER_CONFIG):
+                cluster = distributed.LocalCluster(
+                    n_workers=target,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=":0",
+                    silence_logs=logging.ERROR,
+                )
             stack.callback(cluster.close)
             target = cluster.scheduler_address
         client = _connect(distributed, target, connect_timeout)
