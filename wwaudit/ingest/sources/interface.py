@@ -23,10 +23,11 @@ class ModelSource(ABC):
     path: str
 
     @abstractmethod
-    def layers(self, max_memory: int | None = None) -> list[LayerSpec]:
+    def layers(self, max_memory: int | None = None, read: bool = True) -> list[LayerSpec]:
         """Every weight and every other tensor, in file order, as LayerSpecs (analysed or skipped).
 
-        `max_memory` (--max-memory) bounds what planning itself may read (the tied-copy check).
+        `max_memory` (--max-memory) bounds what planning itself may read (the tied-copy check);
+        `read=False` plans from the header alone, reading no weight (`wwaudit describe`).
         """
 
     @abstractmethod

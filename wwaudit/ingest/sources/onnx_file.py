@@ -20,8 +20,8 @@ class OnnxSource(ModelSource):
         self._walked = walk(self._loaded.proto, self._loaded.base_dir)
         self._walked.problems.extend(self._loaded.problems)
 
-    def layers(self, max_memory: int | None = None) -> list[LayerSpec]:
-        return plan_layers(self._walked, max_memory)
+    def layers(self, max_memory: int | None = None, read: bool = True) -> list[LayerSpec]:
+        return plan_layers(self._walked, max_memory, read)
 
     def info(self) -> ModelInfo:
         tensors = self._walked.tensors.values()
