@@ -97,6 +97,8 @@ class Payload(ABC):
 
     # Read as a memory map of the file (no copy): the engine sizes the layer's working set by it.
     mapped: bool = False
+    # Bytes the values take in the file (quantized blocks included); set by each format's payload.
+    length: int
 
     @abstractmethod
     def read(self) -> np.ndarray:
@@ -147,6 +149,13 @@ class TensorRef:
     @property
     def dtype(self) -> str:
         return self.stored_as or dtype_name(self.data_type)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the values take in the file, from the header alone (0 when the dtype has no fixed size)."""
+        if isinstance(self.proto, Payload):
+            return self.proto.length
+        return stored_nbytes(self.data_type, self.size) or 0
 
     @property
     def is_external(self) -> bool:

@@ -120,6 +120,8 @@ def _tensor(path: str, size: int, t) -> TensorRef:  # noqa: ANN001 - a gguf.Read
 class GgufSource(ModelSource):
     """A .gguf file: header parsed on opening, tensors read one at a time."""
 
+    format = "gguf"
+
     def __init__(self, path: str) -> None:
         self.path = path
         if not os.path.isfile(path):

@@ -21,6 +21,7 @@ class ModelSource(ABC):
     unusable); the weights themselves stay on disk until a LayerSpec's `matrices()` reads them."""
 
     path: str
+    format: str  # "onnx", "safetensors", "gguf"
 
     @abstractmethod
     def layers(self, max_memory: int | None = None, read: bool = True) -> list[LayerSpec]:

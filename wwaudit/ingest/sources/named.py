@@ -22,7 +22,7 @@ from wwaudit.ingest.walker import Source
 # Tables looked up by index (Gather in an ONNX export): one row per token or position.
 _EMBEDDING = re.compile(
     r"(^|\.)(embed_tokens|embed_positions|wte|wpe|word_embeddings|position_embeddings|token_type_embeddings"
-    r"|tok_embeddings|token_embd|position_embd|embeddings|embedding|shared)(\.weight)?$"
+    r"|tok_embeddings|token_embd|position_embd|embeddings|embedding|embed|shared)(\.weight)?$"
 )
 # Output projections onto the vocabulary or the classes.
 _HEAD = re.compile(r"(^|\.)(lm_head|output|classifier|score|head)(\.weight)?$")

@@ -14,6 +14,8 @@ from wwaudit.records import IntegrityIssue, ModelInfo
 class OnnxSource(ModelSource):
     """An ONNX file: parsed and walked on opening (the protobuf only; external data stays on disk)."""
 
+    format = "onnx"
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._loaded = load_model(path)  # the tensors read their bytes through this model

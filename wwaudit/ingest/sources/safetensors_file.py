@@ -175,6 +175,8 @@ def _read_json(base_dir: str, name: str, required: bool) -> dict | None:
 class SafetensorsSource(ModelSource):
     """A .safetensors file, or a folder of shards with model.safetensors.index.json."""
 
+    format = "safetensors"
+
     def __init__(self, path: str) -> None:
         self.path = path
         folder = os.path.isdir(path)
