@@ -2,8 +2,9 @@
 
 The format is told by the extension, then by the first bytes: a file named `.onnx` is always
 read as ONNX (its loader names what a mislabelled file really is). PyTorch pickle checkpoints
-are refused: unpickling runs whatever code the file carries, and an auditor of untrusted
-weights must never do that.
+(a pickle, or torch.save's zip of pickles, whatever the extension) are refused: unpickling runs
+whatever code the file carries, and an auditor of untrusted weights must never do that. An ONNX
+model saved as `.bin` is still audited: the content decides, not the name.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ from wwaudit.ingest.sources.interface import ModelSource
 from wwaudit.ingest.sources.onnx_file import OnnxSource
 from wwaudit.ingest.sources.safetensors_file import INDEX_NAME, SafetensorsSource
 
-PICKLE_EXTENSIONS = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-
 
 def _head(path: str) -> bytes:
     """The first bytes of a regular file (b'' when it cannot be read: the ONNX loader says why)."""
@@ -27,9 +26,13 @@ def _head(path: str) -> bytes:
         return b""
 
 
-def _is_pickle(head: bytes) -> bool:
-    zip_archive = head.startswith(b"PK\x03\x04")  # torch.save's default format: a zip of pickles
-    return zip_archive or (len(head) > 1 and head[0] == 0x80 and head[1] in (2, 3, 4, 5))
+def _pickle_kind(head: bytes) -> str | None:
+    """What kind of pickle checkpoint the first bytes show, None for anything else."""
+    if head.startswith(b"PK\x03\x04"):
+        return "a zip archive of pickles (torch.save's format)"
+    if len(head) > 1 and head[0] == 0x80 and head[1] in (2, 3, 4, 5):
+        return "a Python pickle"
+    return None
 
 
 def open_source(path: str) -> ModelSource:
@@ -46,10 +49,11 @@ def open_source(path: str) -> ModelSource:
         return GgufSource(path)
     if ext == ".safetensors" or (len(head) > 9 and head[8:10] == b'{"'):
         return SafetensorsSource(path)
-    if ext in PICKLE_EXTENSIONS or _is_pickle(head):
+    kind = _pickle_kind(head)
+    if kind is not None:
         raise InputError(
-            f"{path}: a PyTorch pickle checkpoint: refusing to load it, since unpickling executes code the file "
-            "carries; save the weights with safetensors (or export to ONNX) and audit that"
+            f"{path}: {kind}, a PyTorch checkpoint (.bin/.pt/.pth/.ckpt): refusing to load it, since unpickling "
+            "executes code the file carries; save the weights with safetensors (or export to ONNX) and audit that"
         )
     return OnnxSource(path)
 
