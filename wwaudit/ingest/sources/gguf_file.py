@@ -37,7 +37,10 @@ def _reader(path: str):  # noqa: ANN202 - gguf is optional: its types are not im
     try:
         return gguf.GGUFReader(path, "r")
     except Exception as exc:  # a hostile header can raise anything from the parser: one line, exit 2
-        raise InputError(f"{path}: not a readable GGUF file ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise InputError(
+            f"{path}: not a readable GGUF file: truncated, or its header disagrees with the bytes present "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
 
 
 def _read_range(path: str, offset: int, length: int) -> memoryview:
