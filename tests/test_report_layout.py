@@ -201,7 +201,35 @@ def test_plot_bars_fit_and_spike_note_stays_out_of_the_legend() -> None:
     assert "3 spikes" in ax_lin.get_xlabel()
 
 
-def test_overview_axis_counts_analysed_layers(deep, monkeypatch) -> None:
+def test_report_prints_the_plot_legend_as_text_and_plot_files_draw_it(cnn) -> None:
+    """The report's layer plots carry no legend inside the image (it covered the histogram and was
+    hard to read when scaled): the same entries are text under the figure; plot files keep it."""
+    from wwaudit.formats.report import plots
+
+    rng = np.random.default_rng(1)
+    metrics = {"alpha": 2.5, "xmin": 3.0, "bulk_min": 0.2, "bulk_max": 6.0, "sigma_mp": 1.1}
+    job = plots.LayerPlotJob(key="2", evals=rng.chisquare(3, 200), random_evals=rng.chisquare(3, 200), metrics=metrics)
+    left, right = plots.plot_key(metrics, shuffled=True)
+    plots.layer_plot(job)  # a plot file: legend inside, with exactly the key's entries
+    _fig, ax_log, ax_lin = plots._LAYER_FIGURES[0]
+    for ax, key in ((ax_log, left), (ax_lin, right)):
+        assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(text for _style, text in key)
+    job.legend = False
+    plots.layer_plot(job)
+    assert ax_log.get_legend() is None and ax_lin.get_legend() is None
+    ctx = RenderContext(command="wwaudit x.onnx", plots="all")
+    html = html_format.render(cnn, ctx).decode()
+    details = build_document(cnn, ctx)["details"]
+    assert details and all(len(d["key"]) == 2 for d in details if d["plot"])
+    for d in details:
+        for panel in d["key"]:
+            for style, text in panel["entries"]:
+                assert f'<span class="key key-{style}"></span>{text}' in html.replace("&#39;", "'")
+    edges = sum(1 for d in details for panel in d["key"] for _style, text in panel["entries"] if text.startswith("bulk edge"))
+    assert edges and _text(pdf_format.render(cnn, ctx)).count("bulk edge") == edges  # the PDF prints the key too
+
+
+def test_overview_axis_names_analysed_layers_by_their_table_id(deep, monkeypatch) -> None:
     from wwaudit.formats.report import document, plots
 
     points: list = []
@@ -226,7 +254,11 @@ def test_overview_axis_counts_analysed_layers(deep, monkeypatch) -> None:
 
     monkeypatch.setattr(plots, "PlotRenderer", Spy)
     document._draw_plots(deep, {}, set(), RenderContext(plots="none"), False, None, (2.0, 6.0))
-    assert [p.label for p in points] == [str(i) for i in range(1, DEPTH + 1)]  # layers, not file entries
+    analysed = [layer.id for layer in deep.layers if layer.analysed]
+    assert len(analysed) == DEPTH and analysed != list(range(DEPTH))  # ids skip the biases
+    # evenly spaced analysed layers (not file entries), each named by the '#' of the tables
+    assert [p.position for p in points] == list(range(DEPTH))
+    assert [p.label for p in points] == [str(i) for i in analysed]
 
 
 @pytest.fixture(scope="module")

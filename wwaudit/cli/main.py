@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import check_counts, command_line, run_date, write_outputs
@@ -48,6 +48,10 @@ exit codes: 0 audit done, no finding at or above the failure level;
 """
 
 
+# Outputs that --format prints on stdout (each is also an option of its own taking PATH or '-').
+STDOUT_FORMATS = ("json", "sarif", "junit", "markdown", "github")
+
+
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """The audit's outputs: several may be written in one run."""
     out = parser.add_argument_group("outputs (several may be given in one run)")
@@ -77,6 +81,13 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="-",
         help="GitHub Actions annotations (::error file=...::message), on stdout unless PATH is given",
+    )
+    out.add_argument(
+        "--format",
+        "--output-format",
+        dest="stdout_format",
+        choices=STDOUT_FORMATS,
+        help="print this output on stdout, as ruff's --output-format: --format github is --github, --format json is --json -",
     )
     out.add_argument(
         "--attestation",
@@ -206,6 +217,10 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
     """(path, renderer) for every output the command line asks for, in a fixed order."""
     from wwaudit import formats
 
+    if args.stdout_format and getattr(args, args.stdout_format) is None:
+        setattr(args, args.stdout_format, "-")  # as if --FORMAT - were given
+    elif args.stdout_format and getattr(args, args.stdout_format) != "-":
+        raise UsageError(f"--format {args.stdout_format} prints on stdout: drop --{args.stdout_format} PATH or --format")
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
         outputs.append((args.json, formats.FORMATS["json"]))
@@ -217,6 +232,20 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
         if getattr(args, fmt):
             outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
     return outputs
+
+
+def _folders(args: argparse.Namespace, result: Any, options: Any) -> list[tuple[str, Callable[[Any], str]]]:
+    """The outputs of many files (--plots-dir), staged with the others (cli.common.write_outputs)."""
+    if not args.plots_dir:
+        return []
+
+    def stage(staged: Any) -> str:
+        from wwaudit.formats.report.plot_files import write_plots
+
+        files = write_plots(result, args.plots_dir, staged, args.plots_format, workers=options.workers)
+        return f"{len(files)} {args.plots_format} plots"
+
+    return [(args.plots_dir, stage)]
 
 
 def _run_audit(argv: Sequence[str]) -> int:
@@ -287,12 +316,7 @@ def _run_audit(argv: Sequence[str]) -> int:
             extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
         )
         beat = None if args.quiet else (lambda label, slow: Heartbeat(label, enabled=slow))
-        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat)
-        if args.plots_dir:
-            from wwaudit.formats.report.plot_files import write_plots
-
-            files = write_plots(result, args.plots_dir, args.plots_format, workers=options.workers)
-            written.append((args.plots_dir, f"{len(files)} {args.plots_format} plots"))
+        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat, folders=_folders(args, result, options))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result, written)
     elif result.verdict in ("fail", "inconclusive"):
