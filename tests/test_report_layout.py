@@ -290,6 +290,45 @@ def test_compare_report_has_header_versions_sign_off_and_no_reprs(compared) -> N
             assert x + 0.45 * size * len(text) <= width - 12, (text, x, width)
 
 
+PLOT_PROBE = """<script>window.addEventListener('load', function () {
+  var scales = [], keys = [];
+  document.querySelectorAll('figure.plot img').forEach(function (img) {
+    scales.push(img.getBoundingClientRect().width / img.naturalWidth);
+  });
+  document.querySelectorAll('figcaption.plot-key').forEach(function (el) {
+    keys.push(parseFloat(getComputedStyle(el).fontSize));
+  });
+  var out = document.createElement('pre'); out.id = 'probe';
+  out.textContent = JSON.stringify({scales: scales, keys: keys, scroll: document.documentElement.scrollWidth,
+                                    client: document.documentElement.clientWidth});
+  document.body.appendChild(out);
+});</script>"""
+
+
+@pytest.mark.parametrize("width", [1100, 800])
+def test_plot_text_is_legible_at_the_html_display_size(cnn, tmp_path: Path, width: int) -> None:
+    """Plot text is drawn at PLOT_STYLE's sizes (pt) for the figure's natural size; in the browser
+    it scales with the image: at a desktop and at a narrow window, every plot's smallest text and
+    the plot key under it render at 10 px or more, and the page still has no horizontal overflow."""
+    from wwaudit.formats.report import plots
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless Chromium on this machine (Debian: apt-get install chromium)")
+    html = html_format.render(cnn, RenderContext(command="wwaudit x.onnx", plots="all")).decode()
+    page = tmp_path / "report.html"
+    page.write_text(html.replace("</body>", PLOT_PROBE + "</body>"))
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},900", "--virtual-time-budget=3000"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout)
+    assert found, dom.stderr[-500:]
+    facts = json.loads(found.group(1).replace("&quot;", '"'))
+    smallest_pt = min(v for k, v in plots.PLOT_STYLE.items() if k.endswith("size") and isinstance(v, (int, float)))
+    assert len(facts["scales"]) >= 4 and facts["keys"], facts  # overview plots and layer plots, each with a key
+    assert min(facts["scales"]) * smallest_pt * 96 / 72 >= 10, facts
+    assert min(facts["keys"]) >= 10 and facts["scroll"] <= facts["client"], facts
+
+
 def test_html_report_has_no_horizontal_overflow_in_chromium(deep_html: str, tmp_path: Path) -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
