@@ -101,6 +101,78 @@ def _text(pdf: bytes) -> str:
     return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
 
+def _body_lines(pdf: bytes) -> list[list[tuple[float, bool, str]]]:
+    """Per page, its body's lines top to bottom (running header and page number left out), each
+    line as its runs (font size, bold, text)."""
+    pages = []
+    for page in pypdf.PdfReader(io.BytesIO(pdf)).pages:
+        height, runs = float(page.mediabox.height), []
+
+        def visit(text, cm, tm, font, size, runs=runs) -> None:
+            if text.strip():
+                y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+                scale = abs(tm[0] * cm[0]) if tm[0] else abs(cm[0])
+                runs.append((round(y), size * scale, bool(font) and "Bold" in str(font.get("/BaseFont", "")), text.strip()))
+
+        page.extract_text(visitor_text=visit)
+        lines: dict[int, list[tuple[float, bool, str]]] = {}
+        for y, size, bold, text in runs:
+            if 34 < y < height - 42:  # report.css: the 17 mm top and 15 mm bottom margins hold header and footer
+                lines.setdefault(y, []).append((size, bold, text))
+        pages.append([lines[y] for y in sorted(lines, reverse=True)])
+    return pages
+
+
+def _page_break_defects(pdf: bytes) -> list[str]:
+    """Orphaned headings (a heading as a page's last line), table headers left at a page's foot
+    with one row or none while the table goes on overleaf, and a near-empty last page."""
+    pages, defects = _body_lines(pdf), []
+    for number, (lines, following) in enumerate(zip(pages, pages[1:]), start=1):
+        if not lines:
+            defects.append(f"page {number} has no text")
+            continue
+        if any(size >= 10 for size, _bold, _text in lines[-1]):  # h2 13 pt, h3 10.5 pt; body text <= 9.5 pt
+            defects.append(f"page {number} ends with the heading {lines[-1][0][2]!r}")
+        headers = [line for line in lines[-2:] if all(bold for _size, bold, _text in line)]
+        if headers and following and following[0] == headers[0]:  # the header repeats: the table was split
+            defects.append(f"page {number} ends with the table header {' '.join(t for *_x, t in headers[0])!r} and <= 1 row")
+    if len(pages[-1]) < 5:
+        defects.append(f"the last page holds {len(pages[-1])} line(s)")
+    return defects
+
+
+@pytest.mark.parametrize("size", ["A4", "Letter"])
+def test_no_orphaned_headings_split_headers_or_near_empty_last_page(deep_pdf: bytes, cnn, size: str) -> None:
+    # before report.css kept them together, the A4 ones had a lone rules-table header and row at a
+    # page's foot and the sign-off line alone on the last page
+    pdf = pdf_format.render(cnn, RenderContext(command=COMMAND, generated="2026-01-01", plots="findings", page_size=size))
+    assert _page_break_defects(pdf) == []
+    assert _page_break_defects(deep_pdf) == []
+
+
+def test_page_break_check_sees_each_defect() -> None:
+    """The check above on pages built to show each defect, so it cannot pass by seeing nothing."""
+    spacer = '<div style="height: {}mm"></div>'
+    line = "<p>a line of body text</p>"
+    rows = "".join(f"<tr><td>row {i}</td><td>value</td></tr>" for i in range(40))
+    cases = {
+        "heading": line + spacer.format(253) + "<h3>Orphan</h3>" + "<p>" + "text " * 300 + "</p>" + line * 10,
+        "table header": line
+        + spacer.format(249)
+        + f"<table><thead><tr><th>col</th><th>val</th></tr></thead><tbody>{rows}</tbody></table>"
+        + line * 10,
+        "last page": line * 10 + spacer.format(224) + line * 3,
+    }
+    css = (
+        "<style>@page { size: A4; margin: 17mm 13mm 15mm 13mm } body { font: 9pt sans-serif; margin: 0 }"
+        " h3 { font-size: 11pt; margin: 0; break-after: auto } p { margin: 0; orphans: 2 } th { font-weight: bold }"
+        " tr { break-inside: auto; break-after: auto }</style>"
+    )
+    for name, body in cases.items():
+        found = _page_break_defects(pdf_format.html_to_pdf(f"<html><head>{css}</head><body>{body}</body></html>", b"0" * 32))
+        assert any(name in defect for defect in found), (name, found)
+
+
 def test_every_text_run_starts_inside_its_page(deep_pdf: bytes) -> None:
     for width, height, runs in _pages(deep_pdf):
         assert runs
