@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import audit_options, check_counts, command_line, open_cluster, run_date, write_outputs
@@ -53,6 +53,10 @@ With --out-dir: the worst over the models, 2 (a model not audited) > 1 > 3 > 0.
 """
 
 
+# Outputs that --format prints on stdout (each is also an option of its own taking PATH or '-').
+STDOUT_FORMATS = ("json", "sarif", "junit", "markdown", "github")
+
+
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """The audit's outputs: several may be written in one run."""
     out = parser.add_argument_group("outputs (several may be given in one run)")
@@ -82,6 +86,13 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="-",
         help="GitHub Actions annotations (::error file=...::message), on stdout unless PATH is given",
+    )
+    out.add_argument(
+        "--format",
+        "--output-format",
+        dest="stdout_format",
+        choices=STDOUT_FORMATS,
+        help="print this output on stdout, as ruff's --output-format: --format github is --github, --format json is --json -",
     )
     out.add_argument(
         "--attestation",
@@ -261,6 +272,10 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
     """(path, renderer) for every output the command line asks for, in a fixed order."""
     from wwaudit import formats
 
+    if args.stdout_format and getattr(args, args.stdout_format) is None:
+        setattr(args, args.stdout_format, "-")  # as if --FORMAT - were given
+    elif args.stdout_format and getattr(args, args.stdout_format) != "-":
+        raise UsageError(f"--format {args.stdout_format} prints on stdout: drop --{args.stdout_format} PATH or --format")
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
         outputs.append((args.json, formats.FORMATS["json"]))
@@ -272,6 +287,20 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
         if getattr(args, fmt):
             outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
     return outputs
+
+
+def _folders(args: argparse.Namespace, result: Any, options: Any) -> list[tuple[str, Callable[[Any], str]]]:
+    """The outputs of many files (--plots-dir), staged with the others (cli.common.write_outputs)."""
+    if not args.plots_dir:
+        return []
+
+    def stage(staged: Any) -> str:
+        from wwaudit.formats.report.plot_files import write_plots
+
+        files = write_plots(result, args.plots_dir, staged, args.plots_format, workers=options.workers)
+        return f"{len(files)} {args.plots_format} plots"
+
+    return [(args.plots_dir, stage)]
 
 
 def _run_audit(argv: Sequence[str]) -> int:
@@ -339,12 +368,7 @@ def _run_audit(argv: Sequence[str]) -> int:
             extra={"model_uri": formats.artifact_uri(model), "workers": executor.workers if executor else options.workers},
         )
         beat = None if args.quiet else (lambda label, slow: Heartbeat(label, enabled=slow))
-        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat)
-        if args.plots_dir:
-            from wwaudit.formats.report.plot_files import write_plots
-
-            files = write_plots(result, args.plots_dir, args.plots_format, workers=options.workers)
-            written.append((args.plots_dir, f"{len(files)} {args.plots_format} plots"))
+        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat, folders=_folders(args, result, options))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result, written)
     elif result.verdict in ("fail", "inconclusive"):

@@ -186,6 +186,21 @@ class StagedOutputs:
         self._temps: list[tuple[str, str]] = []  # (temp file, target)
         self._in_place: list[tuple[str, bytes]] = []  # devices, FIFOs and '-' (stdout)
         self._placed: list[str] = []
+        self._folders: list[str] = []  # folders created for outputs (--plots-dir), removed on discard when empty
+
+    def add_folder(self, path: str) -> None:
+        """Create an output folder (and its missing parents) now, so its files can be staged in it;
+        `discard` removes what it created, so a stopped run does not leave an empty folder behind."""
+        missing = []
+        head = os.path.abspath(path)
+        while head and not os.path.exists(head):
+            missing.append(head)
+            head = os.path.dirname(head)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot create the folder: {exc.strerror}") from None
+        self._folders.extend(missing)  # deepest first: the order rmdir needs
 
     def add(self, path: str, data: bytes) -> None:
         """Write one rendered output to a temp file in its target's folder (or keep it for stdout)."""
@@ -224,7 +239,12 @@ class StagedOutputs:
             _remove(tmp)
         for path in list(self._placed):
             _remove(path)
-        self._temps, self._placed, self._in_place = [], [], []
+        for folder in list(self._folders):
+            try:
+                os.rmdir(folder)  # only when empty: never a file that this run did not write
+            except OSError:
+                pass
+        self._temps, self._placed, self._in_place, self._folders = [], [], [], []
 
 
 def _remove(path: str) -> None:
