@@ -180,6 +180,14 @@ METRICS: tuple[Metric, ...] = (
         "count",
         "structure",
     ),
+    Metric(
+        "unit_norm_z",
+        "unit spread z",
+        "spread of the units' squared norms (rows or columns) against what iid random elements give, in standard "
+        "errors: about 0 for a random matrix, far from 0 for most trained layers",
+        "real",
+        "structure",
+    ),
     Metric("matrix_rank", "rank", "singular values above the numerical threshold σmax·N·eps", "count", "rank"),
     Metric(
         "rank_loss",
