@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import audit_options, check_counts, command_line, open_cluster, run_date, write_outputs
-from wwaudit.errors import EXIT_ERROR, EXIT_OK, UsageError, WwauditError, exit_code
+from wwaudit.errors import EXIT_ERROR, EXIT_OK, OutputError, UsageError, WwauditError, exit_code
 
 if TYPE_CHECKING:
     from wwaudit import formats
@@ -35,6 +35,7 @@ commands:
   wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
   wwaudit audit MODEL… --out-dir DIR   audit several models (or folders of .onnx files) in one run
   wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
+  wwaudit describe MODEL [--json]  list every tensor and what an audit would do with it, reading no weight
   wwaudit rules [--format json]   list the rules, their rationale and thresholds
 
 examples:
@@ -388,6 +389,34 @@ def _run_compare(argv: Sequence[str]) -> int:
     return run(args, ["compare", *argv])
 
 
+def _run_describe(argv: Sequence[str]) -> int:
+    parser = _Parser(
+        prog="wwaudit describe",
+        description="List every tensor of a model (name, op, shape, dtype, bytes) and what an audit would analyse, "
+        "or why not, from the header alone: no weight is read and no spectrum computed.",
+    )
+    parser.add_argument("model", help="an ONNX, safetensors (file or sharded folder) or GGUF model")
+    parser.add_argument(
+        "--json", metavar="PATH", nargs="?", const="-", help="write JSON (schema wwaudit-describe/1); '-' or no PATH: stdout"
+    )
+    args = parser.parse_args(list(argv))
+    from wwaudit.engine.describe import describe
+    from wwaudit.formats import describe_format
+
+    inventory = describe(args.model).to_dict()
+    if args.json is None:
+        sys.stdout.write(describe_format.render_text(inventory))
+    elif args.json == "-":
+        sys.stdout.buffer.write(describe_format.render_json(inventory))
+    else:
+        try:
+            with open(args.json, "wb") as fh:
+                fh.write(describe_format.render_json(inventory))
+        except OSError as exc:
+            raise OutputError(f"{args.json}: cannot be written: {exc.strerror}") from None
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `wwaudit` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -396,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_rules(argv[1:])
         if argv and argv[0] == "compare":
             return _run_compare(argv[1:])
+        if argv and argv[0] == "describe":
+            return _run_describe(argv[1:])
         if argv and argv[0] == "audit":
             argv = argv[1:]
         return _run_audit(argv)

@@ -21,12 +21,14 @@ class ModelSource(ABC):
     unusable); the weights themselves stay on disk until a LayerSpec's `matrices()` reads them."""
 
     path: str
+    format: str  # "onnx", "safetensors", "gguf"
 
     @abstractmethod
-    def layers(self, max_memory: int | None = None) -> list[LayerSpec]:
+    def layers(self, max_memory: int | None = None, read: bool = True) -> list[LayerSpec]:
         """Every weight and every other tensor, in file order, as LayerSpecs (analysed or skipped).
 
-        `max_memory` (--max-memory) bounds what planning itself may read (the tied-copy check).
+        `max_memory` (--max-memory) bounds what planning itself may read (the tied-copy check);
+        `read=False` plans from the header alone, reading no weight (`wwaudit describe`).
         """
 
     @abstractmethod

@@ -14,14 +14,16 @@ from wwaudit.records import IntegrityIssue, ModelInfo
 class OnnxSource(ModelSource):
     """An ONNX file: parsed and walked on opening (the protobuf only; external data stays on disk)."""
 
+    format = "onnx"
+
     def __init__(self, path: str) -> None:
         self.path = path
         self._loaded = load_model(path)  # the tensors read their bytes through this model
         self._walked = walk(self._loaded.proto, self._loaded.base_dir)
         self._walked.problems.extend(self._loaded.problems)
 
-    def layers(self, max_memory: int | None = None) -> list[LayerSpec]:
-        return plan_layers(self._walked, max_memory)
+    def layers(self, max_memory: int | None = None, read: bool = True) -> list[LayerSpec]:
+        return plan_layers(self._walked, max_memory, read)
 
     def info(self) -> ModelInfo:
         tensors = self._walked.tensors.values()
