@@ -321,7 +321,7 @@ def _run_audit(argv: Sequence[str]) -> int:
     if args.show_policy:
         print(to_toml(policy), end="")
         return EXIT_OK
-    if args.out_dir is not None or len(args.model) > 1 or (args.model and os.path.isdir(args.model[0])):
+    if args.out_dir is not None or len(args.model) > 1:
         from wwaudit.cli.zoo import run_zoo
 
         return run_zoo(args, argv, policy)
