@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.phases import assign_phases
 from wwaudit.rules.policy import Policy
 from wwaudit.ingest.plan import LayerSpec, safe_name, storage_dtype
-from wwaudit.ingest.sources import open_source
+from wwaudit.ingest.sources import ModelSource, open_source
 from wwaudit.engine.limits import memory_refusal, working_set_bytes
 from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe as describe_quantization
@@ -119,7 +120,29 @@ def audit(
     concurrent.futures-style executor, e.g. Dask's `Client.get_executor()`; the caller owns it).
     """
     options = options or AuditOptions()
-    progress = progress or SilentProgress()
+    prepared = prepare(path, options)
+    t0 = time.perf_counter()
+    outcomes = run_layers(prepared.tasks, progress or SilentProgress(), options.workers, executor)
+    return finish(prepared, outcomes, time.perf_counter() - t0, policy, baseline)
+
+
+@dataclass
+class PreparedAudit:
+    """A model opened and planned, its layer tasks not run yet: `audit` runs them at once, an
+    audit of several models (engine/zoo.py) schedules the tasks of all its models together."""
+
+    source: ModelSource
+    planned: list[LayerSpec]
+    specs: list[LayerSpec]
+    layers: list[LayerResult]
+    unlisted: dict[str, int]
+    tasks: list[LayerTask]
+    options: AuditOptions
+    load_seconds: float
+
+
+def prepare(path: str, options: AuditOptions) -> PreparedAudit:
+    """Open and plan the model at `path`: its result entries and one task per analysable layer."""
     check_backend(Backend.of(options))
     try:
         pattern = re.compile(options.layers) if options.layers else None
@@ -129,18 +152,26 @@ def audit(
     source = open_source(path)
     planned = source.layers(options.max_memory)
     specs = [s for s in planned if _selected(s, pattern)]
-    t_load = time.perf_counter() - t0
-
     layers, unlisted = listed_layers(specs)
-    by_id = {layer.id: layer for layer in layers}
     tasks = _plan_tasks(layers, specs, options)
-    for outcome in run_layers(tasks, progress, options.workers, executor):
-        _apply(by_id[outcome.index], outcome)
-    t_analyse = time.perf_counter() - t0 - t_load
+    return PreparedAudit(source, planned, specs, layers, unlisted, tasks, options, time.perf_counter() - t0)
 
+
+def finish(
+    prepared: PreparedAudit,
+    outcomes: list[LayerOutcome],
+    analyse_seconds: float,
+    policy: Policy | None = None,
+    baseline: Baseline | None = None,
+) -> AuditResult:
+    """The result of a prepared audit from its layers' outcomes: metrics, phases, findings, verdict."""
+    layers, source, options = prepared.layers, prepared.source, prepared.options
+    by_id = {layer.id: layer for layer in layers}
+    for outcome in outcomes:
+        _apply(by_id[outcome.index], outcome)
     assign_phases(layers)
     policy = policy or Policy()
-    coverage = measure_coverage(planned, specs, layers)
+    coverage = measure_coverage(prepared.planned, prepared.specs, layers)
     judged = judge(layers, source.problems, policy, baseline, coverage, source.integrity)
     return AuditResult(
         model=source.info(),
@@ -153,9 +184,9 @@ def audit(
             **summarise(layers, judged.verdict, policy.alpha_band()),
             **coverage.to_dict(),
             **judged.counts(),
-            **_unlisted_summary(unlisted),
+            **_unlisted_summary(prepared.unlisted),
         },
-        timings={"load_s": t_load, "analyse_s": t_analyse},
+        timings={"load_s": prepared.load_seconds, "analyse_s": analyse_seconds},
         suppressed=judged.suppressed,
     )
 
