@@ -144,7 +144,7 @@ def _add_gating_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit",
-        description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis\n"
+        description="Audit the weights of an ONNX, safetensors or GGUF model without data: per-layer spectral diagnosis\n"
         "(power-law alpha, norms, rank collapse) and a report a reviewer can sign.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "model",
         nargs="*",
-        help="path to the .onnx file (external data is read from its folder); several paths, or a folder of "
-        ".onnx files, with --out-dir",
+        help="path to the .onnx file (external data is read from its folder), a .safetensors file or sharded folder, "
+        "or a .gguf file; several paths, or a folder of .onnx files, with --out-dir",
     )
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
     _add_output_options(parser)
@@ -353,7 +353,7 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
 def _compare_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit compare",
-        description="Compare two ONNX models layer by layer (base -> candidate): "
+        description="Compare two models (ONNX, safetensors or GGUF, also across formats) layer by layer (base -> candidate): "
         "metric deltas, relative distance, kept singular subspaces, and the layers that got worse.",
     )
     parser.add_argument("base", help="the reference model (previous release, base of a fine-tune, float original)")
