@@ -218,3 +218,27 @@ def test_missing_gguf_package_is_one_line(saved: dict[str, Path], monkeypatch: p
     monkeypatch.setitem(sys.modules, "gguf", None)
     with pytest.raises(InputError, match=r"needs the optional 'gguf' package: pip install 'wwaudit\[gguf\]'"):
         open_source(str(saved["gguf_f16"]))
+
+
+def test_cli_audits_a_sharded_folder_as_one_model(saved: dict[str, Path], tmp_path: Path) -> None:
+    """A folder with model.safetensors.index.json is one model, for `wwaudit` and for a zoo run."""
+    from wwaudit.engine.zoo import model_paths
+
+    assert model_paths([str(saved["sharded"])]) == [str(saved["sharded"])]
+    out = tmp_path / "audit.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wwaudit", str(saved["sharded"]), "-q", "--fast", "--workers", "1", "--json", str(out)],
+        capture_output=True,
+        env=env,
+        text=True,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    result = json.loads(out.read_text())
+    assert result["model"]["producer"] == "safetensors" and result["model"]["external_data"] is True
+    assert sorted(layer["tensor"] for layer in result["layers"] if layer["status"] == "ok") == [
+        "embed.weight",
+        "fc1.weight",
+        "fc2.weight",
+        "head.weight",
+    ]

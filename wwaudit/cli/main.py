@@ -177,7 +177,7 @@ def _add_metric_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit",
-        description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis\n"
+        description="Audit the weights of an ONNX, safetensors or GGUF model without data: per-layer spectral diagnosis\n"
         "(power-law alpha, norms, rank collapse) and a report a reviewer can sign.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -185,8 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "model",
         nargs="*",
-        help="path to the .onnx file (external data is read from its folder); several paths, or a folder of "
-        ".onnx files, with --out-dir",
+        help="path to the .onnx file (external data is read from its folder), a .safetensors file or sharded folder, "
+        "or a .gguf file; several paths, or a folder of .onnx files, with --out-dir",
     )
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
     _add_output_options(parser)
@@ -321,7 +321,10 @@ def _run_audit(argv: Sequence[str]) -> int:
     if args.show_policy:
         print(to_toml(policy), end="")
         return EXIT_OK
-    if args.out_dir is not None or len(args.model) > 1:
+    from wwaudit.ingest.sources import is_model_folder
+
+    several = len(args.model) > 1 or (args.model and os.path.isdir(args.model[0]) and not is_model_folder(args.model[0]))
+    if args.out_dir is not None or several:
         from wwaudit.cli.zoo import run_zoo
 
         return run_zoo(args, argv, policy)
@@ -397,7 +400,7 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
 def _compare_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit compare",
-        description="Compare two ONNX models layer by layer (base -> candidate): "
+        description="Compare two models (ONNX, safetensors or GGUF, also across formats) layer by layer (base -> candidate): "
         "metric deltas, relative distance, kept singular subspaces, and the layers that got worse.",
     )
     parser.add_argument("base", help="the reference model (previous release, base of a fine-tune, float original)")

@@ -35,12 +35,17 @@ def _pickle_kind(head: bytes) -> str | None:
     return None
 
 
+def is_model_folder(path: str) -> bool:
+    """A folder that is one model (sharded safetensors with its index), not a folder of models."""
+    return os.path.isdir(path) and not os.path.islink(path) and os.path.lexists(os.path.join(path, INDEX_NAME))
+
+
 def open_source(path: str) -> ModelSource:
     """Open the model at `path` with the reader of its format (InputError for unusable input)."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".onnx":
         return OnnxSource(path)
-    if os.path.isdir(path) and not os.path.islink(path) and os.path.lexists(os.path.join(path, INDEX_NAME)):
+    if is_model_folder(path):
         return SafetensorsSource(path)
     head = _head(path)
     if ext == ".gguf" or head.startswith(b"GGUF"):
@@ -58,4 +63,4 @@ def open_source(path: str) -> ModelSource:
     return OnnxSource(path)
 
 
-__all__ = ["ModelSource", "OnnxSource", "SafetensorsSource", "open_source"]
+__all__ = ["ModelSource", "OnnxSource", "SafetensorsSource", "is_model_folder", "open_source"]

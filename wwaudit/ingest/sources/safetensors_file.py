@@ -192,7 +192,12 @@ class SafetensorsSource(ModelSource):
                 self._add_file(fd, None, path, tensors)
             finally:
                 os.close(fd)
-        config = _read_json(self.base_dir, "config.json", required=False)
+        self._problems: list[str] = []
+        try:
+            config = _read_json(self.base_dir, "config.json", required=False)
+        except InputError as exc:  # layout hints only: the weights are still audited, and the reader told why
+            config = None
+            self._problems.append(f"config.json beside the weights not used: {exc}")
         self.arch = Architecture.from_config(config) if config else Architecture()
         self.tensors = [tensors[n] for n in sorted(tensors, key=natural_key)]
 
@@ -255,7 +260,7 @@ class SafetensorsSource(ModelSource):
 
     @property
     def problems(self) -> list[str]:
-        return []
+        return self._problems
 
     @property
     def integrity(self) -> list[IntegrityIssue]:
