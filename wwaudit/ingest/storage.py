@@ -134,7 +134,7 @@ def safe_open(base_dir: str, location: str) -> tuple[int, os.stat_result]:
 def is_url(path: str) -> bool:
     """Whether `path` names an object-store URL (anything but a plain path or file://)."""
     match = _URL.match(path)
-    return bool(match) and match.group(1).lower() != "file"
+    return match is not None and match.group(1).lower() != "file"
 
 
 def local_path(path: str) -> str:
