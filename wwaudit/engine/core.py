@@ -37,7 +37,7 @@ from wwaudit.engine.scheduler import (
     run_layers,
 )
 from wwaudit.spectral.spectra import Backend, check_backend
-from wwaudit.errors import UsageError
+from wwaudit.errors import InputError, UsageError
 
 
 def model_info(loaded: LoadedModel, parameters: int, external: bool) -> ModelInfo:
@@ -232,8 +232,13 @@ def _plan_tasks(layers: list[LayerResult], specs: list[LayerSpec], options: Audi
         if too_big:
             layer.status, layer.reason, layer.problem = "skipped", too_big, "limit"
             continue
+        try:  # reads the scales: a data file cut short spoils this layer, not the audit
+            noise = storage_noise(spec.source)
+        except InputError as exc:
+            layer.status, layer.reason, layer.problem = "error", str(exc), "unreadable"
+            continue
         cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
-        tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, storage_noise(spec.source), options, cost))
+        tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, noise, options, cost))
     return tasks
 
 
