@@ -149,7 +149,10 @@ BUILDS = {
     # kind: (builder extra options, the generator's config of the same model)
     "llama": ([], DecoderConfig(heads=4, kv_heads=2)),
     "qwen": (["block_size=64"], DecoderConfig(heads=4, kv_heads=2, tied=True, block_size=64)),
-    "phi3": (["block_size=128", "fuse_qkv=false", "is_symmetric=false"], DecoderConfig(heads=4, kv_heads=4, packed_qkv=False, symmetric=False, block_size=128)),
+    "phi3": (
+        ["block_size=128", "fuse_qkv=false", "is_symmetric=false"],
+        DecoderConfig(heads=4, kv_heads=4, packed_qkv=False, symmetric=False, block_size=128),
+    ),
 }
 
 
