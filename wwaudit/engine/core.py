@@ -98,7 +98,7 @@ def _working_set(spec: LayerSpec, layer: LayerResult, options: AuditOptions) -> 
     stored = numpy_dtype(spec.tensor.data_type) if spec.tensor.is_float else None
     native = stored is not None and stored in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
     itemsize = stored.itemsize if stored is not None and native and not spec.source.quantized else 4
-    in_memory = not spec.tensor.is_external or not native or spec.source.quantized
+    in_memory = not spec.tensor.is_mapped or not native or spec.source.quantized
     return working_set_bytes(
         spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast, layer.slices or 1
     )

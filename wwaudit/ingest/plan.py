@@ -317,7 +317,7 @@ def _same_view_shape(a: LayerSpec, b: LayerSpec) -> bool:
 def _resident_bytes(spec: LayerSpec) -> int:
     """Bytes reading the layer's tensor puts in memory: none for memory-mapped external data."""
     tensor = spec.tensor
-    if tensor.is_external and not spec.source.quantized:
+    if tensor.is_mapped and not spec.source.quantized:
         return 0
     per = stored_nbytes(tensor.data_type, 1) or 8
     return tensor.size * (per + (4 if spec.source.quantized else 0))  # dequantized: a float32 copy too

@@ -20,7 +20,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from wwaudit.errors import InputError
-from wwaudit.ingest.storage import open_data
+from wwaudit.ingest.storage import is_url, open_data
 
 # dtypes whose values are real numbers we can analyse after conversion to float64.
 FLOAT_TYPES = {
@@ -116,6 +116,11 @@ class TensorRef:
     @property
     def is_external(self) -> bool:
         return isinstance(self.proto, TensorProto) and self.proto.data_location == TensorProto.EXTERNAL
+
+    @property
+    def is_mapped(self) -> bool:
+        """External data memory-mapped from a local file (pages, not a copy); remote ranges are copies."""
+        return self.is_external and not is_url(self.base_dir)
 
     @property
     def unsupported(self) -> str | None:
