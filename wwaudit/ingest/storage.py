@@ -255,12 +255,23 @@ def open_data(base: str, location: str) -> DataFile:
     prefix = _filesystem(base + "/")[1].rstrip("/")
     if not posixpath.normpath(path).startswith(prefix + "/"):
         raise InputError(f"external data location '{location}' leaves the model's prefix: refusing")
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
-        raise InputError(f"external data file '{location}' not found beside the model ({url})") from None
-    except Exception as exc:  # noqa: BLE001 - backends raise their own types
-        raise remote_error(url, exc) from None
-    if info.get("type") == "directory":
-        raise InputError(f"external data '{location}' is a prefix (folder), not an object")
-    return DataFile(url, int(info.get("size") or 0), _fs=fs, _path=path)
+    size = _object_sizes.get(url)
+    if size is None:
+        try:
+            info = fs.info(path)
+        except FileNotFoundError:
+            raise InputError(f"external data file '{location}' not found beside the model ({url})") from None
+        except Exception as exc:  # noqa: BLE001 - backends raise their own types
+            raise remote_error(url, exc) from None
+        if info.get("type") == "directory":
+            raise InputError(f"external data '{location}' is a prefix (folder), not an object")
+        size = int(info.get("size") or 0)
+        if len(_object_sizes) < 4096:
+            _object_sizes[url] = size
+    return DataFile(url, size, _fs=fs, _path=path)
+
+
+# Sizes of data objects already looked up by this process: a 7B model reads ~450 tensors from one
+# object, and one HEAD per tensor would double the requests. Every ranged GET is still checked
+# for its length, so an object replaced meanwhile cannot yield a short or misplaced read.
+_object_sizes: dict[str, int] = {}
