@@ -128,6 +128,8 @@ def _escaping_model(folder: Path, location: str) -> None:
         ("../victim/model.onnx.data", "climbs out of the model's folder"),
         ("/models/victim/model.onnx.data", "is an absolute path"),
         ("sub/../../victim/model.onnx.data", "climbs out of the model's folder"),
+        ("%2e%2e/victim/model.onnx.data", "which a URL would interpret"),
+        ("model.onnx.data?versionId=1", "which a URL would interpret"),
     ],
 )
 def test_a_location_escaping_the_prefix_is_refused(tmp_path: Path, s3, capsys, location: str, message: str) -> None:

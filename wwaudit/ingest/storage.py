@@ -243,13 +243,16 @@ def open_data(base: str, location: str) -> DataFile:
     """Open external data `location` below `base` (a folder or a URL prefix), refusing every escape.
 
     For a URL the key is built from the checked components only, so it always lies below the
-    model's prefix: '..', absolute paths and empty names are refused by `location_parts`, and a
-    '//' or '\\\\' cannot smuggle in another bucket. Local files keep all of `safe_open`'s checks.
+    model's prefix: '..', absolute paths and empty names are refused by `location_parts`, a
+    '//' or '\\\\' cannot smuggle in another bucket, and percent-escapes, queries and fragments
+    are refused. Local files keep all of `safe_open`'s checks.
     """
     if not is_url(base):
         fd, st = safe_open(base, location)
         return DataFile(location, st.st_size, _mapped=fd)
     parts = location_parts(location)
+    if re.search(r"[%?#]", location):  # '%2e%2e/' is '../' to an HTTP server; '?' '#' change the object
+        raise InputError(f"external data location '{location}' holds '%', '?' or '#', which a URL would interpret: refusing")
     url = base + "/" + "/".join(parts)
     fs, path = _filesystem(url)
     prefix = _filesystem(base + "/")[1].rstrip("/")
