@@ -79,7 +79,11 @@ def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_model_on_s3_gives_the_json_of_the_local_copy(tmp_path: Path, s3, workers: str) -> None:
-    local = write_decoder(tmp_path / "m", DecoderConfig(tied=True))
+    # large enough (eigen work above scheduler.PARALLEL_MIN_COST) for 2 workers to be processes
+    # that open their own connections
+    local = write_decoder(
+        tmp_path / "m", DecoderConfig(tied=True, hidden=512, intermediate=1024, vocab=1024, heads=8, kv_heads=4)
+    )
     url = _upload(s3, tmp_path / "m", f"same-{workers}")
     a, b = tmp_path / "local.json", tmp_path / "s3.json"
     assert main([str(local), "--json", str(a), "--workers", workers, *ARGS]) == 0
@@ -87,7 +91,7 @@ def test_model_on_s3_gives_the_json_of_the_local_copy(tmp_path: Path, s3, worker
     assert a.read_bytes() == b.read_bytes()  # same machine, same run: the documents are identical
     doc = json.loads(b.read_text())
     assert doc["model"]["external_data"] is True
-    assert sum(layer["status"] == "ok" for layer in doc["layers"]) == 15
+    assert sum(layer["status"] == "ok" for layer in doc["layers"]) == 15  # embedding (tied head) + 2 x 7 projections
 
 
 def test_external_data_is_read_by_range_not_whole(tmp_path: Path, s3, monkeypatch: pytest.MonkeyPatch) -> None:
