@@ -120,10 +120,14 @@ def main() -> None:
         audit = run_child(cmd + ["--json", str(out), "--fail-on", "never", "--timeout", "none"])
         doc = json.loads(out.read_text())
         analysed = sum(layer["status"] == "ok" for layer in doc["layers"])
+        peak = max(audit["tree_peak_mb"], audit["proc_peak_mb"])
+        print(f"wwaudit --fast --workers {args.workers}: {audit['wall']:.1f} s, {analysed} layers analysed", flush=True)
+        print(
+            f"peak memory: {audit['tree_peak_mb']:.0f} MB PSS over the tree, {audit['proc_peak_mb']:.0f} MB largest process RSS (target <= 1536)",
+            flush=True,
+        )
         floor = run_child([sys.executable, str(Path(__file__).resolve()), "--child-floor", str(model), str(args.workers)])
         ratio = audit["wall"] / floor["parallel_s"]
-        peak = max(audit["tree_peak_mb"], audit["proc_peak_mb"])
-        print(f"wwaudit --fast --workers {args.workers}: {audit['wall']:.1f} s, {analysed} layers analysed")
         print(f"floor (Gram + eigvalsh, {floor['matrices']} matrices, {args.workers} x 1 thread): {floor['parallel_s']:.1f} s")
         print(f"wall / floor: {ratio:.2f} (target <= 1.3)")
         print(
