@@ -131,6 +131,23 @@ def safe_open(base_dir: str, location: str) -> tuple[int, os.stat_result]:
     return fd, st
 
 
+def map_range(fd: int, offset: int, length: int, what: str) -> memoryview:
+    """Bytes [offset, offset+length) of the open regular file `fd`, memory-mapped read-only.
+
+    The range is checked against the file's size now (a file truncated after opening gives an
+    InputError, not a SIGBUS at first touch of a page that was checked when the header was read).
+    """
+    size = os.fstat(fd).st_size
+    if offset < 0 or length < 0 or offset + length > size:
+        raise InputError(f"{what}: bytes {offset}..{offset + length} lie beyond the end of the file ({size} bytes)")
+    if length == 0:
+        return memoryview(b"")
+    page = mmap.ALLOCATIONGRANULARITY
+    start = (offset // page) * page
+    mm = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_READ, offset=start)
+    return memoryview(mm)[offset - start : offset - start + length]
+
+
 def is_url(path: str) -> bool:
     """Whether `path` names an object-store URL (anything but a plain path or file://)."""
     match = _URL.match(path)
@@ -220,10 +237,7 @@ class DataFile:
         if length == 0:
             return memoryview(b"")
         if self._fs is None:
-            page = mmap.ALLOCATIONGRANULARITY
-            start = (offset // page) * page
-            mm = mmap.mmap(self._mapped, offset + length - start, access=mmap.ACCESS_READ, offset=start)
-            return memoryview(mm)[offset - start : offset - start + length]
+            return map_range(self._mapped, offset, length, self.name)
         try:
             data = self._fs.cat_file(self._path, start=offset, end=offset + length)
         except Exception as exc:  # noqa: BLE001 - backends raise their own types

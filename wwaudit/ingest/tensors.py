@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,20 @@ def stored_nbytes(data_type: int, count: int) -> int | None:
     return count * np.dtype(np_dtype).itemsize
 
 
+class Payload(ABC):
+    """Where a tensor of another format (safetensors, GGUF) keeps its values: its source module
+    checked the byte range against the file when it opened it, and reads it here on demand."""
+
+    # Read as a memory map of the file (no copy): the engine sizes the layer's working set by it.
+    mapped: bool = False
+    # Bytes the values take in the file (quantized blocks included); set by each format's payload.
+    length: int
+
+    @abstractmethod
+    def read(self) -> np.ndarray:
+        """The values, in the tensor's numpy shape (a read-only memory map where the dtype allows)."""
+
+
 @dataclass
 class TensorRef:
     """A weight tensor as found in the file: where it lives, its shape and type, no data yet."""
@@ -97,8 +112,11 @@ class TensorRef:
     data_type: int
     origin: str  # initializer | constant | sparse_initializer | attribute | function-constant
     scope: str  # "" for the main graph, else the subgraph/function path
-    proto: Any  # TensorProto or SparseTensorProto (data not loaded for external tensors)
+    proto: Any  # TensorProto or SparseTensorProto (data not loaded for external tensors), or a Payload
     base_dir: str
+    # How another format stores the values when no ONNX dtype says it (GGUF 'q8_0'...); data_type
+    # is then the dtype the values are read into.
+    stored_as: str | None = None
 
     @property
     def key(self) -> str:
@@ -111,10 +129,19 @@ class TensorRef:
 
     @property
     def dtype(self) -> str:
-        return dtype_name(self.data_type)
+        return self.stored_as or dtype_name(self.data_type)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the values take in the file, from the header alone (0 when the dtype has no fixed size)."""
+        if isinstance(self.proto, Payload):
+            return self.proto.length
+        return stored_nbytes(self.data_type, self.size) or 0
 
     @property
     def is_external(self) -> bool:
+        if isinstance(self.proto, Payload):
+            return self.proto.mapped
         return isinstance(self.proto, TensorProto) and self.proto.data_location == TensorProto.EXTERNAL
 
     @property
@@ -143,7 +170,12 @@ class TensorRef:
 
     def load(self) -> np.ndarray:
         """The tensor's values (a read-only memory map for external data where possible)."""
-        if isinstance(self.proto, onnx.SparseTensorProto):
+        if isinstance(self.proto, Payload):
+            arr = self.proto.read()
+            if arr.size != element_count(self.dims):
+                raise InputError(f"tensor '{self.name}' holds {arr.size} values, its shape {list(self.dims)} needs {self.size}")
+            arr = arr.reshape(self.dims)
+        elif isinstance(self.proto, onnx.SparseTensorProto):
             arr = _load_sparse(self.proto, self.dims)
         elif self.is_external:
             arr = _load_external(self.proto, self.base_dir, self.dims, self.data_type)
