@@ -183,9 +183,6 @@ def test_describe_reads_no_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(tensors_module.TensorRef, "load", refuse)
     monkeypatch.setattr(storage_module, "map_range", refuse, raising=True)
     monkeypatch.setattr(storage_module.DataFile, "read", refuse, raising=True)
-    from wwaudit.ingest.sources import safetensors_file
-
-    monkeypatch.setattr(safetensors_file, "map_range", refuse, raising=True)  # its own binding of the name
     big = _sparse_onnx(tmp_path, 131072, 131072)
     st = _sparse_safetensors(
         tmp_path / "big.safetensors", {"model.embed_tokens.weight": (128256, 8192), "lm_head.weight": (128256, 8192)}
