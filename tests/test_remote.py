@@ -227,3 +227,15 @@ def test_file_url_keeps_the_local_checks(tmp_path: Path, capsys) -> None:
     _escaping_model(tmp_path / "e", "../m/model.onnx.data")
     assert main([(tmp_path / "e" / "model.onnx").as_uri(), *ARGS]) == 2
     assert "climbs out" in _one_line_error(capsys)
+
+
+def test_cluster_workers_read_the_model_from_s3(tmp_path: Path, s3) -> None:
+    """Dask workers with no shared file system: each fetches its own tensors from the store."""
+    pytest.importorskip("distributed")
+    local = write_decoder(tmp_path / "m", DecoderConfig(layers=1))
+    url = _upload(s3, tmp_path / "m", "cluster")
+    a, b = tmp_path / "local.json", tmp_path / "cluster.json"
+    assert main([str(local), "--json", str(a), "--workers", "1", *ARGS]) == 0
+    (tmp_path / "m" / "model.onnx.data").unlink()  # the workers cannot fall back on a local copy
+    assert main([url, "--json", str(b), "--cluster", "local:1", *ARGS]) == 0
+    assert a.read_bytes() == b.read_bytes()
