@@ -66,7 +66,10 @@ REPORT_FORMATS: dict[str, Renderer] = {".html": FORMATS["html"], ".htm": FORMATS
 
 def artifact_uri(model_path: str, root: str | None = None) -> str:
     """The model as CI tools locate it: a path relative to `root` (default: the working directory,
-    the repository root in CI), with '/' separators; a file:// URI when it lies outside `root`."""
+    the repository root in CI), with '/' separators; a file:// URI when it lies outside `root`;
+    an object-store URL (s3://...) as it is."""
+    if "://" in model_path:
+        return model_path
     absolute = os.path.abspath(model_path)
     rel = os.path.relpath(absolute, os.path.abspath(root or os.getcwd()))
     if rel == os.pardir or rel.startswith(os.pardir + os.sep):
