@@ -12,7 +12,8 @@ say more about the neighbours than about wwaudit):
     LocalCluster of 1 and 2 single-threaded worker processes (`--cluster local:N`). The cluster's
     start (about seconds) is timed apart and left out of its wall: it is paid once per run, not per
     task, and a long-lived cluster does not pay it at all. Printed: each wall, the cluster/pool wall
-    ratio, and the overhead per task, (cluster wall − pool wall) × workers / tasks. Target: the
+    ratio, the overhead per task, (cluster wall − pool wall) × workers / tasks, and the task seconds
+    measured inside the workers (a slower task there is the worker's environment, not scheduling). Target: the
     2-worker overhead at most 10% of the process pool's wall. The four JSON documents must be
     byte-identical (checked).
 (b) Per-layer cost model. Seconds per task = a + b·N·M² + c·M³ (Gram plus eigensolver, as
@@ -75,6 +76,7 @@ def overhead(model: Path, fast: bool) -> tuple[dict, list[tuple[float, float, fl
     for workers in (1, 2):
         wall, outcomes, doc, tasks = _run(model, AuditOptions(workers=workers, fast=fast))
         walls[f"pool-{workers}"], docs[f"pool-{workers}"] = wall, doc
+        walls[f"pool-{workers}-tasks"] = sum(o.seconds for o in outcomes)
         if workers == 1:
             by_index = {o.index: o for o in outcomes}
             samples = [(t.spec.shape_info()[0], t.spec.shape_info()[1], by_index[t.index].seconds) for t in tasks]
@@ -83,8 +85,9 @@ def overhead(model: Path, fast: bool) -> tuple[dict, list[tuple[float, float, fl
         with cluster_executor(f"local:{workers}") as ex:
             ex.client.run(lambda: __import__("wwaudit.spectral.analysis"))  # workers import once, as a live cluster has
             walls[f"start-{workers}"] = time.perf_counter() - t0
-            wall, _, doc, tasks = _run(model, AuditOptions(workers=workers, fast=fast), ex)
+            wall, outcomes, doc, tasks = _run(model, AuditOptions(workers=workers, fast=fast), ex)
         walls[f"dask-{workers}"], docs[f"dask-{workers}"] = wall, doc
+        walls[f"dask-{workers}-tasks"] = sum(o.seconds for o in outcomes)
     same = len(set(docs.values())) == 1
     n = len(tasks)
     print(f"\n(a) {n} layer tasks; JSON byte-identical across the four runs: {same}")
@@ -98,6 +101,10 @@ def overhead(model: Path, fast: bool) -> tuple[dict, list[tuple[float, float, fl
         print(
             f"{w:>8} {pool:>9.2f} {dask:>9.2f} {dask / pool:>10.3f} {per_task * 1e3:>11.1f} ms {(dask - pool) / pool:>12.1%} {walls[f'start-{w}']:>16.1f}"
         )
+    print("    task seconds summed as measured inside the workers (compute, without scheduling):")
+    for w in (1, 2):
+        pool, dask = walls[f"pool-{w}-tasks"], walls[f"dask-{w}-tasks"]
+        print(f"    {w} worker(s): pool {pool:.2f} s, dask {dask:.2f} s, ratio {dask / pool:.3f}")
     if not same:
         print("WARNING: the cluster's JSON differs from the local run's", file=sys.stderr)
     return walls, samples, max(per_task, 0.0)

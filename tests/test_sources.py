@@ -24,6 +24,7 @@ from wwaudit.engine.core import audit
 from wwaudit.engine.describe import describe
 from wwaudit.errors import InputError
 from wwaudit.ingest import tensors as tensors_module
+from wwaudit.ingest import storage as storage_module
 from wwaudit.ingest.sources import ggml, open_source
 from wwaudit.options import AuditOptions
 
@@ -180,7 +181,8 @@ def test_describe_reads_no_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         raise AssertionError("describe read a weight")
 
     monkeypatch.setattr(tensors_module.TensorRef, "load", refuse)
-    monkeypatch.setattr(tensors_module, "map_range", refuse, raising=True)
+    monkeypatch.setattr(storage_module, "map_range", refuse, raising=True)
+    monkeypatch.setattr(storage_module.DataFile, "read", refuse, raising=True)
     big = _sparse_onnx(tmp_path, 131072, 131072)
     st = _sparse_safetensors(
         tmp_path / "big.safetensors", {"model.embed_tokens.weight": (128256, 8192), "lm_head.weight": (128256, 8192)}

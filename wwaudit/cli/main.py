@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import audit_options, check_counts, command_line, open_cluster, run_date, write_outputs
@@ -53,6 +53,10 @@ With --out-dir: the worst over the models, 2 (a model not audited) > 1 > 3 > 0.
 """
 
 
+# Outputs that --format prints on stdout (each is also an option of its own taking PATH or '-').
+STDOUT_FORMATS = ("json", "sarif", "junit", "markdown", "github")
+
+
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
     """The audit's outputs: several may be written in one run."""
     out = parser.add_argument_group("outputs (several may be given in one run)")
@@ -82,6 +86,13 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="-",
         help="GitHub Actions annotations (::error file=...::message), on stdout unless PATH is given",
+    )
+    out.add_argument(
+        "--format",
+        "--output-format",
+        dest="stdout_format",
+        choices=STDOUT_FORMATS,
+        help="print this output on stdout, as ruff's --output-format: --format github is --github, --format json is --json -",
     )
     out.add_argument(
         "--attestation",
@@ -138,6 +149,28 @@ def _add_gating_options(parser: argparse.ArgumentParser) -> None:
     )
     gate.add_argument(
         "--show-policy", action="store_true", help="print the effective policy (file, then command line) as TOML and exit"
+    )
+
+
+def _add_metric_options(parser: argparse.ArgumentParser) -> None:
+    """Opt-in metrics (README, "Optional metrics"): each adds its columns; none changes the default ones."""
+    extra = parser.add_argument_group("optional metrics (off by default)")
+    extra.add_argument(
+        "--fix-fingers",
+        choices=("xmin_peak", "clip_xmax"),
+        help="finger fixing of the tail fit, as weightwatcher's fix_fingers (adds num_fingers, raw_alpha)",
+    )
+    extra.add_argument("--hill", action="store_true", help="alpha_hill: Hill estimator with xmin at the median eigenvalue")
+    extra.add_argument("--detx", action="store_true", help="detX_num, detX_val, num_ERG_spikes, ERG_gap (SETOL)")
+    extra.add_argument("--ww-extras", action="store_true", help="sv_min, max_rand_eval, ww_softrank, ww_maxdist")
+    extra.add_argument("--vectors", action="store_true", help="localisation of the tail and bulk eigenvectors")
+    extra.add_argument(
+        "--trap-detail", action="store_true", help="each correlation trap: distance beyond the shuffled bulk, unit, localisation"
+    )
+    extra.add_argument(
+        "--per-slice",
+        action="store_true",
+        help="conv layers: λmax and α of every kernel-position slice (weightwatcher's pool=False)",
     )
 
 
@@ -198,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{cpu,cuda}",
         help="where Gram matrices and eigensolves run (default cpu; cuda needs torch)",
     )
+    _add_metric_options(parser)
     add_limit_options(parser)
     ui = parser.add_argument_group("display")
     ui.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
@@ -239,6 +273,10 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
     """(path, renderer) for every output the command line asks for, in a fixed order."""
     from wwaudit import formats
 
+    if args.stdout_format and getattr(args, args.stdout_format) is None:
+        setattr(args, args.stdout_format, "-")  # as if --FORMAT - were given
+    elif args.stdout_format and getattr(args, args.stdout_format) != "-":
+        raise UsageError(f"--format {args.stdout_format} prints on stdout: drop --{args.stdout_format} PATH or --format")
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
         outputs.append((args.json, formats.FORMATS["json"]))
@@ -250,6 +288,20 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
         if getattr(args, fmt):
             outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
     return outputs
+
+
+def _folders(args: argparse.Namespace, result: Any, options: Any) -> list[tuple[str, Callable[[Any], str]]]:
+    """The outputs of many files (--plots-dir), staged with the others (cli.common.write_outputs)."""
+    if not args.plots_dir:
+        return []
+
+    def stage(staged: Any) -> str:
+        from wwaudit.formats.report.plot_files import write_plots
+
+        files = write_plots(result, args.plots_dir, staged, args.plots_format, workers=options.workers)
+        return f"{len(files)} {args.plots_format} plots"
+
+    return [(args.plots_dir, stage)]
 
 
 def _run_audit(argv: Sequence[str]) -> int:
@@ -320,12 +372,7 @@ def _run_audit(argv: Sequence[str]) -> int:
             extra={"model_uri": formats.artifact_uri(model), "workers": executor.workers if executor else options.workers},
         )
         beat = None if args.quiet else (lambda label, slow: Heartbeat(label, enabled=slow))
-        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat)
-        if args.plots_dir:
-            from wwaudit.formats.report.plot_files import write_plots
-
-            files = write_plots(result, args.plots_dir, args.plots_format, workers=options.workers)
-            written.append((args.plots_dir, f"{len(files)} {args.plots_format} plots"))
+        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat, folders=_folders(args, result, options))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result, written)
     elif result.verdict in ("fail", "inconclusive"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from wwaudit.errors import InputError
+from wwaudit.ingest.storage import is_url
 from wwaudit.ingest.sources.interface import ModelSource
 from wwaudit.ingest.sources.onnx_file import OnnxSource
 from wwaudit.ingest.sources.safetensors_file import INDEX_NAME, SafetensorsSource
@@ -45,6 +46,8 @@ def open_source(path: str) -> ModelSource:
     ext = os.path.splitext(path)[1].lower()
     if ext == ".onnx":
         return OnnxSource(path)
+    if is_url(path) and ext in (".safetensors", ".gguf", ".json"):
+        raise InputError(f"{path}: safetensors and GGUF models are read from local files only; copy it locally first")
     if is_model_folder(path):
         return SafetensorsSource(path)
     head = _head(path)
