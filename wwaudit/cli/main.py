@@ -35,7 +35,7 @@ commands:
   wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
   wwaudit audit MODEL… --out-dir DIR   audit several models (or folders of .onnx files) in one run
   wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
-  wwaudit describe MODEL [--json]  list every tensor and what an audit would do with it, reading no weight
+  wwaudit describe MODEL [--json] list every tensor, what an audit would analyse
   wwaudit rules [--format json]   list the rules, their rationale and thresholds
 
 examples:
@@ -177,8 +177,9 @@ def _add_metric_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit",
-        description="Audit the weights of an ONNX, safetensors or GGUF model without data: per-layer spectral diagnosis\n"
-        "(power-law alpha, norms, rank collapse) and a report a reviewer can sign.",
+        description="Audit the weights of an ONNX, safetensors or GGUF model without data: per-layer\n"
+        "spectral diagnosis (power-law alpha, norms, rank collapse) and a report a\n"
+        "reviewer can sign.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
