@@ -377,3 +377,25 @@ def short_name(name: str, limit: int = MAX_NAME_CHARS) -> str:
     if len(name) <= limit:
         return name
     return f"{name[: limit - 40]}… ({len(name)} characters)"
+
+
+@dataclass
+class ZooEntry:
+    """One model of an audit of several models (`wwaudit audit MODEL… --out-dir DIR`).
+
+    `result` is None when the model could not be audited; `error` then says why (one line), and
+    the other models are audited all the same. `seconds`: loading and planning plus the analysis
+    time of its layers summed over the workers that ran them (its tasks run interleaved with the
+    other models', so its share of the wall clock is not defined).
+    """
+
+    name: str  # unique among the run's models: the base name of its files in the output folder
+    path: str
+    result: AuditResult | None = None
+    error: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        """The model's verdict, or 'error' when it could not be audited."""
+        return self.result.verdict if self.result is not None else "error"

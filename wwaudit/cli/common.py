@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shlex
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from typing import TYPE_CHECKING, Any, Callable, ContextManager, Sequence
 
 from wwaudit.errors import UsageError
 
 if TYPE_CHECKING:
+    from wwaudit.engine.cluster import DaskExecutor
+    from wwaudit.options import AuditOptions
     from wwaudit.engine.limits import Deadline
     from wwaudit.formats import StagedOutputs
 
@@ -73,3 +75,34 @@ def write_outputs(
         staged.discard()
         raise
     return written
+
+
+def audit_options(args: argparse.Namespace) -> AuditOptions:
+    """The analysis options of an `audit` command line (one model or several)."""
+    from wwaudit.engine import limits
+    from wwaudit.engine.scheduler import default_workers
+    from wwaudit.options import AuditOptions
+
+    return AuditOptions(
+        layers=args.layers,
+        fast=args.fast,
+        seed=args.seed,
+        max_evals=args.max_evals,
+        workers=args.workers or default_workers(),
+        precision=args.precision,
+        device=args.device,
+        max_memory=limits.parse_size(args.max_memory),
+    )
+
+
+def open_cluster(args: argparse.Namespace, stack: ExitStack) -> DaskExecutor | None:
+    """The Dask executor `--cluster` asks for (closed with `stack`), or None to run here.
+
+    Opened under the run's watchdog: starting workers and connecting count against --timeout."""
+    if not args.cluster:
+        return None
+    if not args.connect_timeout > 0:
+        raise UsageError("--connect-timeout must be a positive number of seconds")
+    from wwaudit.engine.cluster import cluster_executor
+
+    return stack.enter_context(cluster_executor(args.cluster, args.connect_timeout))

@@ -10,11 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import ExitStack
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from wwaudit import __version__
-from wwaudit.cli.common import check_counts, command_line, run_date, write_outputs
-from wwaudit.errors import EXIT_ERROR, EXIT_OK, UsageError, WwauditError, exit_code
+from wwaudit.cli.common import audit_options, check_counts, command_line, open_cluster, run_date, write_outputs
+from wwaudit.errors import EXIT_ERROR, EXIT_OK, OutputError, UsageError, WwauditError, exit_code
 
 if TYPE_CHECKING:
     from wwaudit import formats
@@ -32,7 +33,9 @@ class _Parser(argparse.ArgumentParser):
 _EPILOG = """\
 commands:
   wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
+  wwaudit audit MODEL… --out-dir DIR   audit several models (or folders of .onnx files) in one run
   wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
+  wwaudit describe MODEL [--json]  list every tensor and what an audit would do with it, reading no weight
   wwaudit rules [--format json]   list the rules, their rationale and thresholds
 
 examples:
@@ -41,10 +44,12 @@ examples:
   wwaudit model.onnx --fail-on warning --baseline last-release.json
   wwaudit quantized.onnx --reference float.onnx --report quant.html
   wwaudit compare v1.onnx v2.onnx --report diff.pdf
+  wwaudit audit zoo/ --out-dir audits/ --cluster tcp://scheduler:8786
 
 exit codes: 0 audit done, no finding at or above the failure level;
 1 findings at or above it; 2 unusable input, usage or I/O error;
 3 inconclusive (nothing analysed, or weights skipped for a limit).
+With --out-dir: the worst over the models, 2 (a model not audited) > 1 > 3 > 0.
 """
 
 
@@ -96,6 +101,15 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         "as subject; verdict, policy hash, tool version and the JSON result's sha256 as predicate",
     )
     out.add_argument("--plots-dir", metavar="DIR", help="write each analysed layer's ESD plot into DIR")
+    zoo = parser.add_argument_group("several models (wwaudit audit MODEL… --out-dir DIR)")
+    zoo.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help="audit every MODEL (files, or folders of .onnx files) in one run: DIR/NAME.json per model and "
+        "DIR/summary.csv + summary.html, one row per model; exit code: the worst verdict",
+    )
+    zoo.add_argument("--reports", choices=("html", "pdf"), help="with --out-dir, also each model's report DIR/NAME.html|pdf")
+    zoo.add_argument("--summary-pdf", action="store_true", help="with --out-dir, also DIR/summary.pdf")
     out.add_argument("--plots-format", choices=("png", "svg"), default="png", help="file format for --plots-dir (default png)")
 
 
@@ -146,7 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("model", nargs="?", help="path to the .onnx file (external data is read from its folder)")
+    parser.add_argument(
+        "model",
+        nargs="*",
+        help="path to the .onnx file (external data is read from its folder); several paths, or a folder of "
+        ".onnx files, with --out-dir",
+    )
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
     _add_output_options(parser)
     _add_gating_options(parser)
@@ -163,6 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     perf = parser.add_argument_group("speed")
     perf.add_argument("--workers", type=int, metavar="N", help="layers analysed in parallel (default: usable CPU cores)")
+    perf.add_argument(
+        "--cluster",
+        metavar="ADDRESS",
+        help="run the layers on a Dask cluster: a scheduler address (tcp://host:8786), or local:N to start "
+        "N worker processes here; needs pip install 'wwaudit[cluster]' (replaces --workers)",
+    )
+    perf.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up on an unreachable --cluster scheduler after SECONDS (default 10)",
+    )
     perf.add_argument(
         "--precision",
         choices=("float64", "float32"),
@@ -252,7 +284,6 @@ def _run_audit(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
     from wwaudit import formats
     from wwaudit.engine.core import audit
-    from wwaudit.options import AuditOptions
     from wwaudit.cli.progress import BackgroundImports, Heartbeat, make_progress, print_summary, print_verdict
     from wwaudit.rules.policy import load_policy, to_toml
 
@@ -267,8 +298,15 @@ def _run_audit(argv: Sequence[str]) -> int:
     if args.show_policy:
         print(to_toml(policy), end="")
         return EXIT_OK
-    if args.model is None:
+    if args.out_dir is not None or len(args.model) > 1 or (args.model and os.path.isdir(args.model[0])):
+        from wwaudit.cli.zoo import run_zoo
+
+        return run_zoo(args, argv, policy)
+    if not args.model:
         raise UsageError("the following arguments are required: model (see wwaudit --help)")
+    if args.reports or args.summary_pdf:
+        raise UsageError("--reports and --summary-pdf need --out-dir (several models); one model: --report PATH")
+    model = args.model[0]
     outputs = _outputs(args)
     formats.check_outputs(outputs)
     if args.plots_dir and os.path.exists(args.plots_dir) and not os.path.isdir(args.plots_dir):
@@ -277,19 +315,9 @@ def _run_audit(argv: Sequence[str]) -> int:
     if args.max_plots < 0:
         raise UsageError("--max-plots must be 0 (no limit) or a positive number")
     from wwaudit.engine import limits
-    from wwaudit.engine.scheduler import default_workers
 
     deadline = limits.Deadline(limits.parse_timeout(args.timeout))
-    options = AuditOptions(
-        layers=args.layers,
-        fast=args.fast,
-        seed=args.seed,
-        max_evals=args.max_evals,
-        workers=args.workers or default_workers(),
-        precision=args.precision,
-        device=args.device,
-        max_memory=limits.parse_size(args.max_memory),
-    )
+    options = audit_options(args)
     # a PDF report's libraries load while the workers analyse (not with --reference: its second
     # analysis forks workers again, which must not happen while a thread imports)
     pdf = bool(args.report) and os.path.splitext(args.report)[1].lower() == ".pdf" and not args.reference
@@ -299,12 +327,13 @@ def _run_audit(argv: Sequence[str]) -> int:
 
     baseline = load_baseline(args.baseline) if args.baseline else None
     staged = formats.StagedOutputs()
-    with limits.watchdog(deadline, cleanup=staged.discard):
-        result = audit(args.model, options, progress, policy=policy, baseline=baseline)
+    with limits.watchdog(deadline, cleanup=staged.discard), ExitStack() as stack:
+        executor = open_cluster(args, stack)
+        result = audit(model, options, progress, executor=executor, policy=policy, baseline=baseline)
         if args.reference:
             from wwaudit.compare.engine import attach_reference
 
-            attach_reference(result, args.model, args.reference, options, progress)
+            attach_reference(result, model, args.reference, options, progress)
         deadline.check("at the end of the analysis")
         display.join()
         ctx = formats.RenderContext(
@@ -313,7 +342,7 @@ def _run_audit(argv: Sequence[str]) -> int:
             page_size=args.page_size,
             plots=args.plots,
             max_plots=args.max_plots,
-            extra={"model_uri": formats.artifact_uri(args.model), "workers": options.workers},
+            extra={"model_uri": formats.artifact_uri(model), "workers": executor.workers if executor else options.workers},
         )
         beat = None if args.quiet else (lambda label, slow: Heartbeat(label, enabled=slow))
         written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat, folders=_folders(args, result, options))
@@ -384,6 +413,34 @@ def _run_compare(argv: Sequence[str]) -> int:
     return run(args, ["compare", *argv])
 
 
+def _run_describe(argv: Sequence[str]) -> int:
+    parser = _Parser(
+        prog="wwaudit describe",
+        description="List every tensor of a model (name, op, shape, dtype, bytes) and what an audit would analyse, "
+        "or why not, from the header alone: no weight is read and no spectrum computed.",
+    )
+    parser.add_argument("model", help="an ONNX, safetensors (file or sharded folder) or GGUF model")
+    parser.add_argument(
+        "--json", metavar="PATH", nargs="?", const="-", help="write JSON (schema wwaudit-describe/1); '-' or no PATH: stdout"
+    )
+    args = parser.parse_args(list(argv))
+    from wwaudit.engine.describe import describe
+    from wwaudit.formats import describe_format
+
+    inventory = describe(args.model).to_dict()
+    if args.json is None:
+        sys.stdout.write(describe_format.render_text(inventory))
+    elif args.json == "-":
+        sys.stdout.buffer.write(describe_format.render_json(inventory))
+    else:
+        try:
+            with open(args.json, "wb") as fh:
+                fh.write(describe_format.render_json(inventory))
+        except OSError as exc:
+            raise OutputError(f"{args.json}: cannot be written: {exc.strerror}") from None
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `wwaudit` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -392,6 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_rules(argv[1:])
         if argv and argv[0] == "compare":
             return _run_compare(argv[1:])
+        if argv and argv[0] == "describe":
+            return _run_describe(argv[1:])
         if argv and argv[0] == "audit":
             argv = argv[1:]
         return _run_audit(argv)

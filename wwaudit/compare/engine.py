@@ -12,10 +12,9 @@ import re
 from typing import Any
 
 from wwaudit.engine.core import audit
-from wwaudit.ingest.walker import walk
-from wwaudit.ingest.plan import LayerSpec, plan_layers, safe_name
+from wwaudit.ingest.plan import LayerSpec, safe_name
+from wwaudit.ingest.sources import open_source
 from wwaudit.ingest.tensors import dtype_eps
-from wwaudit.ingest.loader import load_model
 from wwaudit.options import AuditOptions
 from wwaudit.records import AuditResult, LayerResult
 from wwaudit.rules import judge as rule_registry
@@ -38,14 +37,9 @@ class _SpecIndex:
     """The LayerSpecs of an audited model, addressable by the audit's layer ids."""
 
     def __init__(self, path: str, result: AuditResult, options: AuditOptions) -> None:
-        loaded = load_model(path)
-        self._loaded = loaded  # the tensors read their bytes from this model
+        self._source = open_source(path)  # the tensors read their bytes through this source
         pattern = re.compile(options.layers) if options.layers else None
-        specs = [
-            s
-            for s in plan_layers(walk(loaded.proto, loaded.base_dir))
-            if pattern is None or pattern.search(s.name) or pattern.search(s.tensor.name)
-        ]
+        specs = [s for s in self._source.layers() if pattern is None or pattern.search(s.name) or pattern.search(s.tensor.name)]
         by_key = {(safe_name(s.name), safe_name(s.tensor.name)): s for s in specs}
         self._by_id: dict[int, LayerSpec] = {}
         for layer in result.layers:

@@ -6,9 +6,9 @@ library stays silent; nothing here prints.
 
 from __future__ import annotations
 
-import os
 import re
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,15 +18,14 @@ from wwaudit.rules.judge import judge
 from wwaudit.rules.baseline import Baseline
 from wwaudit.rules.phases import assign_phases
 from wwaudit.rules.policy import Policy
-from wwaudit.ingest.walker import walk
-from wwaudit.ingest.plan import LayerSpec, plan_layers, safe_name, storage_dtype
-from wwaudit.ingest.loader import LoadedModel, load_model
+from wwaudit.ingest.plan import LayerSpec, safe_name, storage_dtype
+from wwaudit.ingest.sources import ModelSource, open_source
 from wwaudit.engine.limits import memory_refusal, working_set_bytes
 from wwaudit.options import AuditOptions
 from wwaudit.ingest.quant import describe as describe_quantization
 from wwaudit.ingest.quant import storage_noise
 from wwaudit.ingest.tensors import numpy_dtype
-from wwaudit.records import AuditResult, Coverage, LayerResult, ModelInfo, short_name
+from wwaudit.records import AuditResult, Coverage, LayerResult, short_name
 from wwaudit.engine.scheduler import (
     LayerExecutor,
     LayerOutcome,
@@ -38,24 +37,6 @@ from wwaudit.engine.scheduler import (
 )
 from wwaudit.spectral.spectra import Backend, check_backend
 from wwaudit.errors import UsageError
-
-
-def model_info(loaded: LoadedModel, parameters: int, external: bool) -> ModelInfo:
-    """Identity block of the audited file."""
-    proto = loaded.proto
-    return ModelInfo(
-        path=os.path.basename(loaded.path),
-        sha256=loaded.sha256,
-        size_bytes=loaded.size_bytes,
-        producer=safe_name(proto.producer_name),
-        producer_version=safe_name(proto.producer_version),
-        opset={imp.domain or "ai.onnx": int(imp.version) for imp in proto.opset_import},
-        ir_version=int(proto.ir_version),
-        parameters=parameters,
-        graph_name=safe_name(proto.graph.name),
-        external_data=external,
-        doc_string=proto.doc_string[:2000],
-    )
 
 
 # A weight consumed by 100,000 nodes lists at most this many of them (and how many more).
@@ -133,41 +114,67 @@ def audit(
     policy: Policy | None = None,
     baseline: Baseline | None = None,
 ) -> AuditResult:
-    """Audit the ONNX model at `path`; raises InputError/UsageError for unusable input.
+    """Audit the model at `path` (any format `ingest.sources` reads); raises InputError/UsageError for unusable input.
 
     Layers run on `options.workers` worker processes, or on `executor` when given (any
     concurrent.futures-style executor, e.g. Dask's `Client.get_executor()`; the caller owns it).
     """
     options = options or AuditOptions()
-    progress = progress or SilentProgress()
+    prepared = prepare(path, options)
+    t0 = time.perf_counter()
+    outcomes = run_layers(prepared.tasks, progress or SilentProgress(), options.workers, executor)
+    return finish(prepared, outcomes, time.perf_counter() - t0, policy, baseline)
+
+
+@dataclass
+class PreparedAudit:
+    """A model opened and planned, its layer tasks not run yet: `audit` runs them at once, an
+    audit of several models (engine/zoo.py) schedules the tasks of all its models together."""
+
+    source: ModelSource
+    planned: list[LayerSpec]
+    specs: list[LayerSpec]
+    layers: list[LayerResult]
+    unlisted: dict[str, int]
+    tasks: list[LayerTask]
+    options: AuditOptions
+    load_seconds: float
+
+
+def prepare(path: str, options: AuditOptions) -> PreparedAudit:
+    """Open and plan the model at `path`: its result entries and one task per analysable layer."""
     check_backend(Backend.of(options))
     try:
         pattern = re.compile(options.layers) if options.layers else None
     except re.error as exc:
         raise UsageError(f"--layers: invalid regular expression: {exc}") from None
     t0 = time.perf_counter()
-    loaded = load_model(path)
-    walked = walk(loaded.proto, loaded.base_dir)
-    walked.problems.extend(loaded.problems)
-    planned = plan_layers(walked, options.max_memory)
+    source = open_source(path)
+    planned = source.layers(options.max_memory)
     specs = [s for s in planned if _selected(s, pattern)]
-    t_load = time.perf_counter() - t0
-    parameters = sum(t.size for t in walked.tensors.values() if t.is_float or (t.is_integer and len(t.dims) >= 2))
-    external = any(t.is_external for t in walked.tensors.values())
-
     layers, unlisted = listed_layers(specs)
-    by_id = {layer.id: layer for layer in layers}
     tasks = _plan_tasks(layers, specs, options)
-    for outcome in run_layers(tasks, progress, options.workers, executor):
-        _apply(by_id[outcome.index], outcome)
-    t_analyse = time.perf_counter() - t0 - t_load
+    return PreparedAudit(source, planned, specs, layers, unlisted, tasks, options, time.perf_counter() - t0)
 
+
+def finish(
+    prepared: PreparedAudit,
+    outcomes: list[LayerOutcome],
+    analyse_seconds: float,
+    policy: Policy | None = None,
+    baseline: Baseline | None = None,
+) -> AuditResult:
+    """The result of a prepared audit from its layers' outcomes: metrics, phases, findings, verdict."""
+    layers, source, options = prepared.layers, prepared.source, prepared.options
+    by_id = {layer.id: layer for layer in layers}
+    for outcome in outcomes:
+        _apply(by_id[outcome.index], outcome)
     assign_phases(layers)
     policy = policy or Policy()
-    coverage = measure_coverage(planned, specs, layers)
-    judged = judge(layers, walked.problems, policy, baseline, coverage, loaded.integrity)
+    coverage = measure_coverage(prepared.planned, prepared.specs, layers)
+    judged = judge(layers, source.problems, policy, baseline, coverage, source.integrity)
     return AuditResult(
-        model=model_info(loaded, parameters, external),
+        model=source.info(),
         layers=layers,
         findings=judged.findings,
         verdict=judged.verdict,
@@ -177,9 +184,9 @@ def audit(
             **summarise(layers, judged.verdict, policy.alpha_band()),
             **coverage.to_dict(),
             **judged.counts(),
-            **_unlisted_summary(unlisted),
+            **_unlisted_summary(prepared.unlisted),
         },
-        timings={"load_s": t_load, "analyse_s": t_analyse},
+        timings={"load_s": prepared.load_seconds, "analyse_s": analyse_seconds},
         suppressed=judged.suppressed,
     )
 

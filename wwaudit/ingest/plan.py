@@ -28,7 +28,7 @@ from wwaudit.ingest.handlers import (
     node_attrs,
     packed_qkv,
 )
-from wwaudit.ingest.tensors import TensorRef, as_float64, dtype_name, stored_nbytes
+from wwaudit.ingest.tensors import TensorRef, as_float64, stored_nbytes
 from wwaudit.ingest.transforms import STEP_OPS, materialise, transformed_dims
 from wwaudit.ingest.views import View, extract, view_shape
 from wwaudit.ingest.walker import DEFAULT_DOMAINS, Source, Use, WalkResult
@@ -130,10 +130,11 @@ def _skip_reason(tensor: TensorRef, dims: tuple[int, ...] | None = None) -> str 
     return None
 
 
-def plan_layers(walk: WalkResult, max_bytes: int | None = None) -> list[LayerSpec]:
+def plan_layers(walk: WalkResult, max_bytes: int | None = None, read: bool = True) -> list[LayerSpec]:
     """Turn the walk into layers and skipped entries, ordered by first use; tied weights merged.
 
-    `max_bytes` (--max-memory) bounds what the tied-copy check may read into memory.
+    `max_bytes` (--max-memory) bounds what the tied-copy check may read into memory; `read=False`
+    leaves that check out, so planning reads no weight at all (`wwaudit describe`).
     """
     specs: list[LayerSpec] = []
     by_share: dict[tuple, LayerSpec] = {}
@@ -200,7 +201,8 @@ def plan_layers(walk: WalkResult, max_bytes: int | None = None) -> list[LayerSpe
             position, reason, op = walk.first_seen.get(key, 0), _skip_reason(tensor) or _unused_reason(tensor), ""
         specs.append(LayerSpec(tensor.name, op, Source(tensor), None, position, reason=reason, weight=key in weight_slot))
     specs.sort(key=lambda s: s.position)
-    _merge_tied_copies(specs, max_bytes)
+    if read:
+        _merge_tied_copies(specs, max_bytes)
     return specs
 
 
@@ -350,7 +352,7 @@ def _unused_reason(tensor: TensorRef) -> str:
 
 def storage_dtype(tensor: TensorRef) -> str:
     """dtype as stored in the file (what the report shows next to each layer)."""
-    return dtype_name(tensor.data_type)
+    return tensor.dtype
 
 
 def safe_name(name: str) -> str:

@@ -117,8 +117,8 @@ def _granularity(scale: Source | None, axis: int, block: int) -> str:
 def describe(source: Source) -> str | None:
     """Short scheme string, e.g. 'int8 per-channel (axis 0) QDQ' or 'MatMulNBits 4-bit block 32'; None for float weights."""
     steps = [t for t in source.transforms if t.op in STEP_OPS]
-    if not steps:
-        return None
+    if not steps:  # GGUF block types are dequantized on reading: no transform step, the stored type says it
+        return f"GGUF {source.tensor.stored_as.upper()} blocks" if source.tensor.stored_as else None
     dtype = source.tensor.dtype
     parts = []
     for t in steps:

@@ -15,6 +15,7 @@ import mmap
 import os
 import re
 import stat
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,6 +91,37 @@ def stored_nbytes(data_type: int, count: int) -> int | None:
     return count * np.dtype(np_dtype).itemsize
 
 
+class Payload(ABC):
+    """Where a tensor of another format (safetensors, GGUF) keeps its values: its source module
+    checked the byte range against the file when it opened it, and reads it here on demand."""
+
+    # Read as a memory map of the file (no copy): the engine sizes the layer's working set by it.
+    mapped: bool = False
+    # Bytes the values take in the file (quantized blocks included); set by each format's payload.
+    length: int
+
+    @abstractmethod
+    def read(self) -> np.ndarray:
+        """The values, in the tensor's numpy shape (a read-only memory map where the dtype allows)."""
+
+
+def map_range(fd: int, offset: int, length: int, what: str) -> memoryview:
+    """Bytes [offset, offset+length) of the open regular file `fd`, memory-mapped read-only.
+
+    The range is checked against the file's size now (a file truncated after opening gives an
+    InputError, not a SIGBUS at first touch of a page that was checked when the header was read).
+    """
+    size = os.fstat(fd).st_size
+    if offset < 0 or length < 0 or offset + length > size:
+        raise InputError(f"{what}: bytes {offset}..{offset + length} lie beyond the end of the file ({size} bytes)")
+    if length == 0:
+        return memoryview(b"")
+    page = mmap.ALLOCATIONGRANULARITY
+    start = (offset // page) * page
+    mm = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_READ, offset=start)
+    return memoryview(mm)[offset - start : offset - start + length]
+
+
 @dataclass
 class TensorRef:
     """A weight tensor as found in the file: where it lives, its shape and type, no data yet."""
@@ -99,8 +131,11 @@ class TensorRef:
     data_type: int
     origin: str  # initializer | constant | sparse_initializer | attribute | function-constant
     scope: str  # "" for the main graph, else the subgraph/function path
-    proto: Any  # TensorProto or SparseTensorProto (data not loaded for external tensors)
+    proto: Any  # TensorProto or SparseTensorProto (data not loaded for external tensors), or a Payload
     base_dir: str
+    # How another format stores the values when no ONNX dtype says it (GGUF 'q8_0'...); data_type
+    # is then the dtype the values are read into.
+    stored_as: str | None = None
 
     @property
     def key(self) -> str:
@@ -113,10 +148,19 @@ class TensorRef:
 
     @property
     def dtype(self) -> str:
-        return dtype_name(self.data_type)
+        return self.stored_as or dtype_name(self.data_type)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the values take in the file, from the header alone (0 when the dtype has no fixed size)."""
+        if isinstance(self.proto, Payload):
+            return self.proto.length
+        return stored_nbytes(self.data_type, self.size) or 0
 
     @property
     def is_external(self) -> bool:
+        if isinstance(self.proto, Payload):
+            return self.proto.mapped
         return isinstance(self.proto, TensorProto) and self.proto.data_location == TensorProto.EXTERNAL
 
     @property
@@ -140,7 +184,12 @@ class TensorRef:
 
     def load(self) -> np.ndarray:
         """The tensor's values (a read-only memory map for external data where possible)."""
-        if isinstance(self.proto, onnx.SparseTensorProto):
+        if isinstance(self.proto, Payload):
+            arr = self.proto.read()
+            if arr.size != element_count(self.dims):
+                raise InputError(f"tensor '{self.name}' holds {arr.size} values, its shape {list(self.dims)} needs {self.size}")
+            arr = arr.reshape(self.dims)
+        elif isinstance(self.proto, onnx.SparseTensorProto):
             arr = _load_sparse(self.proto, self.dims)
         elif self.is_external:
             arr = _load_external(self.proto, self.base_dir, self.dims, self.data_type)
