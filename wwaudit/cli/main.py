@@ -324,7 +324,7 @@ def _run_audit(argv: Sequence[str]) -> int:
         return EXIT_OK
     from wwaudit.ingest.sources import is_model_folder
 
-    several = len(args.model) > 1 or (args.model and os.path.isdir(args.model[0]) and not is_model_folder(args.model[0]))
+    several = len(args.model) > 1 or (bool(args.model) and _folder_of_models(args.model[0], is_model_folder))
     if args.out_dir is not None or several:
         from wwaudit.cli.zoo import run_zoo
 
@@ -505,6 +505,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 # C0/C1 control characters and bidirectional overrides: names and paths in messages come from
 # the model file, and must not move the cursor, recolour or reorder the user's terminal.
 _UNPRINTABLE = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)], "?")
+
+
+def _folder_of_models(path: str, is_model_folder: Callable[[str], bool]) -> bool:
+    """A folder to audit model by model: not one sharded model, and not named like a model file
+    (a folder called `x.onnx` is a wrong path to one model, answered as such, not a zoo of none)."""
+    named_like_model = os.path.splitext(path)[1].lower() in (".onnx", ".gguf", ".safetensors")
+    return os.path.isdir(path) and not named_like_model and not is_model_folder(path)
 
 
 def _one_line(text: str) -> str:
