@@ -33,7 +33,8 @@ class _Parser(argparse.ArgumentParser):
 _EPILOG = """\
 commands:
   wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
-  wwaudit audit MODEL… --out-dir DIR  audit several models or folders in one run
+  wwaudit audit MODEL… --out-dir DIR
+                                  audit several models or folders in one run
   wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
   wwaudit describe MODEL [--json] list every tensor, what an audit would analyse
   wwaudit rules [--format json]   list the rules, their rationale and thresholds
@@ -92,7 +93,10 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         "--output-format",
         dest="stdout_format",
         choices=STDOUT_FORMATS,
-        help="print this output on stdout, as ruff's --output-format: --format github is --github, --format json is --json -",
+        metavar="FORMAT",
+        help="print one output on stdout, as ruff's --output-format: "
+        + ", ".join(STDOUT_FORMATS)
+        + " (--format github is --github, --format json is --json -)",
     )
     out.add_argument(
         "--attestation",
