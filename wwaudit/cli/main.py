@@ -91,6 +91,7 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         "--format",
         "--output-format",
         dest="stdout_format",
+        metavar="FORMAT",
         choices=STDOUT_FORMATS,
         help="print this output on stdout, as ruff's --output-format: --format github is --github, --format json is --json -",
     )
