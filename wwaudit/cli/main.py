@@ -92,7 +92,6 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         "--format",
         "--output-format",
         dest="stdout_format",
-        metavar="FORMAT",
         choices=STDOUT_FORMATS,
         metavar="FORMAT",
         help="print one output on stdout, as ruff's --output-format: "
