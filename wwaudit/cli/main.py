@@ -33,9 +33,11 @@ class _Parser(argparse.ArgumentParser):
 _EPILOG = """\
 commands:
   wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
-  wwaudit audit MODEL… --out-dir DIR   audit several models (or folders of .onnx files) in one run
+  wwaudit audit MODEL… --out-dir DIR
+                                  audit several models (or folders) in one run
   wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
-  wwaudit describe MODEL [--json]  list every tensor and what an audit would do with it, reading no weight
+  wwaudit describe MODEL [--json]  list every tensor and what an audit would do
+                                  with it, reading no weight
   wwaudit rules [--format json]   list the rules, their rationale and thresholds
 
 examples:
