@@ -114,6 +114,26 @@ def test_github_annotations_on_stdout(tmp_path: Path, capsys) -> None:
     assert lines[-1].startswith("::error ") and "wwaudit FAIL" in lines[-1]
 
 
+def test_format_github_is_ruffs_output_format_spelling(capsys) -> None:
+    args = [COLLAPSED, "--workers", "1", "--fast", "--quiet", "--fail-on", "warning"]
+    assert main([*args, "--github"]) == 1
+    expected = capsys.readouterr().out
+    assert expected.count("::") > 4
+    for spelling in (["--format", "github"], ["--output-format", "github"], ["--format=github"]):
+        assert main([*args, *spelling]) == 1
+        assert capsys.readouterr().out == expected, spelling
+    assert main([*args, "--format", "json"]) == 1
+    assert json.loads(capsys.readouterr().out)["verdict"]["verdict"] == "fail"
+
+
+def test_format_and_the_same_output_to_a_file_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert main([COLLAPSED, *FAST, "--format", "github", "--github", str(tmp_path / "a.txt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--format github" in err[0] and not list(tmp_path.iterdir())
+    assert main([COLLAPSED, *FAST, "--format", "sarif", "--json", "-"]) == 2  # two outputs on stdout
+    assert "stdout" in capsys.readouterr().err
+
+
 def test_github_escaping_keeps_one_command_per_line() -> None:
     from wwaudit.formats.github_format import escape_data, escape_property
 
@@ -149,6 +169,44 @@ def test_plots_dir_writes_one_file_per_analysed_layer(tmp_path: Path, fmt: str, 
     files = sorted(folder.iterdir())
     assert [f.name for f in files] == sorted(f"{layer['id']:04d}_{layer['name']}.{fmt}" for layer in analysed)
     assert all(f.read_bytes().startswith(magic) and f.stat().st_size > 5000 for f in files)
+
+
+def test_plots_dir_is_staged_under_the_timeout(tmp_path: Path, monkeypatch, capsys) -> None:
+    """The plots overrun --timeout: no plot file, no plots folder and no other output is left."""
+    import time
+
+    from wwaudit.formats.report import plots
+
+    real, calls = plots.layer_plot, []
+
+    def slow_plot(job):
+        calls.append(job.key)
+        if len(calls) == 2:
+            time.sleep(2.5)
+        return real(job)
+
+    monkeypatch.setattr(plots, "layer_plot", slow_plot)
+    folder, out = tmp_path / "new" / "plots", tmp_path / "a.json"
+    assert main([COLLAPSED, *FAST, "--json", str(out), "--plots-dir", str(folder), "--timeout", "2"]) == 2
+    assert "while writing" in capsys.readouterr().err and len(calls) >= 2
+    assert list(tmp_path.iterdir()) == []  # the folders it created are gone too
+
+
+def test_staged_folder_is_removed_only_when_created_and_empty(tmp_path: Path) -> None:
+    from wwaudit.formats import StagedOutputs
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "mine.txt").write_text("x")
+    staged = StagedOutputs()
+    staged.add_folder(str(kept))
+    staged.add_folder(str(tmp_path / "a" / "b"))
+    staged.add(str(tmp_path / "a" / "b" / "p.png"), b"png")
+    staged.add(str(kept / "p.png"), b"png")
+    staged.commit()
+    assert (tmp_path / "a" / "b" / "p.png").read_bytes() == b"png" and (kept / "p.png").exists()
+    staged.discard()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and [p.name for p in kept.iterdir()] == ["mine.txt"]
 
 
 def test_plot_file_names_are_safe() -> None:

@@ -169,3 +169,16 @@ def test_onnx_named_bin_is_still_audited(tmp_path: Path) -> None:
     os.replace(path, tmp_path / "model.bin")
     proc = _run("describe", str(tmp_path / "model.bin"))
     assert proc.returncode == 0 and "(onnx)" in proc.stdout, proc.stderr
+
+
+def test_symlinked_config_is_not_followed(tmp_path: Path) -> None:
+    """config.json only hints at layouts: a symbolic link there is not followed, and the audit says so."""
+    from wwaudit.engine.core import audit
+    from wwaudit.options import AuditOptions
+
+    folder = _sharded(tmp_path)
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["Leaked"]}))
+    (folder / "config.json").symlink_to(tmp_path / "elsewhere.json")
+    result = audit(str(folder), AuditOptions(workers=1, fast=True))
+    assert result.model.graph_name == ""
+    assert any("config.json beside the weights not used" in f.message and "symbolic link" in f.message for f in result.findings)

@@ -133,3 +133,50 @@ def test_rows_copied_from_another_layer_are_named(tmp_path: Path) -> None:
     assert "16 of its 128 output rows" in message and "dense1 (16)" in message
     clean = audit(str(save_model(tmp_path / "clean.onnx", weights)), AuditOptions(workers=1))
     assert not [f for f in clean.findings if f.rule == "WW017"]
+
+
+def test_unit_norm_z_is_null_for_iid_elements_and_far_for_unit_scales() -> None:
+    """Uniform and Gaussian random matrices score about 0; per-unit scales and equalised rows do not."""
+    rng = np.random.default_rng(11)
+    gaussian = rng.standard_normal((256, 128))
+    uniform = rng.uniform(-1, 1, (256, 128))
+    assert abs(structure_metrics([gaussian])["unit_norm_z"]) < 4
+    assert abs(structure_metrics([uniform])["unit_norm_z"]) < 4
+    assert abs(structure_metrics([rng.standard_normal((32, 16)) for _ in range(9)])["unit_norm_z"]) < 4  # conv slices
+    folded = gaussian * np.logspace(-0.5, 0.5, 256)[:, None]  # a folded BatchNorm's per-channel scale
+    assert structure_metrics([folded])["unit_norm_z"] > 20
+    equal_rows = gaussian / np.linalg.norm(gaussian, axis=1, keepdims=True)  # weight-normalised units
+    assert structure_metrics([equal_rows])["unit_norm_z"] < -8
+    assert structure_metrics([np.ones((3, 40))])["unit_norm_z"] is None  # fewer than MIN_UNITS units on each side
+
+
+def _torch_mlp(weights: list[np.ndarray], path: Path) -> Path:
+    """A torch Sequential of Linear layers holding `weights` ((out x in) each), exported to ONNX."""
+    torch = pytest.importorskip("torch")
+    layers = []
+    for w in weights:
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w.astype(np.float32)))
+        layers += [lin, torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1]).eval()
+    torch.onnx.export(net, (torch.zeros(1, weights[0].shape[1]),), str(path), dynamo=False)
+    return path
+
+
+def test_random_looking_spectrum_with_structured_units_is_not_random_init(tmp_path: Path) -> None:
+    """An intact layer whose spectrum matches its shuffle but whose units were equalised is no WW011/WW016;
+    the same layer re-initialised (torch's default) is."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(3)
+    trained = [power_law_matrix(128, 128, 3.0 + 0.1 * i, seed=20 + i).T for i in range(5)]
+    raw = np.random.default_rng(4).standard_normal((128, 128))
+    equalised = raw / np.linalg.norm(raw, axis=1, keepdims=True) * 0.9  # weight norm: every unit the same length
+    intact = audit(str(_torch_mlp(trained[:2] + [equalised] + trained[2:], tmp_path / "intact.onnx")), AuditOptions(workers=1))
+    layer = next(x for x in intact.layers if x.analysed and x.metric("unit_norm_z") is not None and x.metric("unit_norm_z") < -4)
+    assert 0.85 <= layer.metric("rand_lambda_ratio") <= 1.1  # the spectrum alone says random
+    assert [f.rule for f in intact.findings if f.severity != "info"] == [] and intact.verdict == "pass"
+    fresh = torch.nn.Linear(128, 128).weight.detach().numpy()  # U(±1/√fan_in): never trained
+    damaged = audit(str(_torch_mlp(trained[:2] + [fresh] + trained[2:], tmp_path / "reinit.onnx")), AuditOptions(workers=1))
+    assert [(f.rule, f.layer) for f in damaged.findings if f.severity != "info"] == [("WW016", layer.name)]
+    assert damaged.verdict == "fail"

@@ -24,7 +24,13 @@ SAMPLES = Path(__file__).resolve().parents[1] / "samples"
 
 def test_the_list_is_well_formed() -> None:
     names = [m.name for m in lm.METRICS]
-    assert len(names) == len(set(names)) == len(lm.METRIC_COLUMNS)
+    assert len(names) == len(set(names)) == len(lm.METRIC_COLUMNS) + len(lm.OPTIONAL_COLUMNS)
+    # opt-in metrics: each names the AuditOptions field that turns it on, and none is in a list
+    # that every audit writes (table, terminal, deltas, summary means)
+    fields = set(AuditOptions.__dataclass_fields__)
+    for m in lm.METRICS:
+        assert (m.name in lm.OPTIONAL_COLUMNS) == bool(m.option) and (not m.option or m.option in fields), m.name
+        assert not (m.option and (m.table or m.terminal or m.delta or m.mean_over or m.model_label)), m.name
     assert all(m.kind in lm.KINDS and m.label and m.description for m in lm.METRICS)
     assert all(m.mean_over in ("", "fitted", "analysed") for m in lm.METRICS)
     details = [m.detail for m in lm.METRICS if m.detail]

@@ -101,6 +101,78 @@ def _text(pdf: bytes) -> str:
     return "\n".join(page.extract_text() for page in pypdf.PdfReader(io.BytesIO(pdf)).pages)
 
 
+def _body_lines(pdf: bytes) -> list[list[tuple[float, bool, str]]]:
+    """Per page, its body's lines top to bottom (running header and page number left out), each
+    line as its runs (font size, bold, text)."""
+    pages = []
+    for page in pypdf.PdfReader(io.BytesIO(pdf)).pages:
+        height, runs = float(page.mediabox.height), []
+
+        def visit(text, cm, tm, font, size, runs=runs) -> None:
+            if text.strip():
+                y = tm[4] * cm[1] + tm[5] * cm[3] + cm[5]
+                scale = abs(tm[0] * cm[0]) if tm[0] else abs(cm[0])
+                runs.append((round(y), size * scale, bool(font) and "Bold" in str(font.get("/BaseFont", "")), text.strip()))
+
+        page.extract_text(visitor_text=visit)
+        lines: dict[int, list[tuple[float, bool, str]]] = {}
+        for y, size, bold, text in runs:
+            if 34 < y < height - 42:  # report.css: the 17 mm top and 15 mm bottom margins hold header and footer
+                lines.setdefault(y, []).append((size, bold, text))
+        pages.append([lines[y] for y in sorted(lines, reverse=True)])
+    return pages
+
+
+def _page_break_defects(pdf: bytes) -> list[str]:
+    """Orphaned headings (a heading as a page's last line), table headers left at a page's foot
+    with one row or none while the table goes on overleaf, and a near-empty last page."""
+    pages, defects = _body_lines(pdf), []
+    for number, (lines, following) in enumerate(zip(pages, pages[1:]), start=1):
+        if not lines:
+            defects.append(f"page {number} has no text")
+            continue
+        if any(size >= 10 for size, _bold, _text in lines[-1]):  # h2 13 pt, h3 10.5 pt; body text <= 9.5 pt
+            defects.append(f"page {number} ends with the heading {lines[-1][0][2]!r}")
+        headers = [line for line in lines[-2:] if all(bold for _size, bold, _text in line)]
+        if headers and following and following[0] == headers[0]:  # the header repeats: the table was split
+            defects.append(f"page {number} ends with the table header {' '.join(t for *_x, t in headers[0])!r} and <= 1 row")
+    if len(pages[-1]) < 5:
+        defects.append(f"the last page holds {len(pages[-1])} line(s)")
+    return defects
+
+
+@pytest.mark.parametrize("size", ["A4", "Letter"])
+def test_no_orphaned_headings_split_headers_or_near_empty_last_page(deep_pdf: bytes, cnn, size: str) -> None:
+    # before report.css kept them together, the A4 ones had a lone rules-table header and row at a
+    # page's foot and the sign-off line alone on the last page
+    pdf = pdf_format.render(cnn, RenderContext(command=COMMAND, generated="2026-01-01", plots="findings", page_size=size))
+    assert _page_break_defects(pdf) == []
+    assert _page_break_defects(deep_pdf) == []
+
+
+def test_page_break_check_sees_each_defect() -> None:
+    """The check above on pages built to show each defect, so it cannot pass by seeing nothing."""
+    spacer = '<div style="height: {}mm"></div>'
+    line = "<p>a line of body text</p>"
+    rows = "".join(f"<tr><td>row {i}</td><td>value</td></tr>" for i in range(40))
+    cases = {
+        "heading": line + spacer.format(253) + "<h3>Orphan</h3>" + "<p>" + "text " * 300 + "</p>" + line * 10,
+        "table header": line
+        + spacer.format(249)
+        + f"<table><thead><tr><th>col</th><th>val</th></tr></thead><tbody>{rows}</tbody></table>"
+        + line * 10,
+        "last page": line * 10 + spacer.format(224) + line * 3,
+    }
+    css = (
+        "<style>@page { size: A4; margin: 17mm 13mm 15mm 13mm } body { font: 9pt sans-serif; margin: 0 }"
+        " h3 { font-size: 11pt; margin: 0; break-after: auto } p { margin: 0; orphans: 2 } th { font-weight: bold }"
+        " tr { break-inside: auto; break-after: auto }</style>"
+    )
+    for name, body in cases.items():
+        found = _page_break_defects(pdf_format.html_to_pdf(f"<html><head>{css}</head><body>{body}</body></html>", b"0" * 32))
+        assert any(name in defect for defect in found), (name, found)
+
+
 def test_every_text_run_starts_inside_its_page(deep_pdf: bytes) -> None:
     for width, height, runs in _pages(deep_pdf):
         assert runs
@@ -201,7 +273,36 @@ def test_plot_bars_fit_and_spike_note_stays_out_of_the_legend() -> None:
     assert "3 spikes" in ax_lin.get_xlabel()
 
 
-def test_overview_axis_counts_analysed_layers(deep, monkeypatch) -> None:
+def test_report_prints_the_plot_legend_as_text_and_plot_files_draw_it(cnn) -> None:
+    """The report's layer plots carry no legend inside the image (it covered the histogram and was
+    hard to read when scaled): the same entries are text under the figure; plot files keep it."""
+    from wwaudit.formats.report import plots
+
+    rng = np.random.default_rng(1)
+    metrics = {"alpha": 2.5, "xmin": 3.0, "bulk_min": 0.2, "bulk_max": 6.0, "sigma_mp": 1.1}
+    job = plots.LayerPlotJob(key="2", evals=rng.chisquare(3, 200), random_evals=rng.chisquare(3, 200), metrics=metrics)
+    left, right = plots.plot_key(metrics, shuffled=True)
+    plots.layer_plot(job)  # a plot file: legend inside, with exactly the key's entries
+    _fig, ax_log, ax_lin = plots._LAYER_FIGURES[0]
+    for ax, key in ((ax_log, left), (ax_lin, right)):
+        assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == sorted(text for _style, text in key)
+    job.legend = False
+    plots.layer_plot(job)
+    assert ax_log.get_legend() is None and ax_lin.get_legend() is None
+    ctx = RenderContext(command="wwaudit x.onnx", plots="all")
+    html = html_format.render(cnn, ctx).decode()
+    details = build_document(cnn, ctx)["details"]
+    assert details and all(len(d["key"]) == 2 for d in details if d["plot"])
+    for d in details:
+        for panel in d["key"]:
+            for style, text in panel["entries"]:
+                assert f'<span class="key key-{style}"></span>{text}' in html.replace("&#39;", "'")
+    fits = [text for d in details for panel in d["key"] for _style, text in panel["entries"] if text.startswith("MP bulk,")]
+    pdf_text = " ".join(_text(pdf_format.render(cnn, ctx)).split())
+    assert fits and all(text in pdf_text for text in fits)  # the PDF prints the key too (only there, not in the metrics)
+
+
+def test_overview_axis_names_analysed_layers_by_their_table_id(deep, monkeypatch) -> None:
     from wwaudit.formats.report import document, plots
 
     points: list = []
@@ -226,7 +327,11 @@ def test_overview_axis_counts_analysed_layers(deep, monkeypatch) -> None:
 
     monkeypatch.setattr(plots, "PlotRenderer", Spy)
     document._draw_plots(deep, {}, set(), RenderContext(plots="none"), False, None, (2.0, 6.0))
-    assert [p.label for p in points] == [str(i) for i in range(1, DEPTH + 1)]  # layers, not file entries
+    analysed = [layer.id for layer in deep.layers if layer.analysed]
+    assert len(analysed) == DEPTH and analysed != list(range(DEPTH))  # ids skip the biases
+    # evenly spaced analysed layers (not file entries), each named by the '#' of the tables
+    assert [p.position for p in points] == list(range(DEPTH))
+    assert [p.label for p in points] == [str(i) for i in analysed]
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +360,45 @@ def test_compare_report_has_header_versions_sign_off_and_no_reprs(compared) -> N
     for width, _height, runs in pages:  # the changes table inside the margins (estimated run ends)
         for x, _y, size, text in runs:
             assert x + 0.45 * size * len(text) <= width - 12, (text, x, width)
+
+
+PLOT_PROBE = """<script>window.addEventListener('load', function () {
+  var scales = [], keys = [];
+  document.querySelectorAll('figure.plot img').forEach(function (img) {
+    scales.push(img.getBoundingClientRect().width / img.naturalWidth);
+  });
+  document.querySelectorAll('figcaption.plot-key').forEach(function (el) {
+    keys.push(parseFloat(getComputedStyle(el).fontSize));
+  });
+  var out = document.createElement('pre'); out.id = 'probe';
+  out.textContent = JSON.stringify({scales: scales, keys: keys, scroll: document.documentElement.scrollWidth,
+                                    client: document.documentElement.clientWidth});
+  document.body.appendChild(out);
+});</script>"""
+
+
+@pytest.mark.parametrize("width", [1100, 800])
+def test_plot_text_is_legible_at_the_html_display_size(cnn, tmp_path: Path, width: int) -> None:
+    """Plot text is drawn at PLOT_STYLE's sizes (pt) for the figure's natural size; in the browser
+    it scales with the image: at a desktop and at a narrow window, every plot's smallest text and
+    the plot key under it render at 10 px or more, and the page still has no horizontal overflow."""
+    from wwaudit.formats.report import plots
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless Chromium on this machine (Debian: apt-get install chromium)")
+    html = html_format.render(cnn, RenderContext(command="wwaudit x.onnx", plots="all")).decode()
+    page = tmp_path / "report.html"
+    page.write_text(html.replace("</body>", PLOT_PROBE + "</body>"))
+    common = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--window-size={width},900", "--virtual-time-budget=3000"]
+    dom = subprocess.run([*common, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=180)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom.stdout)
+    assert found, dom.stderr[-500:]
+    facts = json.loads(found.group(1).replace("&quot;", '"'))
+    smallest_pt = min(v for k, v in plots.PLOT_STYLE.items() if k.endswith("size") and isinstance(v, (int, float)))
+    assert len(facts["scales"]) >= 4 and facts["keys"], facts  # overview plots and layer plots, each with a key
+    assert min(facts["scales"]) * smallest_pt * 96 / 72 >= 10, facts
+    assert min(facts["keys"]) >= 10 and facts["scroll"] <= facts["client"], facts
 
 
 def test_html_report_has_no_horizontal_overflow_in_chromium(deep_html: str, tmp_path: Path) -> None:

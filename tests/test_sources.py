@@ -24,6 +24,7 @@ from wwaudit.engine.core import audit
 from wwaudit.engine.describe import describe
 from wwaudit.errors import InputError
 from wwaudit.ingest import tensors as tensors_module
+from wwaudit.ingest import storage as storage_module
 from wwaudit.ingest.sources import ggml, open_source
 from wwaudit.options import AuditOptions
 
@@ -180,7 +181,8 @@ def test_describe_reads_no_weight(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         raise AssertionError("describe read a weight")
 
     monkeypatch.setattr(tensors_module.TensorRef, "load", refuse)
-    monkeypatch.setattr(tensors_module, "map_range", refuse, raising=True)
+    monkeypatch.setattr(storage_module, "map_range", refuse, raising=True)
+    monkeypatch.setattr(storage_module.DataFile, "read", refuse, raising=True)
     big = _sparse_onnx(tmp_path, 131072, 131072)
     st = _sparse_safetensors(
         tmp_path / "big.safetensors", {"model.embed_tokens.weight": (128256, 8192), "lm_head.weight": (128256, 8192)}
@@ -218,3 +220,27 @@ def test_missing_gguf_package_is_one_line(saved: dict[str, Path], monkeypatch: p
     monkeypatch.setitem(sys.modules, "gguf", None)
     with pytest.raises(InputError, match=r"needs the optional 'gguf' package: pip install 'wwaudit\[gguf\]'"):
         open_source(str(saved["gguf_f16"]))
+
+
+def test_cli_audits_a_sharded_folder_as_one_model(saved: dict[str, Path], tmp_path: Path) -> None:
+    """A folder with model.safetensors.index.json is one model, for `wwaudit` and for a zoo run."""
+    from wwaudit.engine.zoo import model_paths
+
+    assert model_paths([str(saved["sharded"])]) == [str(saved["sharded"])]
+    out = tmp_path / "audit.json"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "wwaudit", str(saved["sharded"]), "-q", "--fast", "--workers", "1", "--json", str(out)],
+        capture_output=True,
+        env=env,
+        text=True,
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    result = json.loads(out.read_text())
+    assert result["model"]["producer"] == "safetensors" and result["model"]["external_data"] is True
+    assert sorted(layer["tensor"] for layer in result["layers"] if layer["status"] == "ok") == [
+        "embed.weight",
+        "fc1.weight",
+        "fc2.weight",
+        "head.weight",
+    ]

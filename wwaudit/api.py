@@ -33,7 +33,8 @@ def audit(
 
     `options` are AuditOptions fields: layers (regex), fast, seed, max_evals, workers (default:
     the usable cores, as the CLI), precision, device, max_memory (bytes, or a size such as "8G",
-    or None for no limit). `policy` is a policy file (default: the nearest wwaudit.toml or
+    or None for no limit), and the opt-in metrics (README, "Optional metrics"): fix_fingers
+    ("xmin_peak" or "clip_xmax"), hill, detx, ww_extras, vectors, trap_detail, per_slice. `policy` is a policy file (default: the nearest wwaudit.toml or
     pyproject.toml [tool.wwaudit] from the working directory up, as the CLI); `fail_on` overrides
     its failure level; `baseline` is an earlier JSON output; `reference` the float original of a
     quantized model (adds per-layer quantization damage). Bad input raises wwaudit.errors.WwauditError.

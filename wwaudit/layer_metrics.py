@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# What a metric's value is: "count" an int, "real" a float, "text" a string (None when missing).
-KINDS = ("count", "real", "text")
+# What a metric's value is: "count" an int, "real" a float, "text" a string, "list" a list of
+# numbers (None when missing).
+KINDS = ("count", "real", "text", "list")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,64 @@ class Metric:
     delta: bool = False  # compared between two models (wwaudit compare, --reference)
     mean_over: str = ""  # "fitted" or "analysed": the summary has <name>_mean over those layers
     model_label: str = ""  # label of <name>_mean among the models' averages that `compare` sets side by side
+    option: str = ""  # the AuditOptions field that turns it on; "" for the default metric set
 
+
+def _opt(name: str, label: str, description: str, kind: str, option: str, detail: int = 0) -> Metric:
+    """An opt-in metric: computed, and written to every output, only when its option is on."""
+    return Metric(name, label, description, kind, option, detail=detail, option=option)
+
+
+# The opt-in metrics (README, "Optional metrics"), in their output order. An audit without their
+# options writes none of these keys, so its outputs keep their bytes.
+_VEC = ("vec_entropy", "loc_ratio", "part_ratio")
+_VEC_LABEL = {"vec_entropy": "vector entropy", "loc_ratio": "localisation ratio", "part_ratio": "participation ratio"}
+OPTIONAL_METRICS: tuple[Metric, ...] = (
+    _opt("num_fingers", "fingers", "top eigenvalues clip_xmax removed from the tail fit", "count", "fix_fingers", 20),
+    _opt("raw_alpha", "raw α", "α of the tail fit before finger fixing", "real", "fix_fingers", 21),
+    _opt("alpha_hill", "α (Hill)", "Hill estimator of α with xmin at the median eigenvalue (xmin_mid)", "real", "hill", 22),
+    _opt("detX_num", "detX tail", "eigenvalues in the tail where the product of the rescaled ESD crosses 1", "count", "detx", 23),
+    _opt("detX_val", "detX λ", "eigenvalue at which that tail starts", "real", "detx", 24),
+    _opt("num_ERG_spikes", "ERG spikes", "eigenvalues in the detX tail (SETOL's ERG condition)", "count", "detx"),
+    _opt("ERG_gap", "ERG gap", "detX tail size minus power-law tail size", "count", "detx", 25),
+    _opt("sv_min", "σmin", "smallest singular value of W", "real", "ww_extras", 26),
+    _opt("max_rand_eval", "max shuffled λ", "largest eigenvalue over the element-shuffled copies", "real", "ww_extras"),
+    _opt("ww_softrank", "shuffled / λmax", "largest eigenvalue of one shuffled copy over λmax", "real", "ww_extras", 27),
+    _opt("ww_maxdist", "λmax − shuffled", "λmax minus the largest eigenvalue of one shuffled copy", "real", "ww_extras"),
+    *(
+        _opt(
+            f"{part}_{stat}_{vec}",
+            f"{part} {stat} {vec}",
+            f"{stat} {_VEC_LABEL[vec]} of the {part} eigenvectors",
+            "real",
+            "vectors",
+        )
+        for vec in _VEC
+        for part in ("bulk", "tail")
+        for stat in ("mean", "var")
+    ),
+    _opt(
+        "trap_summary", "trap directions", "each trap: shuffled λ, σs beyond the edge, unit it sits on", "text", "trap_detail", 28
+    ),
+    _opt("trap_lambdas", "trap λ", "each trap's eigenvalue in the shuffled copies (median)", "list", "trap_detail"),
+    _opt(
+        "trap_sigmas",
+        "trap σs",
+        "how far each trap lies beyond the shuffled bulk edge, in spreads over shuffles",
+        "list",
+        "trap_detail",
+    ),
+    _opt("trap_rows", "trap row", "output unit the layer's matching singular vector peaks on", "list", "trap_detail"),
+    _opt("trap_cols", "trap column", "input unit the layer's matching singular vector peaks on", "list", "trap_detail"),
+    _opt("trap_slices", "trap slice", "slice (kernel position) of the matching direction", "list", "trap_detail"),
+    _opt(
+        "trap_localization",
+        "trap PR",
+        "participation ratio of the matching singular vectors (1/n: one entry)",
+        "list",
+        "trap_detail",
+    ),
+)
 
 METRICS: tuple[Metric, ...] = (
     Metric("num_evals", "evals", "eigenvalues in the ESD (all slices pooled)", "count", "spectrum"),
@@ -122,6 +180,14 @@ METRICS: tuple[Metric, ...] = (
         "count",
         "structure",
     ),
+    Metric(
+        "unit_norm_z",
+        "unit spread z",
+        "spread of the units' squared norms (rows or columns) against what iid random elements give, in standard "
+        "errors: about 0 for a random matrix, far from 0 for most trained layers",
+        "real",
+        "structure",
+    ),
     Metric("matrix_rank", "rank", "singular values above the numerical threshold σmax·N·eps", "count", "rank"),
     Metric(
         "rank_loss",
@@ -203,6 +269,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("R_exponential", "R (exponential)", "log-likelihood ratio power law vs exponential", "real", "distributions"),
     Metric("p_exponential", "p (exponential)", "p-value of R_exponential", "real", "distributions"),
     Metric("phase", "phase", "training phase read from the metrics (rules/phases.py)", "text", "phase", detail=16),
+    *OPTIONAL_METRICS,
 )
 
 METRICS_BY_NAME: dict[str, Metric] = {m.name: m for m in METRICS}
@@ -214,7 +281,8 @@ def names(**where: object) -> tuple[str, ...]:
 
 
 # The lists the outputs read, all derived from METRICS.
-METRIC_COLUMNS: tuple[str, ...] = tuple(m.name for m in METRICS)  # JSON and CSV column order
+METRIC_COLUMNS: tuple[str, ...] = tuple(m.name for m in METRICS if not m.option)  # JSON and CSV column order
+OPTIONAL_COLUMNS: tuple[str, ...] = tuple(m.name for m in METRICS if m.option)  # after them, when computed
 TABLE_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.table)  # report layer table
 DETAIL_METRICS: tuple[Metric, ...] = tuple(sorted((m for m in METRICS if m.detail), key=lambda m: m.detail))
 TERMINAL_METRICS: tuple[Metric, ...] = tuple(m for m in METRICS if m.terminal)

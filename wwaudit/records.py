@@ -11,12 +11,14 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from wwaudit.layer_metrics import METRIC_COLUMNS
+from wwaudit.layer_metrics import METRIC_COLUMNS, OPTIONAL_COLUMNS
 
 SCHEMA = "wwaudit/1"
 
 # Per-layer metric columns, in the order the JSON and the tables show them (layer_metrics.METRICS).
-# Metrics a layer does not have are null.
+# Metrics a layer does not have are null. Opt-in metrics (OPTIONAL_COLUMNS) follow, in the list's
+# order, only where their option computed them: an audit without those options keeps its bytes.
+_KNOWN_COLUMNS = frozenset(METRIC_COLUMNS) | frozenset(OPTIONAL_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,10 @@ class LayerResult:
         }
         for key in METRIC_COLUMNS:
             out[key] = clean_number(self.metrics.get(key))
-        for key in sorted(k for k in self.metrics if k not in METRIC_COLUMNS):
+        for key in OPTIONAL_COLUMNS:
+            if key in self.metrics:
+                out[key] = clean_number(self.metrics[key])
+        for key in sorted(k for k in self.metrics if k not in _KNOWN_COLUMNS):
             out[key] = clean_number(self.metrics[key])
         if self.reference is not None:
             out["reference"] = {k: clean_number(v) for k, v in self.reference.items()}

@@ -43,6 +43,7 @@ def write_outputs(
     deadline: "Deadline",
     staged: "StagedOutputs",
     heartbeat: Callable[[str, bool], ContextManager[Any]] | None = None,
+    folders: Sequence[tuple[str, Callable[["StagedOutputs"], str]]] = (),
 ) -> list[tuple[str, str]]:
     """Render every output under the deadline into staged temp files, then put them all in place;
     returns (path, format) of the files written (not stdout), for the summary.
@@ -51,6 +52,8 @@ def write_outputs(
     passed (or any error) discards all of them, so a run that stops leaves no output at all, not
     even the ones it had finished. Reports take seconds to render: `heartbeat(label, enabled)`
     (cli.progress.Heartbeat, given by the command) says so on stderr while a PDF or HTML renders.
+    `folders` are outputs of many files (--plots-dir): (folder, stage) where `stage(staged)` stages
+    the files and returns what the summary says of them; they are staged and committed with the rest.
     """
     written = []
     try:
@@ -62,6 +65,11 @@ def write_outputs(
             deadline.check(f"while writing {path}")
             if path != "-":
                 written.append((path, kind or "output"))
+        for folder, stage in folders:
+            with heartbeat(f"writing {folder}", True) if heartbeat is not None else nullcontext():
+                label = stage(staged)
+            deadline.check(f"while writing {folder}")
+            written.append((folder, label))
         staged.commit()
     except BaseException:
         staged.discard()
@@ -84,6 +92,13 @@ def audit_options(args: argparse.Namespace) -> AuditOptions:
         precision=args.precision,
         device=args.device,
         max_memory=limits.parse_size(args.max_memory),
+        fix_fingers=args.fix_fingers,
+        hill=args.hill,
+        detx=args.detx,
+        ww_extras=args.ww_extras,
+        vectors=args.vectors,
+        trap_detail=args.trap_detail,
+        per_slice=args.per_slice,
     )
 
 

@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from contextlib import ExitStack
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from wwaudit import __version__
 from wwaudit.cli.common import audit_options, check_counts, command_line, open_cluster, run_date, write_outputs
@@ -34,10 +34,9 @@ _EPILOG = """\
 commands:
   wwaudit MODEL [options]         audit one model (also: wwaudit audit MODEL)
   wwaudit audit MODEL… --out-dir DIR
-                                  audit several models (or folders) in one run
+                                  audit several models or folders in one run
   wwaudit compare BASE CANDIDATE  compare two models layer by layer (own --help)
-  wwaudit describe MODEL [--json]  list every tensor and what an audit would do
-                                  with it, reading no weight
+  wwaudit describe MODEL [--json] list every tensor, what an audit would analyse
   wwaudit rules [--format json]   list the rules, their rationale and thresholds
 
 examples:
@@ -53,6 +52,10 @@ exit codes: 0 audit done, no finding at or above the failure level;
 3 inconclusive (nothing analysed, or weights skipped for a limit).
 With --out-dir: the worst over the models, 2 (a model not audited) > 1 > 3 > 0.
 """
+
+
+# Outputs that --format prints on stdout (each is also an option of its own taking PATH or '-').
+STDOUT_FORMATS = ("json", "sarif", "junit", "markdown", "github")
 
 
 def _add_output_options(parser: argparse.ArgumentParser) -> None:
@@ -84,6 +87,16 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
         nargs="?",
         const="-",
         help="GitHub Actions annotations (::error file=...::message), on stdout unless PATH is given",
+    )
+    out.add_argument(
+        "--format",
+        "--output-format",
+        dest="stdout_format",
+        choices=STDOUT_FORMATS,
+        metavar="FORMAT",
+        help="print one output on stdout, as ruff's --output-format: "
+        + ", ".join(STDOUT_FORMATS)
+        + " (--format github is --github, --format json is --json -)",
     )
     out.add_argument(
         "--attestation",
@@ -143,19 +156,42 @@ def _add_gating_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_metric_options(parser: argparse.ArgumentParser) -> None:
+    """Opt-in metrics (README, "Optional metrics"): each adds its columns; none changes the default ones."""
+    extra = parser.add_argument_group("optional metrics (off by default)")
+    extra.add_argument(
+        "--fix-fingers",
+        choices=("xmin_peak", "clip_xmax"),
+        help="finger fixing of the tail fit, as weightwatcher's fix_fingers (adds num_fingers, raw_alpha)",
+    )
+    extra.add_argument("--hill", action="store_true", help="alpha_hill: Hill estimator with xmin at the median eigenvalue")
+    extra.add_argument("--detx", action="store_true", help="detX_num, detX_val, num_ERG_spikes, ERG_gap (SETOL)")
+    extra.add_argument("--ww-extras", action="store_true", help="sv_min, max_rand_eval, ww_softrank, ww_maxdist")
+    extra.add_argument("--vectors", action="store_true", help="localisation of the tail and bulk eigenvectors")
+    extra.add_argument(
+        "--trap-detail", action="store_true", help="each correlation trap: distance beyond the shuffled bulk, unit, localisation"
+    )
+    extra.add_argument(
+        "--per-slice",
+        action="store_true",
+        help="conv layers: λmax and α of every kernel-position slice (weightwatcher's pool=False)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit",
-        description="Audit the weights of an ONNX model without data: per-layer spectral diagnosis\n"
-        "(power-law alpha, norms, rank collapse) and a report a reviewer can sign.",
+        description="Audit the weights of an ONNX, safetensors or GGUF model without data: per-layer\n"
+        "spectral diagnosis (power-law alpha, norms, rank collapse) and a report a\n"
+        "reviewer can sign.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "model",
         nargs="*",
-        help="path to the .onnx file (external data is read from its folder); several paths, or a folder of "
-        ".onnx files, with --out-dir",
+        help="path to the .onnx file (external data is read from its folder), a .safetensors file or sharded folder, "
+        "or a .gguf file; several paths, or a folder of .onnx files, with --out-dir",
     )
     parser.add_argument("--version", action="version", version=f"wwaudit {__version__}")
     _add_output_options(parser)
@@ -199,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{cpu,cuda}",
         help="where Gram matrices and eigensolves run (default cpu; cuda needs torch)",
     )
+    _add_metric_options(parser)
     add_limit_options(parser)
     ui = parser.add_argument_group("display")
     ui.add_argument("--quiet", "-q", action="store_true", help="no progress bar and no summary table")
@@ -240,6 +277,10 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
     """(path, renderer) for every output the command line asks for, in a fixed order."""
     from wwaudit import formats
 
+    if args.stdout_format and getattr(args, args.stdout_format) is None:
+        setattr(args, args.stdout_format, "-")  # as if --FORMAT - were given
+    elif args.stdout_format and getattr(args, args.stdout_format) != "-":
+        raise UsageError(f"--format {args.stdout_format} prints on stdout: drop --{args.stdout_format} PATH or --format")
     outputs: list[tuple[str, formats.Renderer]] = []
     if args.json:
         outputs.append((args.json, formats.FORMATS["json"]))
@@ -251,6 +292,20 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
         if getattr(args, fmt):
             outputs.append((getattr(args, fmt), formats.FORMATS[fmt]))
     return outputs
+
+
+def _folders(args: argparse.Namespace, result: Any, options: Any) -> list[tuple[str, Callable[[Any], str]]]:
+    """The outputs of many files (--plots-dir), staged with the others (cli.common.write_outputs)."""
+    if not args.plots_dir:
+        return []
+
+    def stage(staged: Any) -> str:
+        from wwaudit.formats.report.plot_files import write_plots
+
+        files = write_plots(result, args.plots_dir, staged, args.plots_format, workers=options.workers)
+        return f"{len(files)} {args.plots_format} plots"
+
+    return [(args.plots_dir, stage)]
 
 
 def _run_audit(argv: Sequence[str]) -> int:
@@ -271,7 +326,10 @@ def _run_audit(argv: Sequence[str]) -> int:
     if args.show_policy:
         print(to_toml(policy), end="")
         return EXIT_OK
-    if args.out_dir is not None or len(args.model) > 1:
+    from wwaudit.ingest.sources import is_model_folder
+
+    several = len(args.model) > 1 or (bool(args.model) and _folder_of_models(args.model[0], is_model_folder))
+    if args.out_dir is not None or several:
         from wwaudit.cli.zoo import run_zoo
 
         return run_zoo(args, argv, policy)
@@ -318,12 +376,7 @@ def _run_audit(argv: Sequence[str]) -> int:
             extra={"model_uri": formats.artifact_uri(model), "workers": executor.workers if executor else options.workers},
         )
         beat = None if args.quiet else (lambda label, slow: Heartbeat(label, enabled=slow))
-        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat)
-        if args.plots_dir:
-            from wwaudit.formats.report.plot_files import write_plots
-
-            files = write_plots(result, args.plots_dir, args.plots_format, workers=options.workers)
-            written.append((args.plots_dir, f"{len(files)} {args.plots_format} plots"))
+        written = write_outputs(outputs, result, ctx, deadline, staged, heartbeat=beat, folders=_folders(args, result, options))
     if not args.quiet and not any(path == "-" for path, _ in outputs):
         print_summary(result, written)
     elif result.verdict in ("fail", "inconclusive"):
@@ -352,7 +405,7 @@ def add_limit_options(parser: argparse.ArgumentParser) -> None:
 def _compare_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="wwaudit compare",
-        description="Compare two ONNX models layer by layer (base -> candidate): "
+        description="Compare two models (ONNX, safetensors or GGUF, also across formats) layer by layer (base -> candidate): "
         "metric deltas, relative distance, kept singular subspaces, and the layers that got worse.",
     )
     parser.add_argument("base", help="the reference model (previous release, base of a fine-tune, float original)")
@@ -456,6 +509,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 # C0/C1 control characters and bidirectional overrides: names and paths in messages come from
 # the model file, and must not move the cursor, recolour or reorder the user's terminal.
 _UNPRINTABLE = dict.fromkeys([*range(0x00, 0x20), *range(0x7F, 0xA0), *range(0x202A, 0x202F), *range(0x2066, 0x206A)], "?")
+
+
+def _folder_of_models(path: str, is_model_folder: Callable[[str], bool]) -> bool:
+    """A folder to audit model by model: not one sharded model, and not named like a model file
+    (a folder called `x.onnx` is a wrong path to one model, answered as such, not a zoo of none)."""
+    named_like_model = os.path.splitext(path)[1].lower() in (".onnx", ".gguf", ".safetensors")
+    return os.path.isdir(path) and not named_like_model and not is_model_folder(path)
 
 
 def _one_line(text: str) -> str:

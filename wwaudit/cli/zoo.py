@@ -37,13 +37,15 @@ _SINGLE_ONLY = (
     "plots_dir",
     "reference",
     "baseline",
+    "stdout_format",
 )
+_FLAGS = {"stdout_format": "format"}  # dest -> the option's name where they differ
 
 
 def _check(args: argparse.Namespace) -> None:
     if args.out_dir is None:
         raise UsageError("several models (or a folder) need --out-dir DIR for their outputs")
-    given = [f"--{name.replace('_', '-')}" for name in _SINGLE_ONLY if getattr(args, name)]
+    given = [f"--{_FLAGS.get(name, name.replace('_', '-'))}" for name in _SINGLE_ONLY if getattr(args, name)]
     if given:
         raise UsageError(f"{', '.join(given)}: one model's option; with --out-dir use --reports and --summary-pdf")
     if not args.model:

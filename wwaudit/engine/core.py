@@ -35,8 +35,9 @@ from wwaudit.engine.scheduler import (
     estimate_cost,
     run_layers,
 )
+from wwaudit.spectral.extra_metrics import check_fix_fingers
 from wwaudit.spectral.spectra import Backend, check_backend
-from wwaudit.errors import UsageError
+from wwaudit.errors import InputError, UsageError
 
 
 # A weight consumed by 100,000 nodes lists at most this many of them (and how many more).
@@ -79,7 +80,7 @@ def _working_set(spec: LayerSpec, layer: LayerResult, options: AuditOptions) -> 
     stored = numpy_dtype(spec.tensor.data_type) if spec.tensor.is_float else None
     native = stored is not None and stored in (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
     itemsize = stored.itemsize if stored is not None and native and not spec.source.quantized else 4
-    in_memory = not spec.tensor.is_external or not native or spec.source.quantized
+    in_memory = not spec.tensor.is_mapped or not native or spec.source.quantized
     return working_set_bytes(
         spec.tensor.size, layer.N or 0, layer.M or 0, itemsize, in_memory, not options.fast, layer.slices or 1
     )
@@ -144,6 +145,7 @@ class PreparedAudit:
 def prepare(path: str, options: AuditOptions) -> PreparedAudit:
     """Open and plan the model at `path`: its result entries and one task per analysable layer."""
     check_backend(Backend.of(options))
+    check_fix_fingers(options.fix_fingers)
     try:
         pattern = re.compile(options.layers) if options.layers else None
     except re.error as exc:
@@ -239,8 +241,13 @@ def _plan_tasks(layers: list[LayerResult], specs: list[LayerSpec], options: Audi
         if too_big:
             layer.status, layer.reason, layer.problem = "skipped", too_big, "limit"
             continue
+        try:  # reads the scales: a data file cut short spoils this layer, not the audit
+            noise = storage_noise(spec.source)
+        except InputError as exc:
+            layer.status, layer.reason, layer.problem = "error", str(exc), "unreadable"
+            continue
         cost = estimate_cost(layer.N or 0, layer.M or 0, layer.slices or 1)
-        tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, storage_noise(spec.source), options, cost))
+        tasks.append(LayerTask(layer.id, layer.name, spec, layer.kind, noise, options, cost))
     return tasks
 
 

@@ -21,6 +21,7 @@ import time
 from wwaudit.engine.core import PreparedAudit, finish, prepare
 from wwaudit.engine.scheduler import LayerExecutor, LayerOutcome, LayerTask, Progress, run_layers
 from wwaudit.errors import EXIT_ERROR, ResourceLimitError, UsageError, WwauditError, exit_code
+from wwaudit.ingest.sources import is_model_folder
 from wwaudit.options import AuditOptions
 from wwaudit.records import ZooEntry
 from wwaudit.rules.policy import Policy
@@ -33,10 +34,11 @@ _RESERVED = frozenset({"summary"})
 
 def model_paths(arguments: list[str]) -> list[str]:
     """The models named on the command line: files as given, folders as every `.onnx` file in them
-    and their subfolders (sorted). A path that does not exist stays, and its row will say so."""
+    and their subfolders (sorted), except a sharded safetensors folder, which is one model. A path
+    that does not exist stays, and its row will say so."""
     paths: list[str] = []
     for arg in arguments:
-        if not os.path.isdir(arg):
+        if not os.path.isdir(arg) or is_model_folder(arg):
             paths.append(arg)
             continue
         found = sorted(

@@ -66,7 +66,10 @@ REPORT_FORMATS: dict[str, Renderer] = {".html": FORMATS["html"], ".htm": FORMATS
 
 def artifact_uri(model_path: str, root: str | None = None) -> str:
     """The model as CI tools locate it: a path relative to `root` (default: the working directory,
-    the repository root in CI), with '/' separators; a file:// URI when it lies outside `root`."""
+    the repository root in CI), with '/' separators; a file:// URI when it lies outside `root`;
+    an object-store URL (s3://...) as it is."""
+    if "://" in model_path:
+        return model_path
     absolute = os.path.abspath(model_path)
     rel = os.path.relpath(absolute, os.path.abspath(root or os.getcwd()))
     if rel == os.pardir or rel.startswith(os.pardir + os.sep):
@@ -186,6 +189,21 @@ class StagedOutputs:
         self._temps: list[tuple[str, str]] = []  # (temp file, target)
         self._in_place: list[tuple[str, bytes]] = []  # devices, FIFOs and '-' (stdout)
         self._placed: list[str] = []
+        self._folders: list[str] = []  # folders created for outputs (--plots-dir), removed on discard when empty
+
+    def add_folder(self, path: str) -> None:
+        """Create an output folder (and its missing parents) now, so its files can be staged in it;
+        `discard` removes what it created, so a stopped run does not leave an empty folder behind."""
+        missing = []
+        head = os.path.abspath(path)
+        while head and not os.path.exists(head):
+            missing.append(head)
+            head = os.path.dirname(head)
+        try:
+            os.makedirs(path, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot create the folder: {exc.strerror}") from None
+        self._folders.extend(missing)  # deepest first: the order rmdir needs
 
     def add(self, path: str, data: bytes) -> None:
         """Write one rendered output to a temp file in its target's folder (or keep it for stdout)."""
@@ -224,7 +242,12 @@ class StagedOutputs:
             _remove(tmp)
         for path in list(self._placed):
             _remove(path)
-        self._temps, self._placed, self._in_place = [], [], []
+        for folder in list(self._folders):
+            try:
+                os.rmdir(folder)  # only when empty: never a file that this run did not write
+            except OSError:
+                pass
+        self._temps, self._placed, self._in_place, self._folders = [], [], [], []
 
 
 def _remove(path: str) -> None:

@@ -200,6 +200,52 @@ def packed_qkv(use: Use, dims: tuple[int, ...], packed_outputs: set[tuple[str, s
     )
 
 
+def gqa_packed_inputs(walk: WalkResult) -> dict[tuple[str, str], tuple[int, int]]:
+    """(scope, tensor) names that a GroupQueryAttention takes as packed Q|K|V: (num_heads, kv_num_heads).
+
+    onnxruntime-genai's model builder fuses q_proj, k_proj and v_proj into one `qkv_proj` MatMul
+    (MatMulNBits when quantized) whose output, bias Add or not, is the attention's query input
+    while its key and value inputs stay empty. Its rows are three projections of different
+    sizes under grouped-query attention (num_heads query heads, kv_num_heads key/value heads).
+    """
+    producers = {(scope, out): node for scope, _pos, node in walk.nodes for out in node.output if out}
+    found: dict[tuple[str, str], tuple[int, int]] = {}
+    for scope, _pos, node in walk.nodes:
+        if node.op_type != "GroupQueryAttention" or node.domain != "com.microsoft":
+            continue
+        inputs = list(node.input) + ["", "", ""]
+        if not inputs[0] or inputs[1] or inputs[2]:
+            continue
+        attrs = node_attrs(node)
+        heads = (int(attrs.get("num_heads", 0)), int(attrs.get("kv_num_heads", 0)))
+        names = [inputs[0]]
+        producer = producers.get((scope, inputs[0]))
+        if producer is not None and producer.op_type == "Add":
+            names.extend(name for name in producer.input if name)
+        found.update(((scope, name), heads) for name in names)
+    return found
+
+
+def gqa_views(use: Use, dims: tuple[int, ...], packed: dict[tuple[str, str], tuple[int, int]]) -> list[View] | None:
+    """Q, K and V views of a packed GroupQueryAttention projection, None when it is not one.
+
+    MatMulNBits weights are (N x K), rows = outputs: split by rows; a float MatMul weight is
+    [K, N]: split by columns. Sizes follow from the head counts: N = (heads + 2 kv_heads) x head_size.
+    """
+    heads = next((packed[(use.scope, out)] for out in use.node.output if (use.scope, out) in packed), None)
+    if heads is None or len(dims) != 2:
+        return None
+    by_rows = use.node.op_type == "MatMulNBits"
+    total = dims[0] if by_rows else dims[1]
+    q_heads, kv_heads = heads
+    if q_heads <= 0 or kv_heads <= 0 or total % (q_heads + 2 * kv_heads):
+        return None
+    head = total // (q_heads + 2 * kv_heads)
+    bounds = (0, q_heads * head, (q_heads + kv_heads) * head, total)
+    recipe = "rows" if by_rows else "columns_t"
+    return [View("attention", recipe, (bounds[i], bounds[i + 1]), suffix=part) for i, part in enumerate("qkv")]
+
+
 def _quantized(use: Use, dims: tuple[int, ...], attrs: dict) -> list[View] | str:
     """Dequantized weights of quantized ops have the layout of their float op: reuse its handler."""
     domain = use.node.domain if use.node.domain not in DEFAULT_DOMAINS else ""

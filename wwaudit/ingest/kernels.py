@@ -100,6 +100,10 @@ def _values(arr: np.ndarray) -> np.ndarray:
     raise InputError(f"cannot dequantize values of dtype {arr.dtype}")
 
 
+# MatMulNBits weights are dequantized in row chunks of about this many values (see dequantize_nbits).
+NBITS_CHUNK = 1 << 22
+
+
 def _out_dtype(scale: np.ndarray) -> np.dtype:
     """The dequantized weights have the scale's dtype (float32, float16 or bfloat16)."""
     if scale.dtype.kind == "f" or scale.dtype.name == "bfloat16":
@@ -243,11 +247,12 @@ def dequantize_nbits(
         raise InputError(f"MatMulNBits attributes K={k} N={n} bits={bits} block_size={block_size} are invalid")
     blocks = -(-k // block_size)
     blob = block_size * bits // 8
+    if block_size * bits % 8:
+        raise InputError(f"MatMulNBits block_size={block_size} x bits={bits} does not fill whole bytes")
     if packed.size != n * blocks * blob:
         raise InputError(
             f"MatMulNBits B holds {packed.size} bytes, K={k} N={n} bits={bits} block {block_size} need {n * blocks * blob}"
         )
-    q = unpack_bits(packed.reshape(n, blocks, blob), bits)  # (N, blocks, block)
     scales = np.asarray(scales)
     if scales.size != n * blocks:
         raise InputError(f"MatMulNBits scales hold {scales.size} values, {n}x{blocks} needed")
@@ -262,15 +267,25 @@ def dequantize_nbits(
         if zero_points.size != n * blocks:
             raise InputError(f"MatMulNBits zero points hold {zero_points.size} values, {n}x{blocks} needed")
         z = _values(zero_points).reshape(n, blocks)
+    index = None
     if g_idx is not None and g_idx.size:
         index = np.asarray(g_idx, dtype=np.int64).reshape(-1)
         if index.size != k or index.min() < 0 or index.max() >= blocks:
             raise InputError("MatMulNBits g_idx does not map every input feature to a block")
-        q = q.reshape(n, -1)[:, :k]
-        return _scaled(q - z[:, index], s[:, index], _out_dtype(s))
-    # Contiguous blocks: broadcast each block's parameters over it, then crop the padding.
-    w = _scaled(q - z[:, :, None], s[:, :, None], _out_dtype(s))
-    return w.reshape(n, -1)[:, :k]
+    # Row chunks into one output array: the int32 codes, their differences and float copies of a
+    # 32000 x 4096 LM head would otherwise be four 0.5 GB temporaries beside the result.
+    w = np.empty((n, k), dtype=_out_dtype(s))
+    step = max(1, NBITS_CHUNK // max(1, blocks * block_size))
+    rows = packed.reshape(n, blocks, blob)
+    for start in range(0, n, step):
+        part = slice(start, start + step)
+        q = unpack_bits(rows[part], bits)  # (rows, blocks, block)
+        if index is not None:
+            q = q.reshape(q.shape[0], -1)[:, :k]
+            w[part] = _scaled(q - z[part][:, index], s[part][:, index], w.dtype)
+        else:  # contiguous blocks: broadcast each block's parameters over it, then crop the padding
+            w[part] = _scaled(q - z[part][:, :, None], s[part][:, :, None], w.dtype).reshape(q.shape[0], -1)[:, :k]
+    return w
 
 
 def dequantize_bnb4(packed: np.ndarray, absmax: np.ndarray, k: int, n: int, block_size: int, quant_type: int) -> np.ndarray:

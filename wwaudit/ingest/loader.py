@@ -26,13 +26,12 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from onnx import AttributeProto, TensorProto
 
-from wwaudit.ingest.tensors import parse_external, safe_open
+from wwaudit.ingest.storage import PROTOBUF_LIMIT, is_url, local_path, model_base, open_data, read_remote_model
+from wwaudit.ingest.tensors import parse_external
 from wwaudit.errors import InputError
 from wwaudit.ingest.integrity import integrity_issues
 from wwaudit.records import IntegrityIssue, short_name
 
-# protobuf refuses messages above 2 GiB; anything larger must keep its weights in external data.
-PROTOBUF_LIMIT = 2**31
 # At most this many names are quoted per structural problem (a broken graph may have thousands).
 MAX_NAMES_QUOTED = 5
 # Nodes the walker may visit with every function call expanded (the largest exported LLMs have
@@ -119,8 +118,10 @@ def _not_onnx(path: str, data: bytes, detail: str) -> InputError:
 
 
 def load_model(path: str) -> LoadedModel:
-    """Parse `path` as an ONNX model, raising InputError with one clear sentence on any problem."""
-    data = _read_model_file(path)
+    """Parse `path` (a file, a file:// URL or an object-store URL) as an ONNX model, raising
+    InputError with one clear sentence on any problem."""
+    path = local_path(path)
+    data = read_remote_model(path) if is_url(path) else _read_model_file(path)
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
@@ -136,7 +137,7 @@ def load_model(path: str) -> LoadedModel:
     bad_field = first_invalid_string(model)
     if bad_field:
         raise InputError(f"{path}: not a valid ONNX model: the string field {bad_field} is not valid UTF-8")
-    base_dir = os.path.dirname(os.path.abspath(path))
+    base_dir = model_base(path)
     check_expansion(model)
     check_external_files(model, base_dir)
     return LoadedModel(
@@ -230,7 +231,8 @@ def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
 
 
 def check_external_files(model: onnx.ModelProto, base_dir: str) -> None:
-    """Refuse the model when any external-data reference is unsafe or its file is missing.
+    """Refuse the model when any external-data reference is unsafe or its file is missing
+    (`base_dir`: the model's folder or URL prefix).
 
     A location that escapes the model's folder is an attack or a packaging error either way, and
     a missing data file means the model was copied without its weights: both make the audit
@@ -245,10 +247,9 @@ def check_external_files(model: onnx.ModelProto, base_dir: str) -> None:
             continue
         seen.add(location)
         try:
-            fd, _st = safe_open(base_dir, location)
+            open_data(base_dir, location).close()
         except InputError as exc:
             raise InputError(f"tensor '{tensor.name}': {exc}") from None
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------

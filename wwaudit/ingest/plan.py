@@ -23,6 +23,8 @@ from wwaudit.ingest.handlers import (
     HANDLERS,
     QUANT_HANDLERS,
     attention_views,
+    gqa_packed_inputs,
+    gqa_views,
     in_proj_outputs,
     matmul_views,
     node_attrs,
@@ -84,13 +86,17 @@ class LayerSpec:
 
 # Names torch's dynamo exporter generates: node_<op>[_N] for nodes, val_N for folded constants.
 _DYNAMO_NODE = re.compile(r"node_[A-Za-z0-9_]+")
+# onnxruntime-genai's model builder names a weight's node after the module path and the op,
+# `/model/layers.3/attn/qkv_proj/MatMul_Q4` (the quantizer appends _Q4): the module path,
+# dotted, is the name a reader knows from the checkpoint.
+_BUILDER_NODE = re.compile(r"/((?:model|lm_head)(?:/[\w.-]+)*)/(?:MatMul|MatMulNBits|Gather|GatherBlockQuantized)(?:_Q\d+)?")
 
 
 _GENERATED_TENSOR = re.compile(r"val_\d+|onnx::.*")
 
 
 def readable_name(node: onnx.NodeProto, tensor: TensorRef) -> str:
-    """The node name the exporter gave, else the tensor name.
+    """The node name the exporter gave, else the tensor name; a module path where the exporter recorded one.
 
     torch's dynamo exporter names every node after its op (`node_linear_2`), which tells a reader
     nothing; the module path it records in the node's metadata (`pkg.torch.onnx.name_scopes`,
@@ -99,6 +105,9 @@ def readable_name(node: onnx.NodeProto, tensor: TensorRef) -> str:
     """
     if not node.name:
         return tensor.name
+    builder = _BUILDER_NODE.fullmatch(node.name)
+    if builder:
+        return builder.group(1).replace("/", ".")
     if not _DYNAMO_NODE.fullmatch(node.name):
         return node.name
     rewritten = any(prop.key == "pkg.onnxscript.rewriter.rule_name" for prop in node.metadata_props)
@@ -144,6 +153,7 @@ def plan_layers(walk: WalkResult, max_bytes: int | None = None, read: bool = Tru
     weight_slot: set[str] = set()  # skipped tensors that an op takes as its weight
     qindex = quant.QuantIndex(walk)
     packed_outputs = in_proj_outputs(walk)
+    gqa_packed = gqa_packed_inputs(walk)
     for use in walk.uses:
         tensor = use.source.tensor
         key = tensor.key
@@ -171,6 +181,8 @@ def plan_layers(walk: WalkResult, max_bytes: int | None = None, read: bool = Tru
                     views = handler(use, dims, node_attrs(use.node))
                     if handler is matmul_views and packed_qkv(use, dims, packed_outputs):
                         views = attention_views(use, dims, {})
+                    if isinstance(views, list) and gqa_packed:
+                        views = gqa_views(use, dims, gqa_packed) or views
                 except InputError as exc:
                     views = str(exc)
                 if isinstance(views, str):
@@ -206,9 +218,19 @@ def plan_layers(walk: WalkResult, max_bytes: int | None = None, read: bool = Tru
     return specs
 
 
+def _view_name(consumer: str, view: View) -> str:
+    """The layer name of one view: `model.layers.3.attn.q_proj` for the Q rows of a packed
+    `qkv_proj` (the module names the unfused model has), else `consumer.suffix`."""
+    if not view.suffix:
+        return consumer
+    if view.kind == "attention" and consumer.endswith("qkv_proj"):
+        return consumer[: -len("qkv_proj")] + f"{view.suffix}_proj"
+    return f"{consumer}.{view.suffix}"
+
+
 def _new_spec(use: Use, view: View, consumer: str, qnotes: list[str]) -> LayerSpec:
     """The layer of one view of a weight; skipped as too small below MIN_EVALS eigenvalues (still a weight)."""
-    name = consumer + (f".{view.suffix}" if view.suffix else "")
+    name = _view_name(consumer, view)
     spec = LayerSpec(name, use.node.op_type, use.source, view, use.position, used_by=[consumer], weight=True)
     spec.notes.extend(qnotes)
     fold_note = _batchnorm_note(use)
@@ -297,7 +319,7 @@ def _same_view_shape(a: LayerSpec, b: LayerSpec) -> bool:
 def _resident_bytes(spec: LayerSpec) -> int:
     """Bytes reading the layer's tensor puts in memory: none for memory-mapped external data."""
     tensor = spec.tensor
-    if tensor.is_external and not spec.source.quantized:
+    if tensor.is_mapped and not spec.source.quantized:
         return 0
     per = stored_nbytes(tensor.data_type, 1) or 8
     return tensor.size * (per + (4 if spec.source.quantized else 0))  # dequantized: a float32 copy too

@@ -1,20 +1,17 @@
 """Reading weight tensors: in-file data and external data files, lazily and safely.
 
-A model file is untrusted input. External data is read only from regular files inside the
-model's own folder: the location must be relative, must not climb out with `..`, must not pass
-through a symbolic link (file or parent folder), must not be a hard link, and offset+length must
-lie inside the file and agree with the declared shape and dtype. Large tensors are memory-mapped,
+A model file is untrusted input. External data is read through `storage.open_data` only: from
+regular files inside the model's own folder (the location must be relative, must not climb out
+with `..`, must not pass through a symbolic link, must not be a hard link) or from keys below an
+object-store model's prefix, and offset+length must lie inside the file and agree with the
+declared shape and dtype. Local tensors are memory-mapped and remote ones fetched by byte range,
 never read whole, so peak memory stays bounded by what the analysis touches.
 """
 
 from __future__ import annotations
 
-import errno
 import math
-import mmap
-import os
 import re
-import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +21,7 @@ import onnx
 from onnx import TensorProto, numpy_helper
 
 from wwaudit.errors import InputError
+from wwaudit.ingest.storage import is_url, open_data
 
 # dtypes whose values are real numbers we can analyse after conversion to float64.
 FLOAT_TYPES = {
@@ -105,23 +103,6 @@ class Payload(ABC):
         """The values, in the tensor's numpy shape (a read-only memory map where the dtype allows)."""
 
 
-def map_range(fd: int, offset: int, length: int, what: str) -> memoryview:
-    """Bytes [offset, offset+length) of the open regular file `fd`, memory-mapped read-only.
-
-    The range is checked against the file's size now (a file truncated after opening gives an
-    InputError, not a SIGBUS at first touch of a page that was checked when the header was read).
-    """
-    size = os.fstat(fd).st_size
-    if offset < 0 or length < 0 or offset + length > size:
-        raise InputError(f"{what}: bytes {offset}..{offset + length} lie beyond the end of the file ({size} bytes)")
-    if length == 0:
-        return memoryview(b"")
-    page = mmap.ALLOCATIONGRANULARITY
-    start = (offset // page) * page
-    mm = mmap.mmap(fd, offset + length - start, access=mmap.ACCESS_READ, offset=start)
-    return memoryview(mm)[offset - start : offset - start + length]
-
-
 @dataclass
 class TensorRef:
     """A weight tensor as found in the file: where it lives, its shape and type, no data yet."""
@@ -162,6 +143,11 @@ class TensorRef:
         if isinstance(self.proto, Payload):
             return self.proto.mapped
         return isinstance(self.proto, TensorProto) and self.proto.data_location == TensorProto.EXTERNAL
+
+    @property
+    def is_mapped(self) -> bool:
+        """External data memory-mapped from a local file (pages, not a copy); remote ranges are copies."""
+        return self.is_external and not is_url(self.base_dir)
 
     @property
     def unsupported(self) -> str | None:
@@ -324,106 +310,6 @@ def parse_external(proto: TensorProto) -> ExternalRef:
     return ExternalRef(info.get("location", ""), numbers["offset"] or 0, numbers["length"])
 
 
-# Flags of every open of a file named by the model: never follow a symbolic link in the last
-# component, never block (a FIFO named as data would otherwise hang the audit), no fd leak.
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
-_READ_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
-_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0)
-# Walking folder by folder with dir_fd makes every component checkable (POSIX); elsewhere the
-# weaker realpath comparison is all there is.
-_OPENAT = os.open in os.supports_dir_fd and bool(_NOFOLLOW) and hasattr(os, "O_DIRECTORY")
-
-
-def location_parts(location: str) -> list[str]:
-    """The path components of an external-data location, refusing every form of escape.
-
-    Both separators count ('\\' is a separator on Windows, where the same file may be audited),
-    so '..\\x' is refused everywhere; empty and '.' components are dropped.
-    """
-    if not location:
-        raise InputError("external data has an empty location")
-    if "\x00" in location:
-        raise InputError("external data location contains a NUL byte")
-    if os.path.isabs(location) or location.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", location):
-        raise InputError(f"external data location '{location}' is an absolute path: refusing to read outside the model's folder")
-    parts = [p for p in location.replace("\\", "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise InputError(f"external data location '{location}' climbs out of the model's folder with '..': refusing")
-    if not parts:
-        raise InputError(f"external data location '{location}' names the model's folder, not a file")
-    return parts
-
-
-def _open_error(location: str, exc: OSError, what: str = "file") -> InputError:
-    if exc.errno == errno.ENOENT:
-        return InputError(f"external data file '{location}' not found beside the model")
-    if exc.errno in (errno.ELOOP, errno.EMLINK):
-        return InputError(f"external data location '{location}' passes through a symbolic link ({what}): refusing")
-    return InputError(f"external data file '{location}' cannot be opened: {exc.strerror}")
-
-
-def _is_link(name: str, dir_fd: int) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
-
-
-def _open_within(base_dir: str, parts: list[str], location: str) -> int:
-    """Open base_dir/parts component by component, no symbolic link anywhere below base_dir."""
-    if not _OPENAT:
-        base_real = os.path.realpath(base_dir)
-        target = os.path.join(base_real, *parts)
-        if os.path.realpath(target) != os.path.normpath(target):
-            raise InputError(f"external data location '{location}' passes through a symbolic link: refusing")
-        try:
-            return os.open(target, _READ_FLAGS)
-        except OSError as exc:
-            raise _open_error(location, exc) from None
-    try:
-        dir_fd = os.open(base_dir, _DIR_FLAGS)
-    except OSError as exc:
-        raise InputError(f"the model's folder cannot be opened for external data: {exc.strerror}") from None
-    try:
-        for part in parts[:-1]:
-            try:
-                next_fd = os.open(part, _DIR_FLAGS | _NOFOLLOW, dir_fd=dir_fd)
-            except OSError as exc:
-                if exc.errno == errno.ENOTDIR and _is_link(part, dir_fd):
-                    exc.errno = errno.ELOOP  # Linux answers ENOTDIR for a symlinked folder
-                raise _open_error(location, exc, "folder") from None
-            os.close(dir_fd)
-            dir_fd = next_fd
-        try:
-            return os.open(parts[-1], _READ_FLAGS, dir_fd=dir_fd)
-        except OSError as exc:
-            raise _open_error(location, exc) from None
-    finally:
-        os.close(dir_fd)
-
-
-def safe_open(base_dir: str, location: str) -> tuple[int, os.stat_result]:
-    """Open `location` inside `base_dir` refusing every path escape; returns (fd, fstat).
-
-    The checks are made on the open file descriptor, not on a path looked up again later, so a
-    file swapped between check and use cannot slip through: '..' and absolute paths are refused
-    before any system call, every folder below `base_dir` and the file itself are opened with
-    O_NOFOLLOW (a symbolic link anywhere fails), and the opened file must be a regular file with
-    one hard link (a hard link is indistinguishable from the original and can point anywhere on
-    the same file system).
-    """
-    parts = location_parts(location)
-    fd = _open_within(base_dir, parts, location)
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise InputError(f"external data '{location}' is not a regular file")
-    if st.st_nlink > 1:
-        os.close(fd)
-        raise InputError(f"external data file '{location}' is a hard link ({st.st_nlink} names): refusing")
-    return fd, st
-
-
 def external_range(proto: TensorProto) -> tuple[str, int, int | None]:
     """(location, offset, length or None) of an external tensor (parse_external's reading)."""
     ref = parse_external(proto)
@@ -441,21 +327,18 @@ def _load_external(proto: TensorProto, base_dir: str, dims: tuple[int, ...], dat
             f"tensor '{proto.name}': external length {length} does not match shape {list(dims)} "
             f"x {dtype_name(data_type)} = {expected} bytes"
         )
-    fd, st = safe_open(base_dir, location)
+    data = open_data(base_dir, location)
     try:
-        if offset + expected > st.st_size:
+        if offset + expected > data.size:
             raise InputError(
                 f"tensor '{proto.name}': bytes {offset}..{offset + expected} lie beyond the end of "
-                f"'{location}' ({st.st_size} bytes)"
+                f"'{location}' ({data.size} bytes)"
             )
         if expected == 0:
             return np.zeros(dims, dtype=np.float32)
-        page = mmap.ALLOCATIONGRANULARITY
-        start = (offset // page) * page
-        mm = mmap.mmap(fd, offset + expected - start, access=mmap.ACCESS_READ, offset=start)
+        buf = data.read(offset, expected)
     finally:
-        os.close(fd)
-    buf = memoryview(mm)[offset - start : offset - start + expected]
+        data.close()
     if data_type in PACKED_4BIT:
         inline = TensorProto()
         inline.CopyFrom(proto)

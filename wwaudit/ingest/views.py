@@ -13,7 +13,7 @@ class View:
     """How a stored tensor becomes (out x in) matrices: a recipe name and its parameters."""
 
     kind: str  # dense | conv | embedding | recurrent | attention
-    recipe: str  # matrix | matrix_t | batched | batched_t | conv | conv_t | gate | columns_t
+    recipe: str  # matrix | matrix_t | batched | batched_t | conv | conv_t | gate | columns_t | rows
     params: tuple = ()
     suffix: str = ""
 
@@ -50,6 +50,9 @@ def view_shape(dims: tuple[int, ...], view: View) -> tuple[int, int, int]:
     if r == "columns_t":
         start, stop = view.params
         return stop - start, dims[0], 1
+    if r == "rows":
+        start, stop = view.params
+        return stop - start, dims[1], 1
     raise ValueError(f"unknown view recipe {r}")
 
 
@@ -80,4 +83,7 @@ def extract(arr: np.ndarray, view: View) -> list[np.ndarray]:
     if r == "columns_t":
         start, stop = view.params
         return [arr[:, start:stop].T]
+    if r == "rows":
+        start, stop = view.params
+        return [arr[start:stop]]
     raise ValueError(f"unknown view recipe {r}")

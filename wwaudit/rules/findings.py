@@ -225,7 +225,14 @@ def _graph(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
         yield None, f"graph: {problem}"
 
 
-_RANDOM_PARAMS = {"min_rand_ratio": 0.85, "max_rand_ratio": 1.1, "max_rand_spikes": 0, "structured_ratio": 1.3, "min_m": 32}
+_RANDOM_PARAMS = {
+    "min_rand_ratio": 0.85,
+    "max_rand_ratio": 1.1,
+    "max_rand_spikes": 0,
+    "structured_ratio": 1.3,
+    "min_m": 32,
+    "max_unit_z": 4.0,
+}
 _RANDOM_HELP = {
     "min_rand_ratio": "random-like only when lambda_max >= this x the shuffled copy's top eigenvalue (a narrower "
     "spectrum than the shuffle's is structure: an intact OCR layer at 0.74)",
@@ -237,6 +244,9 @@ _RANDOM_HELP = {
     "structured_ratio": "a sibling counts as trained (structured) when its ratio is at least this",
     "min_m": "only layers with at least this many eigenvalues per slice are judged (smaller ones cannot be told from "
     "random: intact 8x32 convs of the benchmark looked random)",
+    "max_unit_z": "... and only when the spread of its units' squared norms is within this many standard errors of what "
+    "iid elements give (unit_norm_z; all 76 re-initialised layers of the benchmark: |z| <= 3.13; the intact OCR "
+    "classifier's conv that looked random by its spectrum alone: -9.6)",
 }
 
 

@@ -121,14 +121,31 @@ def scale_outliers(ctx: RuleContext, p: Mapping[str, float]) -> Iterable[Hit]:
 
 
 def randomness(layer: LayerResult, p: Mapping[str, float]) -> str | None:
-    """'random', 'structured' or None (undecided or not judged): does the ESD stand above its shuffle?
+    """'random', 'structured' or None (undecided or not judged): does the layer look like random init?
+
+    The spectral label (`spectral_randomness`), except that a spectrum that looks random is no
+    random layer when its units' squared norms spread (``unit_norm_z``) beyond `max_unit_z`
+    standard errors of what iid elements give, either way: training or a folded BatchNorm gave the
+    units their own scales (or normalised them), which a re-initialisation does not (|z| ≤ 3.13
+    for all 76 re-initialised layers of the judgement benchmark, intact ones up to hundreds).
+    """
+    label = spectral_randomness(layer, p)
+    unit_z = finite_or_none(layer.metric("unit_norm_z"))
+    if label == "random" and unit_z is not None and abs(unit_z) > p["max_unit_z"]:
+        return None
+    return label
+
+
+def spectral_randomness(layer: LayerResult, p: Mapping[str, float]) -> str | None:
+    """Does the ESD stand above its shuffle? (None: undecided, or fewer than `min_m` eigenvalues per slice.)
 
     With the shuffled copy (default metrics): random when λmax is within [`min_rand_ratio`,
     `max_rand_ratio`] of the copy's top and at most `max_rand_spikes` eigenvalues exceed it, with no
     correlation trap (a few huge weights make both spectra alike without the layer being random);
-    structured when λmax is at least `structured_ratio` above it. A ratio well below 1 is not
-    random either: a spectrum narrower than its shuffle's is structure (near-orthogonal weights). With --fast only the layer's own MP fit is there: random
-    when no eigenvalue leaves the fitted bulk, structured with 3 or more spikes.
+    structured when λmax is at least `structured_ratio` above it. A ratio well below 1 is not random
+    either: a spectrum narrower than its shuffle's is structure (near-orthogonal weights). With
+    --fast only the layer's own MP fit is there: random when no eigenvalue leaves the fitted bulk,
+    structured with 3 or more spikes.
     """
     if not layer.analysed or (layer.M or 0) < p["min_m"]:
         return None
@@ -194,11 +211,13 @@ def _random_among_structured(ctx: RuleContext, p: Mapping[str, float], on_init: 
     the benchmark have a few random-looking layers, and among them one more is no evidence. True
     (WW016): a random-looking layer whose gain sits on a standard initialiser's: the initialisation
     itself is evidence, so other random-looking siblings are tolerated as long as at least half of
-    the decided siblings are structured (`min_structured_share` 0.5).
+    the decided siblings are structured (`min_structured_share` 0.5). The candidate must look random
+    by its units as well (`randomness`); its siblings are counted by their spectra alone
+    (`spectral_randomness`): the tolerance for random-looking siblings was measured on that test.
     """
-    labels = {layer.id: randomness(layer, p) for layer in ctx.layers}
+    labels = {layer.id: spectral_randomness(layer, p) for layer in ctx.layers}
     for layer in ctx.layers:
-        if labels[layer.id] != "random":
+        if randomness(layer, p) != "random":
             continue
         init = initialiser_match(layer)
         if on_init != (init is not None):  # a layer on an initialiser's scale is WW016's, the others WW011's

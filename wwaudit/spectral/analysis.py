@@ -20,10 +20,14 @@ from wwaudit.spectral.metrics import CONV_NORM_FACTOR, alpha_metrics, matrix_ent
 from wwaudit.layer_metrics import MP_METRICS
 from wwaudit.spectral.mp_fit import fit_mp
 from wwaudit.options import AuditOptions
-from wwaudit.spectral.powerlaw_fit import fit_power_law
+from wwaudit.spectral.powerlaw_fit import PowerLawFit, fit_power_law
+from wwaudit.spectral.extra_metrics import alpha_hill, detx, fit_with_fingers, random_columns, sv_min
+from wwaudit.spectral.trap_detail import TRAP_DETAIL_KEYS, trap_detail
+from wwaudit.spectral.vectors import vector_metrics
+from wwaudit.spectral.slices import slice_metrics
 from wwaudit.spectral.spectra import Backend, Spectrum, Storage, layer_spectrum
 from wwaudit.spectral.structure import structure_and_rows
-from wwaudit.spectral.traps import correlation_traps
+from wwaudit.spectral.traps import TrapResult, correlation_traps
 
 _RANDOM_KEYS = ("num_traps", "rand_distance", "rand_bulk_max", "rand_lambda_max", "num_rand_spikes", "rand_lambda_ratio")
 VECTOR_SLICES_NOTE = (
@@ -85,7 +89,11 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
     metrics["entropy"] = matrix_entropy(evals, spectrum.N)
     notes: list[str] = []
 
-    fit = fit_power_law(evals)
+    if options.fix_fingers:
+        fit, finger_columns = fit_with_fingers(evals, options.fix_fingers)
+        metrics.update(finger_columns)
+    else:
+        fit = fit_power_law(evals)
     metrics.update(fit.metrics())
     metrics.update(alpha_metrics(evals, fit.alpha))
     status = "ok" if fit.status == "ok" else "fit_failed"
@@ -97,15 +105,19 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
         metrics.update(dict.fromkeys(MP_METRICS))
         notes.append(f"MP fit failed: {exc}")
 
-    random_evals = None
+    random_evals, traps = None, None
     if options.fast:
         metrics.update(dict.fromkeys(_RANDOM_KEYS + _COMPARE_KEYS))
     else:
-        random_evals = _random_reference(mats, spectrum, scale, options, metrics, notes)
+        traps = _random_reference(mats, spectrum, scale, options, metrics, notes)
+        random_evals = traps.random_evals if traps is not None else None
         if fit.status == "ok" and fit.xmin is not None and fit.alpha is not None:  # a fit that is ok has both
             metrics.update(compare_distributions(evals, fit.xmin, fit.alpha))
         else:
             metrics.update(dict.fromkeys(_COMPARE_KEYS))
+    metrics.update(optional_metrics(mats, evals, scale, fit, traps, options))
+    if options.per_slice:
+        metrics.update(slice_metrics(mats, kind, eps, Backend.of(options)))
     return LayerAnalysis(
         status,
         metrics=metrics,
@@ -117,10 +129,30 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
     )
 
 
+def optional_metrics(
+    mats: list[np.ndarray], evals: np.ndarray, scale: float, fit: PowerLawFit, traps: TrapResult | None, options: AuditOptions
+) -> dict[str, Any]:
+    """The opt-in columns the options ask for (layer_metrics.OPTIONAL_METRICS; fingers are set with the fit)."""
+    out: dict[str, Any] = {}
+    if options.hill:
+        out["alpha_hill"] = alpha_hill(evals)
+    if options.detx:
+        out.update(detx(evals, fit.num_pl_spikes))
+    if options.ww_extras:
+        out["sv_min"] = sv_min(evals)
+        out.update(random_columns(evals, traps.random_evals if traps else None, traps.max_random if traps else None))
+    if options.vectors:
+        out.update(vector_metrics(mats, fit.num_pl_spikes))
+    if options.trap_detail:
+        none = dict.fromkeys(TRAP_DETAIL_KEYS)  # --fast, or vector slices: no shuffled copy
+        out.update(trap_detail(mats, traps, options.seed, scale, Backend.of(options)) if traps else none)
+    return out
+
+
 def _random_reference(
     mats: list[np.ndarray], spectrum: Spectrum, scale: float, options: AuditOptions, metrics: dict[str, Any], notes: list[str]
-) -> np.ndarray | None:
-    """Traps and the random reference from an element-shuffled copy; its ESD for the plots.
+) -> TrapResult | None:
+    """Traps and the random reference from an element-shuffled copy (its ESD is for the plots).
 
     When every slice is a vector (a conv with one input channel per kernel position), shuffling
     leaves each singular value unchanged: the shuffled spectrum equals the layer's, so neither
@@ -136,4 +168,4 @@ def _random_reference(
     metrics["rand_distance"] = traps.rand_distance
     metrics["rand_bulk_max"] = traps.rand_bulk_max
     metrics.update(traps.reference_metrics(evals))
-    return traps.random_evals
+    return traps

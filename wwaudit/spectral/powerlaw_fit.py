@@ -240,8 +240,24 @@ def alpha_interval(S: float, n: int, level: float = CI_LEVEL) -> tuple[float, fl
     return 1.0 + float(g_lo) / S, 1.0 + float(g_hi) / S
 
 
-def fit_power_law(evals: np.ndarray) -> PowerLawFit:
-    """Fit the ESD tail as the reference does by default; see the module docstring."""
+def _range_candidate(data: np.ndarray, alphas: np.ndarray, xmin_range: tuple[float, float]) -> tuple[int, float] | None:
+    """The first candidate with minimal D among those with lo ≤ xmin < hi (None when there is none)."""
+    lo, hi = xmin_range
+    cand = data[:-1]
+    rows = np.flatnonzero((cand >= lo) & (cand < hi) & np.isfinite(alphas) & (alphas > 1.0))
+    if rows.size == 0:
+        return None
+    Ds = _ks_rows(np.log(data), alphas, rows)
+    best = int(np.argmin(Ds))
+    return int(rows[best]), float(Ds[best])
+
+
+def fit_power_law(evals: np.ndarray, xmin_range: tuple[float, float] | None = None) -> PowerLawFit:
+    """Fit the ESD tail as the reference does by default; see the module docstring.
+
+    `xmin_range` (lo, hi) restricts the xmin candidates to lo ≤ xmin < hi (finger fixing by the
+    ESD's peak, spectral/fingers.py); None: every eigenvalue is a candidate.
+    """
     ev = np.asarray(evals, dtype=np.float64)
     if not np.all(np.isfinite(ev)):
         return _failed("eigenvalues overflow float64")
@@ -255,12 +271,19 @@ def fit_power_law(evals: np.ndarray) -> PowerLawFit:
         # The reference computes J = D − 0.868/√n for this case, but WWFit.__init__ then
         # overrides the choice with argmin D; we follow what it actually reports.
         ok = (n_all >= SMALL_N_KMIN) & (S > 1e-12) & (alphas > 1.0)
+        if xmin_range is not None:
+            ok &= (data[:-1] >= xmin_range[0]) & (data[:-1] < xmin_range[1])
         alphas = np.where(ok, alphas, 0.0)
         Ds = ks_distances(data, np.where(ok, alphas, np.nan))
         best = int(np.argmin(Ds))
         if not ok[best]:
             return _failed("no tail of at least 8 distinct eigenvalues fits a power law")
         D = float(Ds[best])
+    elif xmin_range is not None:
+        found = _range_candidate(data, alphas, xmin_range)
+        if found is None:
+            return _failed(f"no xmin candidate in [{xmin_range[0]:.4g}, {xmin_range[1]:.4g})")
+        best, D = found
     else:
         best, D = min_ks_candidate(data, alphas)
     alpha = float(alphas[best])

@@ -24,6 +24,16 @@ copied whole), before any eigenvalue is computed:
   ``dead_rank_loss`` is how many singular values they remove (over all slices), ``dead_share`` the
   larger of the dead shares of outputs and inputs.
 
+* ``unit_norm_z``: how far the spread of the units' squared norms departs from what independent,
+  identically distributed elements give, in standard errors (the larger of output rows and input
+  columns, signed). With iid elements a unit's squared norm is a sum of n squares, whose CV² is
+  (k − 1)/n (k = E[w⁴]/E[w²]², measured on the layer itself, so uniform and Gaussian initialisers
+  both score about 0); the CV² estimated from R units has a standard error of about √(2/(R − 1))
+  of that. Training gives units different norms (and a folded BatchNorm scales each row), so
+  intact layers mostly sit far from 0; a re-initialised layer does not: |z| ≤ 3.13 for all 76
+  re-initialised layers of the judgement benchmark. It needs no eigenvalues, so it also judges
+  layers too small for the spectral random reference (rules/relative.py).
+
 * ``levels_per_row``: the median number of distinct values in an output unit's weights (all kernel
   positions), over at most ``LEVEL_ROWS`` evenly spaced units. Float training gives about as many
   values as weights; weights rounded to k bits keep at most 2^k per unit (per-channel scales), so a
@@ -39,6 +49,7 @@ from __future__ import annotations
 import numpy as np
 
 MIN_DUP_LENGTH = 8
+MIN_UNITS = 4  # unit_norm_z needs at least this many rows (or columns) to estimate a spread
 LEVEL_ROWS = 32
 DEAD_RELATIVE = 1e-6
 _CHUNK_BYTES = 8 << 20  # uint64 working copy per chunk
@@ -63,6 +74,7 @@ class _Pass:
         self.row_nonzero = np.zeros(rows, dtype=bool)
         self.col_hash = np.zeros(cols, dtype=np.uint64)
         self.col_nonzero = np.zeros(cols, dtype=bool)
+        self.fourth = 0.0  # Σ w⁴ (unit_norm_z's kurtosis)
         self.r_cols = _multipliers(cols, 1)
         self.r_rows = _multipliers(rows, 2)
 
@@ -76,6 +88,8 @@ class _Pass:
                 chunk = np.asarray(W[lo : lo + step])
                 self.row_sq[lo : lo + step] = np.einsum("ij,ij->i", chunk, chunk, dtype=np.float64)
                 self.col_sq += np.einsum("ij,ij->j", chunk, chunk, dtype=np.float64)
+                squares = np.square(chunk, dtype=np.float64)
+                self.fourth += float(np.einsum("ij,ij->", squares, squares))
                 nz = chunk != 0
                 self.row_nonzero[lo : lo + step] = nz.any(axis=1)
                 self.col_nonzero |= nz.any(axis=0)
@@ -111,6 +125,30 @@ def _levels(mats: list[np.ndarray], live: np.ndarray) -> int | None:
     return int(np.median(counts))
 
 
+def unit_norm_z(row_sq: np.ndarray, col_sq: np.ndarray, fourth: float, slices: int) -> float | None:
+    """The signed z of the units' norm spread against iid elements (module docstring), rows or columns.
+
+    `row_sq` / `col_sq`: squared norms of the output rows and input columns over all `slices`;
+    `fourth`: Σ w⁴ over every element. None when no side has at least MIN_UNITS units.
+    """
+    total = float(row_sq.sum())
+    count = row_sq.size * col_sq.size * slices
+    if total <= 0 or count == 0 or not np.isfinite(total) or not np.isfinite(fourth):
+        return None
+    kurtosis = fourth * count / total**2  # uncentred: a unit's norm sums uncentred squares
+    best: float | None = None
+    for energies, width in ((row_sq, col_sq.size * slices), (col_sq, row_sq.size * slices)):
+        units = energies.size
+        if units < MIN_UNITS or width < 1 or kurtosis <= 1:
+            continue
+        mean = float(energies.mean())
+        null = (kurtosis - 1) / width
+        z = (float(energies.var()) / mean**2 / null - 1) / np.sqrt(2 / (units - 1))
+        if best is None or abs(z) > abs(best):
+            best = float(z)
+    return best
+
+
 def structure_metrics(mats: list[np.ndarray]) -> dict[str, float | int | None]:
     """The structure metrics alone (structure_and_rows without the row hashes)."""
     return structure_and_rows(mats)[0]
@@ -125,7 +163,7 @@ def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | 
     Every slice of a layer has the same (out × in) shape, so row i of each slice belongs to output
     unit i and column j to input j: their squared norms add up over the slices.
     """
-    total, dup_rows, dup_cols = 0.0, 0, 0
+    total, fourth, dup_rows, dup_cols = 0.0, 0.0, 0, 0
     hashes: np.ndarray | None = None
     row_sq = np.zeros(mats[0].shape[0] if mats else 0)
     col_sq = np.zeros(mats[0].shape[1] if mats else 0)
@@ -133,6 +171,7 @@ def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | 
         p = _Pass(W)
         p.run()
         total += float(p.row_sq.sum())
+        fourth += p.fourth
         if hashes is None and W.shape[1] >= MIN_DUP_LENGTH:
             hashes = np.unique(p.row_hash[p.row_nonzero])
         dup_rows += _repeats(p.row_hash, p.row_nonzero, W.shape[1])
@@ -149,6 +188,7 @@ def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | 
     return {
         "log_gain": gain,
         "levels_per_row": _levels(mats, live),
+        "unit_norm_z": unit_norm_z(row_sq, col_sq, fourth, len(mats)),
         "dup_rows": dup_rows,
         "dup_cols": dup_cols,
         "dead_rows": dead_rows,

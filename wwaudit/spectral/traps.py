@@ -56,6 +56,10 @@ class TrapResult:
     rand_edge: float | None
     random_evals: np.ndarray
     rand_lambda_max: float | None = None
+    # the largest eigenvalue over all copies (the reference's max_rand_eval, --ww-extras)
+    max_random: float | None = None
+    # the shuffled ESDs themselves (trap_detail reads the spread of each trap over them)
+    copies: tuple[np.ndarray, ...] = ()
 
     def reference_metrics(self, evals: np.ndarray) -> dict[str, float | int | None]:
         """How far the layer's ESD stands above its shuffled copy (None where there is no reference).
@@ -187,10 +191,11 @@ def correlation_traps(
     first = copies[0]
     rand_distance = jensen_shannon_distance(evals, first) if evals.size == first.size and evals.sum() > 0 else None
     top = float(np.median([c[-1] for c in copies])) if first.size else None
+    largest = float(max(c[-1] for c in copies)) if first.size else None
     try:
         fit = fit_mp(np.concatenate(copies), N, M)
     except ValueError:
-        return TrapResult(None, rand_distance, None, None, first, top)
+        return TrapResult(None, rand_distance, None, None, first, top, largest, tuple(copies))
     return TrapResult(
         num_traps=min(int(np.count_nonzero(c > fit.bulk_max_tw)) for c in copies),
         rand_distance=rand_distance,
@@ -198,4 +203,6 @@ def correlation_traps(
         rand_edge=fit.bulk_max_tw,
         random_evals=first,
         rand_lambda_max=top,
+        max_random=largest,
+        copies=tuple(copies),
     )

@@ -267,10 +267,11 @@ def _draw_plots(
         lo, hi = layer.metric("alpha_ci_low"), layer.metric("alpha_ci_high")
         points.append(
             plots.DepthPoint(
-                # the axis counts analysed layers (1, 2, ...), not file entries: biases and skipped
-                # tensors would otherwise stretch it (202 entries for 63 layers on a detector)
+                # evenly spaced analysed layers, not file entries: biases and skipped tensors would
+                # otherwise stretch the axis (202 entries for 63 layers on a detector); labelled with
+                # the '#' the tables and the layer map use, so a point can be looked up
                 position=len(points),
-                label=str(len(points) + 1),
+                label=str(layer.id),
                 status=layer_class(layer, by_layer.get(layer.id, [])),
                 alpha=layer.metric("alpha") if layer.status == "ok" else None,
                 alpha_ci=(float(lo), float(hi)) if lo is not None and hi is not None else None,
@@ -283,10 +284,9 @@ def _draw_plots(
                     key=str(layer.id),
                     evals=np.asarray(layer.evals),
                     random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
-                    metrics={
-                        k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")
-                    },
+                    metrics={k: layer.metric(k) for k in plots.PLOT_METRICS},
                     fmt="jpeg" if for_pdf else "svg",
+                    legend=False,  # printed under the figure as text: _detail's "key"
                 )
             )
     renderer = plots.PlotRenderer(
@@ -323,10 +323,20 @@ def _detail(layer: LayerResult, found: list[Finding], uri: str | None) -> dict[s
         "metrics": [(label, fmt(layer.metric(key))) for key, label in DETAIL_METRICS if layer.metric(key) is not None],
         "findings": [{"rule": f.rule, "severity": f.severity, "message": _without_layer(f)} for f in found],
         "plot": uri,
+        "key": _plot_key(layer) if uri else [],
         "no_plot": ""
         if uri
         else ("no eigenvalues (layer not analysed)" if not layer.analysed else "no eigenvalues kept for this layer"),
     }
+
+
+def _plot_key(layer: LayerResult) -> list[dict[str, Any]]:
+    """The legend of a layer plot's two panels, as text under the figure (plots.plot_key)."""
+    from wwaudit.formats.report.plots import PLOT_METRICS, plot_key
+
+    shuffled = layer.random_evals is not None and np.any(np.asarray(layer.random_evals) > 0)
+    panels = plot_key({k: layer.metric(k) for k in PLOT_METRICS}, shuffled=bool(shuffled))
+    return [{"side": side, "entries": entries} for side, entries in zip(("left", "right"), panels)]
 
 
 def _model_block(model: Any) -> dict[str, str]:

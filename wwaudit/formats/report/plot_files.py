@@ -14,6 +14,7 @@ import re
 import numpy as np
 
 from wwaudit.errors import OutputError
+from wwaudit.formats import StagedOutputs
 from wwaudit.records import AuditResult
 
 FILE_FORMATS = ("png", "svg")
@@ -27,23 +28,25 @@ def file_name(layer_id: int, name: str, fmt: str) -> str:
     return f"{layer_id:04d}_{safe}.{fmt}"
 
 
-def write_plots(result: AuditResult, folder: str, fmt: str = "png", workers: int | None = None) -> list[str]:
-    """Draw and write the layer plots into `folder` (created if missing); returns the paths."""
+def write_plots(
+    result: AuditResult, folder: str, staged: StagedOutputs, fmt: str = "png", workers: int | None = None
+) -> list[str]:
+    """Draw the layer plots and stage them as files in `folder` (created if missing); returns their
+    paths. Staged like every other output (formats.StagedOutputs): they appear only when the run
+    commits its outputs, so a run stopped by --timeout leaves no half-written plots folder."""
     from wwaudit.formats.report import plots
 
     if fmt not in FILE_FORMATS:
         raise OutputError(f"--plots-format {fmt}: use png or svg")
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"--plots-dir {folder}: cannot create the folder: {exc.strerror}") from None
+    staged.add_folder(folder)
     jobs = [
         plots.LayerPlotJob(
             key=str(layer.id),
             evals=np.asarray(layer.evals),
             random_evals=None if layer.random_evals is None else np.asarray(layer.random_evals),
-            metrics={k: layer.metric(k) for k in ("alpha", "xmin", "D", "sigma_mp", "bulk_min", "bulk_max", "num_spikes")},
+            metrics={k: layer.metric(k) for k in plots.PLOT_METRICS},
             fmt=fmt,
+            legend=True,
         )
         for layer in result.layers
         if layer.analysed and layer.evals is not None
@@ -52,13 +55,8 @@ def write_plots(result: AuditResult, folder: str, fmt: str = "png", workers: int
     written = []
     with plots.PlotRenderer([], jobs, fmt=fmt, workers=workers) as renderer:
         for key, uri in renderer.uris().items():
-            if uri is None:
-                continue
-            path = os.path.join(folder, names[key])
-            try:
-                with open(path, "wb") as fh:
-                    fh.write(base64.b64decode(uri.split(",", 1)[1]))
-            except OSError as exc:
-                raise OutputError(f"{path}: cannot write: {exc.strerror}") from None
-            written.append(path)
+            if uri is not None:
+                path = os.path.join(folder, names[key])
+                staged.add(path, base64.b64decode(uri.split(",", 1)[1]))
+                written.append(path)
     return written

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from wwaudit.errors import InputError
+from wwaudit.ingest.storage import is_url
 from wwaudit.ingest.sources.interface import ModelSource
 from wwaudit.ingest.sources.onnx_file import OnnxSource
 from wwaudit.ingest.sources.safetensors_file import INDEX_NAME, SafetensorsSource
@@ -35,12 +36,19 @@ def _pickle_kind(head: bytes) -> str | None:
     return None
 
 
+def is_model_folder(path: str) -> bool:
+    """A folder that is one model (sharded safetensors with its index), not a folder of models."""
+    return os.path.isdir(path) and not os.path.islink(path) and os.path.lexists(os.path.join(path, INDEX_NAME))
+
+
 def open_source(path: str) -> ModelSource:
     """Open the model at `path` with the reader of its format (InputError for unusable input)."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".onnx":
         return OnnxSource(path)
-    if os.path.isdir(path) and not os.path.islink(path) and os.path.lexists(os.path.join(path, INDEX_NAME)):
+    if is_url(path) and ext in (".safetensors", ".gguf", ".json"):
+        raise InputError(f"{path}: safetensors and GGUF models are read from local files only; copy it locally first")
+    if is_model_folder(path):
         return SafetensorsSource(path)
     head = _head(path)
     if ext == ".gguf" or head.startswith(b"GGUF"):
@@ -58,4 +66,4 @@ def open_source(path: str) -> ModelSource:
     return OnnxSource(path)
 
 
-__all__ = ["ModelSource", "OnnxSource", "SafetensorsSource", "open_source"]
+__all__ = ["ModelSource", "OnnxSource", "SafetensorsSource", "is_model_folder", "open_source"]

@@ -22,7 +22,8 @@ from wwaudit.ingest.plan import LayerSpec
 from wwaudit.ingest.sources import ggml
 from wwaudit.ingest.sources.interface import ModelSource
 from wwaudit.ingest.sources.named import Architecture, plan_named
-from wwaudit.ingest.tensors import Payload, TensorRef, map_range
+from wwaudit.ingest.storage import map_range
+from wwaudit.ingest.tensors import Payload, TensorRef
 from wwaudit.records import IntegrityIssue, ModelInfo
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -44,7 +45,7 @@ def _reader(path: str):  # noqa: ANN202 - gguf is optional: its types are not im
 
 
 def _read_range(path: str, offset: int, length: int) -> memoryview:
-    """The one byte read of this format (a memory map; tensors.map_range checks the range)."""
+    """The one byte read of this format (a memory map; storage.map_range checks the range)."""
     try:
         fd = os.open(path, _READ_FLAGS)
     except OSError as exc:

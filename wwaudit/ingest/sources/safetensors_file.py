@@ -6,7 +6,7 @@ package) so that every number in it is checked before anything is mapped, like O
 data: the header fits in the file, every tensor's range lies inside the data, agrees with its
 shape and dtype, and overlaps no other tensor. A sharded folder is read through its
 `model.safetensors.index.json`: every shard it names must be a regular file inside the folder
-(no '..', no symbolic or hard link: tensors.safe_open), every tensor it maps must be in that
+(no '..', no symbolic or hard link: storage.safe_open), every tensor it maps must be in that
 shard, and no tensor may sit in two shards. Tensors are listed in the natural order of their
 names, so a layer's id does not depend on how the model was sharded. Values are memory-mapped
 on demand: the audit holds one layer at a time, whatever the model's size.
@@ -28,7 +28,8 @@ from wwaudit.errors import InputError
 from wwaudit.ingest.plan import LayerSpec
 from wwaudit.ingest.sources.interface import ModelSource
 from wwaudit.ingest.sources.named import Architecture, natural_key, plan_named
-from wwaudit.ingest.tensors import Payload, TensorRef, map_range, safe_open, stored_nbytes
+from wwaudit.ingest.storage import map_range, safe_open
+from wwaudit.ingest.tensors import Payload, TensorRef, stored_nbytes
 from wwaudit.records import IntegrityIssue, ModelInfo
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -69,7 +70,7 @@ def _open_file(path: str) -> int:
 
 
 def _read_range(fd: int, offset: int, length: int, what: str) -> memoryview:
-    """The one byte read of this format (a memory map; tensors.map_range checks the range)."""
+    """The one byte read of this format (a memory map; storage.map_range checks the range)."""
     return map_range(fd, offset, length, what)
 
 
@@ -192,7 +193,12 @@ class SafetensorsSource(ModelSource):
                 self._add_file(fd, None, path, tensors)
             finally:
                 os.close(fd)
-        config = _read_json(self.base_dir, "config.json", required=False)
+        self._problems: list[str] = []
+        try:
+            config = _read_json(self.base_dir, "config.json", required=False)
+        except InputError as exc:  # layout hints only: the weights are still audited, and the reader told why
+            config = None
+            self._problems.append(f"config.json beside the weights not used: {exc}")
         self.arch = Architecture.from_config(config) if config else Architecture()
         self.tensors = [tensors[n] for n in sorted(tensors, key=natural_key)]
 
@@ -255,7 +261,7 @@ class SafetensorsSource(ModelSource):
 
     @property
     def problems(self) -> list[str]:
-        return []
+        return self._problems
 
     @property
     def integrity(self) -> list[IntegrityIssue]:
