@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+
+from chain_models import matmul_chain
 
 from wwaudit.cli.main import main
 from wwaudit.engine import limits
@@ -36,27 +35,8 @@ SHAPES = [(96, 64), (64, 256), (256, 48), (48, 160), (160, 32)]
 
 
 def _chain(path: Path, external: bool) -> Path:
-    """A MatMul chain with heavy-tailed weights; with `external`, all data in one external file."""
-    rng = np.random.default_rng(11)
-    nodes, inits, prev = [], [], "x"
-    for i, (n_in, n_out) in enumerate(SHAPES):
-        z = rng.standard_normal((n_in, n_out)) * (1 + rng.pareto(3.0, (n_in, 1))) / np.sqrt(n_in)
-        inits.append(numpy_helper.from_array(z.astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"h{i}"], name=f"fc{i}"))
-        prev = f"h{i}"
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, SHAPES[0][0]])],
-        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, SHAPES[-1][1]])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    if external:
-        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="w.bin", size_threshold=0)
-    else:
-        onnx.save(model, path)
-    return path
+    """The cluster tests' model: five heavy-tailed MatMul layers, inline or in external data."""
+    return matmul_chain(path, 11, SHAPES, external)
 
 
 @pytest.fixture(scope="module")

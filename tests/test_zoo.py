@@ -9,11 +9,10 @@ import io
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 from pypdf import PdfReader
+
+from chain_models import matmul_chain
 
 from wwaudit.cli.main import main
 from wwaudit.engine.zoo import audit_many, model_paths, unique_names, worst_verdict, zoo_exit_code
@@ -23,27 +22,6 @@ from wwaudit.records import ZooEntry
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
-def _model(path: Path, seed: int, shapes: list[tuple[int, int]]) -> Path:
-    """A small MatMul chain with heavy-tailed weights (a different one per seed)."""
-    rng = np.random.default_rng(seed)
-    nodes, inits, prev = [], [], "x"
-    for i, (n_in, n_out) in enumerate(shapes):
-        z = rng.standard_normal((n_in, n_out)) * (1 + rng.pareto(3.0, (n_in, 1))) / np.sqrt(n_in)
-        inits.append(numpy_helper.from_array(z.astype(np.float32), f"w{i}"))
-        nodes.append(helper.make_node("MatMul", [prev, f"w{i}"], [f"h{i}"], name=f"fc{i}"))
-        prev = f"h{i}"
-    graph = helper.make_graph(
-        nodes,
-        "chain",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, shapes[0][0]])],
-        [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [1, shapes[-1][1]])],
-        inits,
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
-    return path
-
-
 def _rows(out: Path) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO((out / "summary.csv").read_text())))
 
@@ -51,7 +29,7 @@ def _rows(out: Path) -> list[dict[str, str]]:
 def test_twenty_models_with_one_bad_file_in_one_command(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     zoo = tmp_path / "zoo"
     for i in range(19):
-        _model(zoo / f"m{i:02d}.onnx", i, [(40 + 4 * i, 48), (48, 32 + 2 * i)])
+        matmul_chain(zoo / f"m{i:02d}.onnx", i, [(40 + 4 * i, 48), (48, 32 + 2 * i)])
     (zoo / "m19-broken.onnx").write_bytes(b"\x08\x07 not a protobuf model")
     out = tmp_path / "out"
     code = main(["audit", str(zoo), "--out-dir", str(out), "--workers", "2"])
@@ -108,8 +86,8 @@ class _Order:
 
 
 def test_layer_tasks_of_all_models_run_together_largest_first(tmp_path: Path) -> None:
-    small = _model(tmp_path / "small.onnx", 1, [(64, 48), (48, 200)])
-    big = _model(tmp_path / "big.onnx", 2, [(96, 160), (160, 30)])
+    small = matmul_chain(tmp_path / "small.onnx", 1, [(64, 48), (48, 200)])
+    big = matmul_chain(tmp_path / "big.onnx", 2, [(96, 160), (160, 30)])
     order = _Order()
     entries = audit_many([str(small), str(big)], AuditOptions(workers=1), order)
     assert [e.verdict != "error" for e in entries] == [True, True]
@@ -120,8 +98,8 @@ def test_layer_tasks_of_all_models_run_together_largest_first(tmp_path: Path) ->
 
 def test_folders_and_names(tmp_path: Path) -> None:
     for folder in ("bert", "gpt"):
-        _model(tmp_path / "zoo" / folder / "model.onnx", 3, [(40, 30)])
-    _model(tmp_path / "zoo" / "summary.onnx", 4, [(40, 30)])
+        matmul_chain(tmp_path / "zoo" / folder / "model.onnx", 3, [(40, 30)])
+    matmul_chain(tmp_path / "zoo" / "summary.onnx", 4, [(40, 30)])
     paths = model_paths([str(tmp_path / "zoo")])
     assert [Path(p).relative_to(tmp_path / "zoo").as_posix() for p in paths] == [
         "bert/model.onnx",
