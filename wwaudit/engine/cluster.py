@@ -33,7 +33,15 @@ LOCAL_PREFIX = "local:"
 CONNECT_TIMEOUT = 10.0
 # Worker settings for the analysis (the same as DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False and
 # DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL=1s for `dask worker`, see the README).
-WORKER_CONFIG = {"distributed.worker.profile.enabled": False, "distributed.admin.tick.interval": "1s"}
+# Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns off glibc's adaptive
+# mmap threshold: every layer's arrays then come from fresh pages. The same BERT-large tasks took
+# 15% longer on 2 LocalCluster workers than on the process pool with it, 4% without (idle 2-core
+# machine, benchmarks/cluster_scale.py shape); None unsets it (Dask's documented override).
+WORKER_CONFIG = {
+    "distributed.worker.profile.enabled": False,
+    "distributed.admin.tick.interval": "1s",
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None,
+}
 _ADDRESS = re.compile(r"(tcp|tls|ws|wss)://[^\s/]+:\d+")
 
 
