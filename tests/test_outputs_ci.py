@@ -253,3 +253,11 @@ def test_only_one_output_to_stdout_and_bad_baseline(tmp_path: Path, capsys: pyte
 def test_artifact_uri_is_repo_relative(tmp_path: Path) -> None:
     assert artifact_uri(str(tmp_path / "models" / "a b.onnx"), str(tmp_path)) == "models/a%20b.onnx"
     assert artifact_uri("/elsewhere/m.onnx", str(tmp_path)) == "file:///elsewhere/m.onnx"
+
+
+def test_csv_list_cells_leave_missing_entries_empty() -> None:
+    from wwaudit.formats.csv_format import _cell
+
+    # a trap whose slice is unknown: the other entries keep their places, the gap is empty, not 'None'
+    assert _cell([3, None, 1.5]) == "3;;1.5"
+    assert _cell(None) == ""

@@ -33,12 +33,12 @@ _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _cell(value: object) -> object:
-    """A CSV cell: lists joined with ';', None empty, text that a spreadsheet would evaluate
+    """A CSV cell: lists joined with ';', None empty (also inside a list), text that a spreadsheet would evaluate
     escaped with a leading apostrophe (OWASP's advice for CSV injection)."""
     if value is None:
         return ""
     if isinstance(value, list):
-        value = ";".join(map(str, value))
+        value = ";".join("" if item is None else str(item) for item in value)
     if isinstance(value, str) and value.startswith(_FORMULA_START):
         return "'" + value
     return value
