@@ -91,8 +91,15 @@ class LayerTask:
     options: AuditOptions
     cost: float  # estimated work: N·M² per slice (Gram) + M³ (eigensolver)
 
-    def matrices(self) -> list[np.ndarray]:
-        """The layer's matrices in their stored dtype (memory-mapped for external data)."""
+    def matrices(self) -> list[Any]:
+        """The layer's matrices in their stored dtype (memory-mapped for external data), or read
+        in blocks on demand (StreamedMatrix) where the metrics asked for need no more than row
+        chunks: the reference set (--fast) with no metric that reads the matrix whole."""
+        options = self.options
+        if options.fast and not (options.vectors or options.per_slice):
+            streamed = self.spec.streamed()
+            if streamed is not None:
+                return list(streamed)
         mats = self.spec.matrices(widen=False)
         return [m if m.dtype in _NATIVE_FLOATS else m.astype(np.float32) for m in mats]
 

@@ -8,6 +8,7 @@ costs about twice its float32 size in memory. quant.py decides which kernel a we
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import ml_dtypes
@@ -228,7 +229,25 @@ def quantize_linear(
     return np.clip(q, lo, hi)
 
 
-def dequantize_nbits(
+@dataclass(frozen=True)
+class NBits:
+    """A MatMulNBits weight's checked parts: codes [N, blocks, blob], scales and zero points
+    [N, blocks], the act-order block index (or None); `nbits_block` dequantizes any block of it."""
+
+    rows: np.ndarray
+    scales: np.ndarray
+    zeros: np.ndarray
+    index: np.ndarray | None
+    k: int
+    bits: int
+    block_size: int
+
+    @property
+    def dtype(self) -> np.dtype:
+        return _out_dtype(self.scales)
+
+
+def nbits_parts(
     packed: np.ndarray,
     scales: np.ndarray,
     zero_points: np.ndarray | None,
@@ -237,12 +256,8 @@ def dequantize_nbits(
     n: int,
     bits: int,
     block_size: int,
-) -> np.ndarray:
-    """com.microsoft MatMulNBits: B [N, ⌈K/bs⌉, bs·bits/8] → W (N × K), rows = outputs.
-
-    W[n, k] = (q[n, k] − zp[n, b])·s[n, b] with b = k // bs (or g_idx[k] for act-order models);
-    zero points are packed like B, or floats, or default to 2^(bits−1); padding beyond K is cropped.
-    """
+) -> NBits:
+    """Check a MatMulNBits weight's sizes against its attributes (see dequantize_nbits)."""
     if block_size <= 0 or k <= 0 or n <= 0 or not 1 <= bits <= 8:
         raise InputError(f"MatMulNBits attributes K={k} N={n} bits={bits} block_size={block_size} are invalid")
     blocks = -(-k // block_size)
@@ -272,19 +287,51 @@ def dequantize_nbits(
         index = np.asarray(g_idx, dtype=np.int64).reshape(-1)
         if index.size != k or index.min() < 0 or index.max() >= blocks:
             raise InputError("MatMulNBits g_idx does not map every input feature to a block")
+    _out_dtype(s)
+    return NBits(packed.reshape(n, blocks, blob), s, z, index, k, bits, block_size)
+
+
+def nbits_block(w: NBits, rows: slice, cols: slice) -> np.ndarray:
+    """W[rows, cols] of a MatMulNBits weight, dequantized; only the blocks that hold `cols` are unpacked.
+
+    Element for element the values dequantize_nbits gives: each is (q − zp)·s rounded once.
+    """
+    bs = w.block_size
+    c0, c1 = cols.start or 0, w.k if cols.stop is None else cols.stop
+    if w.index is not None:  # act order: a column's block is g_idx's, unpack the rows whole
+        q = unpack_bits(w.rows[rows], w.bits).reshape(-1, w.rows.shape[1] * bs)[:, c0:c1]
+        idx = w.index[c0:c1]
+        return _scaled(q - w.zeros[rows][:, idx], w.scales[rows][:, idx], w.dtype)
+    b0, b1 = c0 // bs, -(-c1 // bs)
+    q = unpack_bits(w.rows[rows, b0:b1], w.bits)  # (rows, blocks, block)
+    diff = q - w.zeros[rows, b0:b1, None]
+    block = _scaled(diff, w.scales[rows, b0:b1, None], w.dtype).reshape(q.shape[0], -1)
+    return block[:, c0 - b0 * bs : c1 - b0 * bs]
+
+
+def dequantize_nbits(
+    packed: np.ndarray,
+    scales: np.ndarray,
+    zero_points: np.ndarray | None,
+    g_idx: np.ndarray | None,
+    k: int,
+    n: int,
+    bits: int,
+    block_size: int,
+) -> np.ndarray:
+    """com.microsoft MatMulNBits: B [N, ⌈K/bs⌉, bs·bits/8] → W (N × K), rows = outputs.
+
+    W[n, k] = (q[n, k] − zp[n, b])·s[n, b] with b = k // bs (or g_idx[k] for act-order models);
+    zero points are packed like B, or floats, or default to 2^(bits−1); padding beyond K is cropped.
+    """
+    parts = nbits_parts(packed, scales, zero_points, g_idx, k, n, bits, block_size)
     # Row chunks into one output array: the int32 codes, their differences and float copies of a
     # 32000 x 4096 LM head would otherwise be four 0.5 GB temporaries beside the result.
-    w = np.empty((n, k), dtype=_out_dtype(s))
-    step = max(1, NBITS_CHUNK // max(1, blocks * block_size))
-    rows = packed.reshape(n, blocks, blob)
+    w = np.empty((n, k), dtype=parts.dtype)
+    step = max(1, NBITS_CHUNK // max(1, parts.rows.shape[1] * block_size))
     for start in range(0, n, step):
         part = slice(start, start + step)
-        q = unpack_bits(rows[part], bits)  # (rows, blocks, block)
-        if index is not None:
-            q = q.reshape(q.shape[0], -1)[:, :k]
-            w[part] = _scaled(q - z[part][:, index], s[part][:, index], w.dtype)
-        else:  # contiguous blocks: broadcast each block's parameters over it, then crop the padding
-            w[part] = _scaled(q - z[part][:, :, None], s[part][:, :, None], w.dtype).reshape(q.shape[0], -1)[:, :k]
+        w[part] = nbits_block(parts, part, slice(0, k))
     return w
 
 

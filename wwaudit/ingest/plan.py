@@ -31,9 +31,10 @@ from wwaudit.ingest.handlers import (
     packed_qkv,
 )
 from wwaudit.ingest.tensors import TensorRef, as_float64, stored_nbytes
-from wwaudit.ingest.transforms import STEP_OPS, materialise, transformed_dims
+from wwaudit.ingest.transforms import STEP_OPS, block_reader, materialise, transformed_dims
 from wwaudit.ingest.views import View, extract, view_shape
 from wwaudit.ingest.walker import DEFAULT_DOMAINS, Source, Use, WalkResult
+from wwaudit.streamed import StreamedMatrix
 
 
 MIN_EVALS = 8
@@ -82,6 +83,36 @@ class LayerSpec:
         arr = materialise(self.source)
         mats = extract(arr, self.view)
         return [as_float64(m) for m in mats] if widen else mats
+
+    def streamed(self) -> list[StreamedMatrix] | None:
+        """The layer's matrix read in blocks on demand (streamed.py), or None where it must be read whole.
+
+        Views that are the op's input itself, its rows or its transpose qualify, for the weights
+        transforms.block_reader reads in blocks. A memory-mapped table is read in whole rows only,
+        so it qualifies where its rows are the tall side's rows, which the Gram matrix and the
+        structure pass read (an embedding table): its column blocks would read the table once each.
+        """
+        if self.view is None or self.view.recipe not in ("matrix", "matrix_t", "rows"):
+            return None
+        dims = self.tensor.dims
+        if not self.source.transforms and not (self.view.recipe == "matrix" and len(dims) == 2 and dims[0] >= dims[1]):
+            return None
+        reader = block_reader(self.source)
+        if reader is None:
+            return None
+        (n, k), dtype, read = reader
+        whole = StreamedMatrix((n, k), dtype, read)
+        if self.view.recipe == "matrix":
+            return [whole]
+        if self.view.recipe == "matrix_t":
+            return [whole.T]
+        start, stop = self.view.params
+        rows = range(n)[start:stop]
+        return [StreamedMatrix((len(rows), k), dtype, lambda r, c: read(_shift(r, rows.start), c))]
+
+
+def _shift(rows: slice, by: int) -> slice:
+    return slice(rows.start + by, rows.stop + by)
 
 
 # Names torch's dynamo exporter generates: node_<op>[_N] for nodes, val_N for folded constants.

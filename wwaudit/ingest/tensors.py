@@ -185,6 +185,20 @@ class TensorRef:
             _check_float64_range(self.name, arr)
         return arr
 
+    def read_rows(self, start: int, stop: int) -> np.ndarray:
+        """Rows [start, stop) of a local external 2-D tensor in a native float dtype, mapped for
+        this read only: pages of a large table leave the process with the rows (the eager path
+        keeps every page it touched mapped until the layer is done). `load()` checks the range first."""
+        location, offset, _length = external_range(self.proto)
+        np_dtype = numpy_dtype(self.data_type)
+        row_bytes = np_dtype.itemsize * self.dims[1]
+        data = open_data(self.base_dir, location)
+        try:
+            buf = data.read(offset + start * row_bytes, (stop - start) * row_bytes)
+        finally:
+            data.close()
+        return np.frombuffer(buf, dtype=np_dtype).reshape(stop - start, self.dims[1])
+
 
 def _check_float64_range(name: str, arr: np.ndarray) -> None:
     """Refuse finite float64 values whose squares overflow (|w| > 1e150): the Gram matrix would

@@ -15,6 +15,9 @@ from onnx import TensorProto
 
 from wwaudit.errors import InputError
 from wwaudit.ingest.kernels import (
+    NBits,
+    nbits_block,
+    nbits_parts,
     dequantize_block_gather,
     dequantize_bnb4,
     dequantize_linear,
@@ -22,7 +25,9 @@ from wwaudit.ingest.kernels import (
     quantize_linear,
     rescale,
 )
+from wwaudit.ingest.tensors import numpy_dtype
 from wwaudit.ingest.walker import Source, Transform
+from wwaudit.streamed import BlockReader
 
 
 # Transform ops this module applies (the graph walker emits "dequantize", "quantize" and "rescale").
@@ -189,3 +194,50 @@ def _apply(arr: np.ndarray, transforms: tuple[Transform, ...]) -> np.ndarray:
             arr = apply_step(arr, t, materialise)
         dims = new_dims
     return arr
+
+
+# dtypes a block reader may hand out: what the analysis computes with natively.
+_NATIVE = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def block_reader(source: Source) -> tuple[tuple[int, int], np.dtype, BlockReader] | None:
+    """(shape, dtype, read(rows, cols)) of the op's 2-D input array, read in blocks, or None
+    where only `materialise` can give it.
+
+    Two kinds of weight are read in blocks: a MatMulNBits weight with no other step (each block
+    dequantized from the packed codes, which stay mapped: 1/8 of the float32 size at 4 bits),
+    and a local memory-mapped float table read in whole rows (read_rows). Everything else (other
+    quantization formats, slices, transposes, in-file data) is read whole as before.
+    """
+    tensor = source.tensor
+    if not source.transforms and tensor.is_mapped and len(tensor.dims) == 2 and tensor.is_float:
+        dtype = numpy_dtype(tensor.data_type)
+        if dtype not in _NATIVE:
+            return None
+        tensor.load()  # checks the declared range against the file once
+        width = tensor.dims[1]
+
+        def rows_of_table(rows: slice, cols: slice) -> np.ndarray:
+            block = tensor.read_rows(rows.start, rows.stop)
+            return block if (cols.start, cols.stop) == (0, width) else block[:, cols]
+
+        return (tensor.dims[0], width), dtype, rows_of_table
+    if len(source.transforms) == 1 and source.transforms[0].op == "nbits":
+        step = source.transforms[0]
+        k, n, bits, block = step.params
+
+        def param(i: int) -> np.ndarray | None:
+            src = step.extra[i] if len(step.extra) > i else None
+            return None if src is None else np.asarray(materialise(src))
+
+        scales = param(0)
+        if scales is None:
+            return None  # materialise says why
+        try:
+            parts: NBits = nbits_parts(tensor.load(), scales, param(1), param(2), k, n, bits, block)
+        except (ValueError, IndexError) as exc:
+            raise InputError(f"cannot dequantize (nbits): {exc}") from None
+        if parts.dtype not in _NATIVE:
+            return None
+        return (n, k), parts.dtype, lambda rows, cols: nbits_block(parts, rows, cols)
+    return None

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from wwaudit.spectral.distributions import compare_distributions
+from wwaudit.streamed import row_chunks
 from wwaudit.spectral.metrics import CONV_NORM_FACTOR, alpha_metrics, matrix_entropy, scale_metrics
 from wwaudit.layer_metrics import MP_METRICS
 from wwaudit.spectral.mp_fit import fit_mp
@@ -60,18 +61,17 @@ class LayerAnalysis:
     row_hashes: np.ndarray | None = None
 
 
-def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, options: AuditOptions) -> LayerAnalysis:
+def analyse_matrices(mats: list[Any], kind: str, eps: Storage | float, options: AuditOptions) -> LayerAnalysis:
     """Eigenvalues of the pooled slices and the metrics computed from them.
 
     `kind` is the layer kind (dense, conv, embedding, recurrent, attention): conv layers follow the
     reference's conv normalisation (see metrics.CONV_NORM_FACTOR). `eps` says how the values were
     stored (spectra.Storage, or a float format's epsilon): it sets the rank-loss noise floor.
     """
-    for W in mats:
-        if not np.all(np.isfinite(W)):
-            bad = int(np.count_nonzero(~np.isfinite(W)))
-            return LayerAnalysis("error", reason=f"weights contain {bad} NaN/Inf values", problem="nonfinite")
-    if all(not np.any(W) for W in mats):
+    bad, nonzero = _value_checks(mats)
+    if bad:
+        return LayerAnalysis("error", reason=f"weights contain {bad} NaN/Inf values", problem="nonfinite")
+    if not nonzero:
         return LayerAnalysis("error", reason="all weights are zero (dead layer)", problem="zero")
     try:
         spectrum = layer_spectrum(mats, eps, options)
@@ -127,6 +127,19 @@ def analyse_matrices(mats: list[np.ndarray], kind: str, eps: Storage | float, op
         random_evals=random_evals,
         row_hashes=hashes,
     )
+
+
+def _value_checks(mats: list[Any]) -> tuple[int, bool]:
+    """How many values are NaN/Inf, and whether any is non-zero: in row chunks, so a streamed or
+    memory-mapped matrix is never held whole (nor a full-size boolean temporary made)."""
+    bad, nonzero = 0, False
+    for W in mats:
+        for chunk in row_chunks(W):
+            finite = np.isfinite(chunk)
+            if not finite.all():
+                bad += int(finite.size - np.count_nonzero(finite))
+            nonzero = nonzero or bool(np.any(chunk))
+    return bad, nonzero
 
 
 def optional_metrics(
