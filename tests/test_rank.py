@@ -25,6 +25,7 @@ from onnx import TensorProto, numpy_helper
 from gating_models import save_model
 from wwaudit.engine.core import audit
 from wwaudit.options import AuditOptions
+from wwaudit.spectral import spectra
 from wwaudit.spectral.spectra import Storage, layer_spectrum
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -255,3 +256,37 @@ def test_dequantized_integer_layers_full_rank_and_collapsed(tmp_path: Path, bits
     ranks = {layer.name: (layer.dtype, layer.metric("matrix_rank")) for layer in result.layers if layer.analysed}
     code = f"int{bits}"
     assert ranks == {"full": (code, 256), "square": (code, 256), "rank12": (code, 12)}, ranks
+
+
+def _with_small_singular_values(smallest: float, n: int = 256) -> np.ndarray:
+    rng = np.random.default_rng(7)
+    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    V = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    s = np.linspace(1.0, 2.0, n)
+    s[0], s[1] = smallest, 3e-8  # both below the Gram route's resolution (~5e-6 here)
+    return (U * s) @ V.T
+
+
+def test_unresolved_small_singular_values_are_settled_without_an_svd(monkeypatch) -> None:
+    W = _with_small_singular_values(1e-9)
+    exact = np.linalg.svd(W, compute_uv=False)[::-1] ** 2
+
+    def no_svd(*args, **kwargs):
+        raise AssertionError("the SVD ran")
+
+    monkeypatch.setattr(spectra, "_svd_eigvals", no_svd)
+    evals, resolution, cut = spectra._slice_spectrum(W, Storage(float(np.finfo(np.float64).eps)), spectra.Backend())
+    # the two small σ to an SVD's accuracy (resolution ~1e-13), the rest as the Gram route gives them
+    assert np.max(np.abs(np.sqrt(evals[:2]) - np.sqrt(exact[:2]))) < resolution
+    assert np.allclose(evals, exact, rtol=1e-12, atol=1e-13)
+    assert spectra.count_rank_loss(np.sqrt(evals), resolution, cut) == 0
+
+
+def test_a_singular_value_at_the_svd_resolution_still_goes_to_the_svd(monkeypatch) -> None:
+    W = _with_small_singular_values(1e-15)
+    calls = []
+    svd = spectra._svd_eigvals
+    monkeypatch.setattr(spectra, "_svd_eigvals", lambda *a: calls.append(1) or svd(*a))
+    evals, resolution, cut = spectra._slice_spectrum(W, Storage(float(np.finfo(np.float64).eps)), spectra.Backend())
+    assert calls == [1]
+    assert spectra.count_rank_loss(np.sqrt(evals), resolution, cut) == 1

@@ -65,9 +65,9 @@ class StreamedMatrix:
         return out if dtype is None else out.astype(dtype, copy=False)
 
 
-def row_chunks(W: Any, elements: int = _DENSE_CHUNK) -> Any:
+def row_chunks(W: Any, elements: int | None = None) -> Any:
     """Row blocks of an array or StreamedMatrix of about `elements` values each (checks that pass
     over every value without holding a full-size temporary)."""
-    step = max(1, elements // max(1, W.shape[1] if W.ndim > 1 else 1))
+    step = max(1, (elements or _DENSE_CHUNK) // max(1, W.shape[1] if W.ndim > 1 else 1))
     for start in range(0, W.shape[0], step):
         yield np.asarray(W[start : start + step])

@@ -304,9 +304,16 @@ def nbits_block(w: NBits, rows: slice, cols: slice) -> np.ndarray:
         return _scaled(q - w.zeros[rows][:, idx], w.scales[rows][:, idx], w.dtype)
     b0, b1 = c0 // bs, -(-c1 // bs)
     q = unpack_bits(w.rows[rows, b0:b1], w.bits)  # (rows, blocks, block)
-    diff = q - w.zeros[rows, b0:b1, None]
-    block = _scaled(diff, w.scales[rows, b0:b1, None], w.dtype).reshape(q.shape[0], -1)
-    return block[:, c0 - b0 * bs : c1 - b0 * bs]
+    scales = w.scales[rows, b0:b1, None]
+    if q.dtype == np.int32 and w.zeros.dtype == np.int32 and w.dtype == np.float32:
+        # _scaled's int32 · float32 case in place: one int32 and one float32 array per block
+        np.subtract(q, w.zeros[rows, b0:b1, None], out=q)
+        block = q.astype(np.float32)
+        del q
+        block *= scales.astype(np.float32)
+    else:
+        block = _scaled(q - w.zeros[rows, b0:b1, None], scales, w.dtype)
+    return block.reshape(block.shape[0], -1)[:, c0 - b0 * bs : c1 - b0 * bs]
 
 
 def dequantize_nbits(

@@ -176,6 +176,7 @@ def gram(W: np.ndarray, dtype: type = np.float64) -> np.ndarray:
     G: np.ndarray = np.zeros((W.shape[1], W.shape[1]), dtype=dtype)
     for block in _chunks(W, dtype):
         G += block.T @ block
+        del block  # before the next chunk is read: one chunk in memory at a time, not two
     return G
 
 
