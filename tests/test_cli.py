@@ -92,37 +92,6 @@ def test_html_report_lists_every_layer(tmp_path: Path) -> None:
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".wwaudit-")]
 
 
-def test_background_imports_load_modules_after_start_and_pass_calls_through() -> None:
-    import sys
-
-    from wwaudit.cli.progress import BackgroundImports
-
-    class Recorder:
-        def __init__(self) -> None:
-            self.calls: list[tuple] = []
-
-        def start(self, total: int, work: float | None = None) -> None:
-            self.calls.append(("start", total, work))
-
-        def advance(self, name: str, work: float = 1.0) -> None:
-            self.calls.append(("advance", name, work))
-
-        def finish(self) -> None:
-            self.calls.append(("finish",))
-
-    sys.modules.pop("wave", None)
-    inner = Recorder()
-    display = BackgroundImports(inner, ("wave", "no_such_module_wwaudit", "xdrlib"))
-    display.advance("a", 2.0)
-    assert "wave" not in sys.modules  # nothing imported before the analysis starts
-    display.start(3, 9.0)
-    display.start(3, 9.0)  # a second analysis (--reference) starts no second thread
-    display.finish()
-    display.join()
-    assert "wave" in sys.modules  # a missing module ends the imports quietly, nothing raised
-    assert inner.calls == [("advance", "a", 2.0), ("start", 3, 9.0), ("start", 3, 9.0), ("finish",)]
-
-
 def test_pdf_report_from_the_cli(tmp_path: Path) -> None:
     out = tmp_path / "audit.pdf"
     assert main([str(REPO / "samples" / "digits_mlp_good.onnx"), "--report", str(out), "--quiet"]) == 0

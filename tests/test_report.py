@@ -470,8 +470,10 @@ def test_font_subsets_do_not_depend_on_the_clock(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.setattr(time, "time", lambda: 1.9e9)
+    fonts._faces_css.cache_clear()  # subsets are cached per process: make each call subset anew
     early = fonts.font_face_css("Layer α = 2.5")
     monkeypatch.setattr(time, "time", lambda: 2.1e9)
+    fonts._faces_css.cache_clear()
     assert fonts.font_face_css("Layer α = 2.5") == early
     face = re.search(r"base64,([^)]+)\)", early)
     assert face is not None

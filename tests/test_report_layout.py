@@ -188,8 +188,13 @@ def test_layer_map_wraps_in_html_and_pdf(deep, deep_html: str, deep_pdf: bytes) 
     page = next(p for p in _pages(deep_pdf) if any("Layer map" in t for *_xy, t in p[2]))
     width, _height, runs = page
     numbers = [(x, y, t.strip()) for x, y, _s, t in runs if t.strip().isdigit()]
-    last_id = str(deep.layers[-1].id)
-    assert any(t == last_id for *_xy, t in numbers), "the map stops before the last entry"
+    # the PDF's map shows the weight entries (the rows of its listing) and counts the others
+    weights = build_document(deep, RenderContext(plots="none"), for_pdf=True)["weight_rows"]
+    assert any(t == str(weights[-1]["id"]) for *_xy, t in numbers), "the map stops before the last weight"
+    assert not {t for *_xy, t in numbers} & {str(layer.id) for layer in deep.layers if layer.id not in {r["id"] for r in weights}}
+    assert f"The {len(deep.layers) - len(weights)} entries that are not weight matrices" in " ".join(
+        " ".join(t for *_xy, t in runs).split()
+    )
     rows = {round(y) for x, y, t in numbers if int(t) > 20}
     assert len(rows) >= 3 and all(x < width for x, _y, _t in numbers)
 
@@ -297,9 +302,17 @@ def test_report_prints_the_plot_legend_as_text_and_plot_files_draw_it(cnn) -> No
         for panel in d["key"]:
             for style, text in panel["entries"]:
                 assert f'<span class="key key-{style}"></span>{text}' in html.replace("&#39;", "'")
-    fits = [text for d in details for panel in d["key"] for _style, text in panel["entries"] if text.startswith("MP bulk,")]
+    # the PDF prints one key above its layer plots, with no layer's numbers; each layer's line of
+    # metrics carries the numbers that the HTML's key gives under its figure
+    pdf_doc = build_document(cnn, ctx, for_pdf=True)
+    assert all(d["key"] == [] for d in pdf_doc["details"])
+    shared = [text for panel in pdf_doc["shared_key"] for _style, text in panel["entries"]]
+    assert "power law (α)" in shared and "MP bulk edge" in shared
     pdf_text = " ".join(_text(pdf_format.render(cnn, ctx)).split())
-    assert fits and all(text in pdf_text for text in fits)  # the PDF prints the key too (only there, not in the metrics)
+    assert all(text in pdf_text for text in shared)
+    for d in pdf_doc["details"]:
+        labels = {label for label, _value in d["metrics"]}
+        assert {"α", "xmin", "σ (MP)", "MP bulk edge"} <= labels or not d["plot"], labels
 
 
 def test_overview_axis_names_analysed_layers_by_their_table_id(deep, monkeypatch) -> None:

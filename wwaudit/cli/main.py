@@ -74,9 +74,9 @@ def _add_output_options(parser: argparse.ArgumentParser) -> None:
     out.add_argument(
         "--max-plots",
         type=int,
-        default=24,
+        default=12,
         metavar="N",
-        help="with --plots findings, plot at most N layers, the most severe first (default 24; 0: all)",
+        help="with --plots findings, plot at most N layers, the most severe first (default 12; 0: all)",
     )
     out.add_argument("--sarif", metavar="PATH", help="write findings as SARIF 2.1.0 (GitHub code scanning); '-' for stdout")
     out.add_argument("--junit", metavar="PATH", help="write JUnit XML, one test case per analysed layer; '-' for stdout")
@@ -294,6 +294,23 @@ def _outputs(args: argparse.Namespace) -> list[tuple[str, formats.Renderer]]:
     return outputs
 
 
+def _report_child(args: argparse.Namespace, stack: ExitStack) -> Any:
+    """A render_process.RenderProcess (entered on `stack`) when the command line asks for one HTML
+    or PDF report of one model and the platform can fork; else None (the report renders in this
+    process, as the API does)."""
+    from wwaudit import formats
+    from wwaudit.formats import render_process
+
+    if not args.report or os.path.splitext(args.report)[1].lower() not in formats.REPORT_FORMATS:
+        return None
+    if args.out_dir is not None or len(args.model) != 1 or not render_process.fork_available():
+        return None
+    from wwaudit.formats import report
+
+    kind = formats.module_of(formats.report_renderer(args.report)).removeprefix("report.")
+    return stack.enter_context(render_process.RenderProcess(report.PREPARE[kind]))
+
+
 def _folders(args: argparse.Namespace, result: Any, options: Any) -> list[tuple[str, Callable[[Any], str]]]:
     """The outputs of many files (--plots-dir), staged with the others (cli.common.write_outputs)."""
     if not args.plots_dir:
@@ -310,9 +327,18 @@ def _folders(args: argparse.Namespace, result: Any, options: Any) -> list[tuple[
 
 def _run_audit(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(list(argv))
+    with ExitStack() as stack:
+        # forked before the imports below (onnx, scipy: ~1.4 s on one core): the report's own
+        # imports and preparation run beside them, on the core they leave idle
+        return _audit_one(args, argv, _report_child(args, stack))
+
+
+def _audit_one(args: argparse.Namespace, argv: Sequence[str], child: Any) -> int:
+    """The audit of one model (or a zoo, handed to cli.zoo); `child`: a render_process.RenderProcess
+    for the report, or None."""
     from wwaudit import formats
     from wwaudit.engine.core import audit
-    from wwaudit.cli.progress import BackgroundImports, Heartbeat, make_progress, print_summary, print_verdict
+    from wwaudit.cli.progress import Heartbeat, make_progress, print_summary, print_verdict
     from wwaudit.rules.policy import load_policy, to_toml
 
     policy = load_policy(
@@ -349,16 +375,15 @@ def _run_audit(argv: Sequence[str]) -> int:
 
     deadline = limits.Deadline(limits.parse_timeout(args.timeout))
     options = audit_options(args)
-    # a PDF report's libraries load while the workers analyse (not with --reference: its second
-    # analysis forks workers again, which must not happen while a thread imports)
-    pdf = bool(args.report) and os.path.splitext(args.report)[1].lower() == ".pdf" and not args.reference
-    display = BackgroundImports(make_progress(enabled=not args.quiet), formats.PDF_MODULES if pdf else ())
-    progress = limits.GuardedProgress(display, deadline)
-    from wwaudit.rules.baseline import load_baseline
-
-    baseline = load_baseline(args.baseline) if args.baseline else None
+    progress = limits.GuardedProgress(make_progress(enabled=not args.quiet), deadline)
     staged = formats.StagedOutputs()
     with limits.watchdog(deadline, cleanup=staged.discard), ExitStack() as stack:
+        outputs = [
+            (path, child.renderer(r) if child is not None and r in formats.REPORT_FORMATS.values() else r) for path, r in outputs
+        ]
+        from wwaudit.rules.baseline import load_baseline
+
+        baseline = load_baseline(args.baseline) if args.baseline else None
         executor = open_cluster(args, stack)
         result = audit(model, options, progress, executor=executor, policy=policy, baseline=baseline)
         if args.reference:
@@ -366,7 +391,6 @@ def _run_audit(argv: Sequence[str]) -> int:
 
             attach_reference(result, model, args.reference, options, progress)
         deadline.check("at the end of the analysis")
-        display.join()
         ctx = formats.RenderContext(
             command=command_line(argv),
             generated=run_date(),

@@ -6,7 +6,6 @@ when stderr is a terminal (no escape codes in CI logs); stdout carries machine o
 
 from __future__ import annotations
 
-import importlib
 import sys
 import threading
 import time
@@ -64,45 +63,6 @@ class RichProgress:
 
     def finish(self) -> None:
         self._progress.stop()
-
-
-class BackgroundImports:
-    """A progress display that also imports `modules` in a thread once the analysis has started.
-
-    Why: a PDF report needs WeasyPrint, matplotlib and fontTools (~0.8 s of imports), and while
-    the worker processes analyse layers this process only waits for their results. The thread
-    starts at the display's `start`, which the scheduler calls after it has forked its workers
-    (no fork happens while the thread imports); `join` before anything forks again (the plot
-    workers). Everything else is passed to the wrapped display.
-    """
-
-    def __init__(self, inner: Any, modules: Sequence[str]) -> None:
-        self._inner = inner
-        self._modules = tuple(modules)
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        for name in self._modules:
-            try:
-                importlib.import_module(name)
-            except Exception:  # noqa: BLE001 - the renderer reports a missing library itself, later
-                return
-
-    def start(self, total: int, work: float | None = None) -> None:
-        if self._thread is None and self._modules:
-            self._thread = threading.Thread(target=self._run, name="wwaudit-imports", daemon=True)
-            self._thread.start()
-        self._inner.start(total, work)
-
-    def advance(self, name: str, work: float = 1.0) -> None:
-        self._inner.advance(name, work)
-
-    def finish(self) -> None:
-        self._inner.finish()
-
-    def join(self) -> None:
-        if self._thread is not None:
-            self._thread.join()
 
 
 def make_progress(enabled: bool = True) -> "RichProgress | SilentProgress":

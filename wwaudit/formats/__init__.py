@@ -29,7 +29,7 @@ class RenderContext:
     page_size: str = "A4"
     plots: str = "findings"
     # --plots findings draws at most this many layers, the most severe first (0: no limit)
-    max_plots: int = 24
+    max_plots: int = 12
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -61,6 +61,15 @@ _MODULES = {
 FORMATS: dict[str, Renderer] = {name: _lazy(module) for name, module in _MODULES.items()}
 
 
+def module_of(renderer: Renderer) -> str:
+    """The module under formats/ behind one of FORMATS' renderers (render_process renders it by name
+    in its child, where the renderer object itself does not travel)."""
+    for name, known in FORMATS.items():
+        if known is renderer:
+            return _MODULES[name]
+    raise ValueError(f"{renderer!r} is not one of the formats' renderers")
+
+
 REPORT_FORMATS: dict[str, Renderer] = {".html": FORMATS["html"], ".htm": FORMATS["html"], ".pdf": FORMATS["pdf"]}
 
 
@@ -83,11 +92,6 @@ def report_renderer(path: str) -> Renderer:
     if ext not in REPORT_FORMATS:
         raise UsageError(f"--report {path}: unknown report extension '{ext}' (use .html or .pdf)")
     return REPORT_FORMATS[ext]
-
-
-# Libraries a PDF report imports (WeasyPrint, matplotlib for the plots, fontTools for the font
-# subsets): progress.BackgroundImports loads them while the layers are analysed.
-PDF_MODULES = ("weasyprint", "fontTools.subset", "matplotlib.figure", "matplotlib.backends.backend_agg", "jinja2")
 
 
 def check_outputs(outputs: list[tuple[str, Renderer]]) -> None:

@@ -139,7 +139,7 @@ def build_document(
     weight_rows = [row for row in rows if not row["non_weight"]]
     renderer, model_plots, layer_plots = _draw_plots(result, by_layer, plotted, ctx, for_pdf, plots_until, band)
     details = [
-        _detail(layer, by_layer.get(layer.id, []), layer_plots.get(str(layer.id)))
+        _detail(layer, by_layer.get(layer.id, []), layer_plots.get(str(layer.id)), for_pdf)
         for layer in result.layers
         if layer.id in plotted
     ]
@@ -161,7 +161,12 @@ def build_document(
         "listing": _listing(columns, weight_rows, ctx.page_size) if for_pdf else None,
         "weight_rows": weight_rows,
         "non_weights": _non_weight_groups(rows),
-        "layer_map": [{"id": r["id"], "anchor": r["anchor"], "cls": r["cls"], "name": r["name"]} for r in rows],
+        # the PDF's map shows the weight entries, the rows of its listing (the others have no row to
+        # link to there, and their cells cost a tenth of the PDF's layout on a 200-entry detector)
+        "layer_map": [
+            {"id": r["id"], "anchor": r["anchor"], "cls": r["cls"], "name": r["name"]} for r in (weight_rows if for_pdf else rows)
+        ],
+        "map_left_out": len(rows) - len(weight_rows) if for_pdf else 0,
         "legend": [
             (cls, text)
             for cls, text in (
@@ -176,6 +181,7 @@ def build_document(
         "model_plots": model_plots,
         "plot_source": renderer if plots_until is not None else None,
         "details": details,
+        "shared_key": _shared_key(result, plotted) if for_pdf else [],
         "plots_mode": ctx.plots,
         "unplotted": with_sections - len(plotted),
         "findings": _finding_groups(result.findings),
@@ -305,8 +311,9 @@ def _draw_plots(
     return renderer, model_plots, {job.key: renderer.url(job.key) for job in jobs}
 
 
-def _detail(layer: LayerResult, found: list[Finding], uri: str | None) -> dict[str, Any]:
-    """A plotted layer's section: identity, metrics, findings and its ESD plot."""
+def _detail(layer: LayerResult, found: list[Finding], uri: str | None, for_pdf: bool) -> dict[str, Any]:
+    """A plotted layer's section: identity, metrics, findings and its ESD plot (and its plot's key,
+    except in the PDF, which prints one shared key)."""
     return {
         "id": layer.id,
         "anchor": f"layer-{layer.id}",
@@ -323,7 +330,7 @@ def _detail(layer: LayerResult, found: list[Finding], uri: str | None) -> dict[s
         "metrics": [(label, fmt(layer.metric(key))) for key, label in DETAIL_METRICS if layer.metric(key) is not None],
         "findings": [{"rule": f.rule, "severity": f.severity, "message": _without_layer(f)} for f in found],
         "plot": uri,
-        "key": _plot_key(layer) if uri else [],
+        "key": _plot_key(layer) if uri and not for_pdf else [],
         "no_plot": ""
         if uri
         else ("no eigenvalues (layer not analysed)" if not layer.analysed else "no eigenvalues kept for this layer"),
@@ -337,6 +344,18 @@ def _plot_key(layer: LayerResult) -> list[dict[str, Any]]:
     shuffled = layer.random_evals is not None and np.any(np.asarray(layer.random_evals) > 0)
     panels = plot_key({k: layer.metric(k) for k in PLOT_METRICS}, shuffled=bool(shuffled))
     return [{"side": side, "entries": entries} for side, entries in zip(("left", "right"), panels)]
+
+
+def _shared_key(result: AuditResult, plotted: set[int]) -> list[dict[str, Any]]:
+    """The PDF's one key for all its layer plots (plots.shared_key)."""
+    from wwaudit.formats.report.plots import shared_key
+
+    shuffled = any(
+        layer.random_evals is not None and np.any(np.asarray(layer.random_evals) > 0)
+        for layer in result.layers
+        if layer.id in plotted
+    )
+    return [{"side": side, "entries": entries} for side, entries in zip(("left", "right"), shared_key(shuffled))]
 
 
 def _model_block(model: Any) -> dict[str, str]:

@@ -14,6 +14,7 @@ PDF depend on the host's libraries.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import io
 import re
@@ -42,7 +43,7 @@ def used_characters(document: str) -> set[str]:
     return set(text) | set(html.unescape(text)) | set(_ALWAYS)
 
 
-def _subset(data: bytes, characters: set[str]) -> bytes:
+def _subset(data: bytes, characters: frozenset[str]) -> bytes:
     import logging
 
     from fontTools import subset
@@ -68,8 +69,36 @@ def _subset(data: bytes, characters: set[str]) -> bytes:
 def font_face_css(document: str) -> str:
     """@font-face rules embedding the DejaVu faces subset to `document`'s characters as data:
     URLs; '' when matplotlib's fonts cannot be read (the CSS then falls back to the host's fonts).
-    The HTML report, which embeds no fonts, falls through to the host's "DejaVu Sans"."""
-    characters = used_characters(document)
+    The HTML report, which embeds no fonts, falls through to the host's "DejaVu Sans".
+
+    The subset always holds base_characters() too: then a report whose characters are all among
+    them (the usual case: ASCII names) reuses the subset that `prepare` made before the audit
+    ended, and the same document still gives the same bytes whether or not it was prepared."""
+    return _faces_css(frozenset(used_characters(document) | base_characters()))
+
+
+@functools.cache
+def base_characters() -> frozenset[str]:
+    """The characters every report can show: printable ASCII, the symbols of _ALWAYS, and every
+    character of the report templates (entities decoded) and of the modules that write the
+    reports' and findings' text (the symbols printed around the audit's own names and numbers)."""
+    characters = set(_ALWAYS)
+    sources = list((resources.files("wwaudit.formats.report") / "templates").iterdir())
+    sources += [resources.files("wwaudit.formats.report") / "document.py"]
+    sources += [f for f in resources.files("wwaudit.rules").iterdir() if f.name.endswith(".py")]
+    for source in sources:
+        text = source.read_text(encoding="utf-8")
+        characters |= set(text) | set(html.unescape(text))
+    return frozenset(characters)
+
+
+def prepare() -> None:
+    """Make the base subsets now (render_process calls it while the audit runs), ~0.3 s."""
+    _faces_css(base_characters())
+
+
+@functools.lru_cache(maxsize=4)
+def _faces_css(characters: frozenset[str]) -> str:
     try:
         folder = resources.files("matplotlib") / "mpl-data" / "fonts" / "ttf"
         rules = []

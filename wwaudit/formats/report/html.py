@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from wwaudit.records import AuditResult
@@ -9,9 +10,10 @@ from wwaudit.formats import RenderContext
 from wwaudit.formats.report.document import build_document
 
 
+@functools.cache
 def environment() -> Any:
     """The reports' jinja2 environment (audit and compare): autoescaped, strict, templates from
-    formats/report/templates."""
+    formats/report/templates; one per process, so each template is compiled once."""
     import jinja2
 
     return jinja2.Environment(

@@ -323,6 +323,17 @@ def plot_key(m: dict[str, Any], shuffled: bool) -> tuple[list[tuple[str, str]], 
     return left, right
 
 
+def shared_key(shuffled: bool) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """plot_key without a layer's numbers: the PDF prints it once above its layer plots, and each
+    layer's line of metrics gives its α, xmin, σ (MP) and bulk edge (WeasyPrint spent ~15 ms laying
+    out a key under every figure, a third of a plotted layer's share of the PDF)."""
+    left: list[tuple[str, str]] = [("fill", "ESD")] + ([("outline", "shuffled")] if shuffled else [])
+    right = list(left)
+    left += [("line", "power law (α)"), ("dashed", "xmin")]
+    right += [("line", "MP bulk (σ (MP))"), ("dashed", "MP bulk edge")]
+    return left, right
+
+
 # One reusable figure per process: axes, titles and tick objects are built once and only the data
 # artists change, which saves about half of a plot's drawing time.
 _LAYER_FIGURES: list[tuple[Any, Any, Any]] = []
@@ -508,8 +519,12 @@ class PlotRenderer:
 
             if not deferred:
                 _preload()  # children inherit the modules; deferred, they import them while this process goes on
+            from wwaudit.formats.render_process import die_with_parent
+
             self._pool = ProcessPoolExecutor(
-                max_workers=min(workers, len(models) + len(layers)), mp_context=multiprocessing.get_context("fork")
+                max_workers=min(workers, len(models) + len(layers)),
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=die_with_parent,
             )
             for name in models:
                 self._plots[f"model-{name}"] = self._pool.submit(_model_task, name, points, fmt, band)
