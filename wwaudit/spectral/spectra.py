@@ -7,7 +7,8 @@ Gram matrix and call a symmetric eigensolver, 3-5x faster than an SVD.
 Rank. A singular value counts as numerically zero (rank_loss) when it is indistinguishable from
 zero given how it was computed and stored (README, "Method in brief"): below the computation's
 resolution (σ_max·max(N, M)·eps64 for an SVD; σ_max·√(M·eps64)·10 for the Gram route, whose
-results are kept only where that settles the count, else the slice is recomputed with an SVD),
+results are kept only where that settles the count, else the unresolved values are recomputed
+from W's QR factor or the slice with an SVD: _settle_small),
 or below the noise floor that rounding at storage time adds, τ = (eps_s·rms(W) + tiny_s +
 step_s)·(√N + √M) (storage_floor), where the singular values there form a noise bulk (clearly
 more of them below τ than in (τ, 4τ]: a rank-k matrix rounded to a coarse dtype has N−k singular
@@ -16,8 +17,8 @@ then only the computation's resolution applies).
 
 Precision. By default the Gram matrix is accumulated in float64: its absolute eigenvalue error
 is about eps64·λ_max·M, i.e. σ errors of about σ_max·√(M·eps64) (GRAM_NOISE). Slices with a
-singular value below that, whose rank count the Gram route cannot settle, are recomputed with an
-SVD. `precision="float32"` accumulates the Gram matrix in float32 (half the memory traffic, twice the
+singular value below that, whose rank count the Gram route cannot settle, have those few values
+recomputed from W's QR factor (_settle_small), or the whole slice with an SVD. `precision="float32"` accumulates the Gram matrix in float32 (half the memory traffic, twice the
 BLAS speed) and solves it in float64: eigenvalue errors are then about eps32·λ_max, harmless for
 the power-law tail (α agrees to ~1e-7 on the benchmark matrices) but not for counting tiny
 singular values, so any slice with an eigenvalue within that error of zero or of a rank threshold
