@@ -65,6 +65,20 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
+def _hwm_kb(pid: int) -> int:
+    """Peak RSS of one process since its exec (VmHWM). wait4's ru_maxrss is not that: Linux records
+    the RSS of the image the child replaced at exec, i.e. the *caller's* RSS when it forked or
+    vforked (llm_int4.py's driver had just generated the model: every audit read 1,050 MB)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def _tree(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
@@ -81,8 +95,8 @@ def _tree(pid: int) -> list[int]:
 
 def run_child(cmd: list[str], every: float = 0.5) -> dict:
     """Run `cmd`; wall seconds, peak memory of its process tree (PSS summed over the tree, sampled
-    every `every` seconds), the largest single-process peak RSS (from wait4), and the last line
-    of stdout parsed as JSON if any.
+    every `every` seconds), the largest single-process peak RSS (VmHWM of each process in the
+    tree, sampled likewise), and the last line of stdout parsed as JSON if any.
 
     Reading smaps_rollup walks the page tables of every process in the tree: at 20 ms intervals
     that took ~15% of a core and slowed a 24 s wwaudit run to 27 s (measured), so timing runs
@@ -90,17 +104,19 @@ def run_child(cmd: list[str], every: float = 0.5) -> dict:
     out = tempfile.TemporaryFile(mode="w+")
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True)
-    peak = [0]
+    peak, hwm = [0], [0]
     stop = threading.Event()
 
     def sample() -> None:
         while not stop.is_set():
-            peak[0] = max(peak[0], sum(_pss_kb(p) for p in _tree(proc.pid)))
+            tree = _tree(proc.pid)
+            peak[0] = max(peak[0], sum(_pss_kb(p) for p in tree))
+            hwm[0] = max([hwm[0]] + [_hwm_kb(p) for p in tree])
             stop.wait(every)
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     stop.set()
     sampler.join()
@@ -113,7 +129,7 @@ def run_child(cmd: list[str], every: float = 0.5) -> dict:
     payload = {}
     if lines and lines[-1].startswith("{"):
         payload = json.loads(lines[-1])
-    return {"wall": wall, "tree_peak_mb": peak[0] / 1024, "proc_peak_mb": usage.ru_maxrss / 1024, **payload}
+    return {"wall": wall, "tree_peak_mb": peak[0] / 1024, "proc_peak_mb": hwm[0] / 1024, **payload}
 
 
 def _self(*args: str) -> list[str]:
