@@ -210,7 +210,8 @@ def block_reader(source: Source) -> tuple[tuple[int, int], np.dtype, BlockReader
     quantization formats, slices, transposes, in-file data) is read whole as before.
     """
     tensor = source.tensor
-    if not source.transforms and tensor.is_mapped and len(tensor.dims) == 2 and tensor.is_float:
+    onnx_external = isinstance(tensor.proto, TensorProto) and tensor.is_mapped  # not a safetensors/GGUF payload
+    if not source.transforms and onnx_external and len(tensor.dims) == 2 and tensor.is_float:
         dtype = numpy_dtype(tensor.data_type)
         if dtype not in _NATIVE:
             return None
