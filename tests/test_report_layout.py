@@ -188,8 +188,13 @@ def test_layer_map_wraps_in_html_and_pdf(deep, deep_html: str, deep_pdf: bytes) 
     page = next(p for p in _pages(deep_pdf) if any("Layer map" in t for *_xy, t in p[2]))
     width, _height, runs = page
     numbers = [(x, y, t.strip()) for x, y, _s, t in runs if t.strip().isdigit()]
-    last_id = str(deep.layers[-1].id)
-    assert any(t == last_id for *_xy, t in numbers), "the map stops before the last entry"
+    # the PDF's map shows the weight entries (the rows of its listing) and counts the others
+    weights = build_document(deep, RenderContext(plots="none"), for_pdf=True)["weight_rows"]
+    assert any(t == str(weights[-1]["id"]) for *_xy, t in numbers), "the map stops before the last weight"
+    assert not {t for *_xy, t in numbers} & {str(layer.id) for layer in deep.layers if layer.id not in {r["id"] for r in weights}}
+    assert f"The {len(deep.layers) - len(weights)} entries that are not weight matrices" in " ".join(
+        " ".join(t for *_xy, t in runs).split()
+    )
     rows = {round(y) for x, y, t in numbers if int(t) > 20}
     assert len(rows) >= 3 and all(x < width for x, _y, _t in numbers)
 

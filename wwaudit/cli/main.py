@@ -308,7 +308,7 @@ def _report_child(args: argparse.Namespace, stack: ExitStack) -> Any:
     from wwaudit.formats import report
 
     kind = formats.module_of(formats.report_renderer(args.report)).removeprefix("report.")
-    return stack.enter_context(render_process.RenderProcess(report.MODULES[kind], report.PREPARE[kind]))
+    return stack.enter_context(render_process.RenderProcess(report.PREPARE[kind]))
 
 
 def _folders(args: argparse.Namespace, result: Any, options: Any) -> list[tuple[str, Callable[[Any], str]]]:

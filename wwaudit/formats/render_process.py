@@ -21,7 +21,7 @@ import os
 import pickle
 import signal
 import sys
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 from wwaudit.errors import OutputError
 
@@ -54,15 +54,13 @@ def _portable(exc: BaseException) -> BaseException:
         return RuntimeError(f"{type(exc).__name__}: {exc}")
 
 
-def _serve(conn: Any, modules: Sequence[str], prepare: Callable[[], None] | None, parent: int) -> None:
+def _serve(conn: Any, prepare: Callable[[], None] | None, parent: int) -> None:
     """The child: prepare, then render each job received until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent()
     if os.getppid() != parent:  # the parent ended before prctl took effect
         return
     try:
-        for name in modules:
-            importlib.import_module(name)
         if prepare is not None:
             prepare()
     except Exception:  # noqa: BLE001 - a missing library is reported by the renderer itself, when it runs
@@ -83,21 +81,19 @@ def _serve(conn: Any, modules: Sequence[str], prepare: Callable[[], None] | None
 
 
 class RenderProcess:
-    """A forked child that imports `modules` and runs `prepare` at once, then renders reports on
-    request.
+    """A forked child that runs `prepare` at once (formats.report.PREPARE: imports, template, font
+    subsets), then renders reports on request.
 
     Use as a context manager around the whole run; leaving it ends the child. `renderer(r)` gives
     a renderer with r's name that renders in the child; r must be one of formats.FORMATS'
     renderers.
     """
 
-    def __init__(self, modules: Sequence[str], prepare: Callable[[], None] | None = None) -> None:
+    def __init__(self, prepare: Callable[[], None] | None = None) -> None:
         context = multiprocessing.get_context("fork")
         self._conn, child = context.Pipe()
         # not a daemon: a daemonic process may not start the plot workers
-        self._process = context.Process(
-            target=_serve, args=(child, tuple(modules), prepare, os.getpid()), name="wwaudit-render", daemon=False
-        )
+        self._process = context.Process(target=_serve, args=(child, prepare, os.getpid()), name="wwaudit-render", daemon=False)
         self._process.start()
         child.close()
 
