@@ -572,7 +572,11 @@ def main(argv: list[str] | None = None) -> int:
     text, markdown = report.tables(records, {s.model_id: s for s in [*MODELS, OWN]}, DATA)
     print(text)
     (DATA / "tables.md").write_text(markdown)
-    print(f"\n{len(records)} cases; tables in {DATA / 'tables.md'}; {time.monotonic() - started:.0f} s", flush=True)
+    (DATA / "readme_tables.md").write_text(report.readme_tables(records))
+    print(
+        f"\n{len(records)} cases; tables in {DATA / 'tables.md'} and {DATA / 'readme_tables.md'}; {time.monotonic() - started:.0f} s",
+        flush=True,
+    )
     return 0
 
 

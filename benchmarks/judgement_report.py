@@ -220,3 +220,89 @@ def tables(records: list[dict], specs: dict, data: Path) -> tuple[str, str]:
         built.append(table)
     built.append(targets_table(records))
     return "\n\n".join(t.text() for t in built), "\n\n".join(t.markdown() for t in built) + "\n"
+
+
+# ---- the README's "How reliable are these findings" tables --------------------------------------
+README_SITES = ("s0", "s1")  # the README tables: damage at 25 % and 50 % of depth, and whole-model damage
+README_COSINE_BINS = ((0.0, 0.5), (0.5, 0.9), (0.9, 0.95), (0.95, 0.99), (0.99, 1.0))
+
+
+def _frac(part: int, whole: int) -> str:
+    return f"{part}/{whole} ({100.0 * part / whole:.0f}%)" if whole else "–"
+
+
+def _in_readme(r: dict) -> bool:
+    return r["scope"] == "model" or (r["scope"] == "layer" and r["variant"][:2] in README_SITES)
+
+
+def _found(rs: list[dict]) -> str:
+    return _frac(sum(bool(r["detected"]) for r in rs), len(rs))
+
+
+def _readme_intact(mine: list[dict]) -> list[str]:
+    intact = sorted((r for r in mine if r["variant"] == "intact"), key=lambda r: r["model"])
+    lines = ["| intact model | verdict | warnings | errors | rules at warning+ |", "| --- | --- | --- | --- | --- |"]
+    for r in intact:
+        f = r["findings"]
+        lines.append(
+            f"| {r['model']} | {r['verdict'] or 'audit error'} | {f['warning']} | {f['error']} | {', '.join(sorted(f['rules'])) or '–'} |"
+        )
+    probes = [r for r in mine if r["scope"] == "probe"]
+    verdicts = sorted({str(r["verdict"]) for r in probes})
+    lines += [
+        "",
+        f"Probes (`--layers` matching nothing, `--max-evals 5`): {_found(probes)} not `pass` (verdicts: {', '.join(verdicts)}).",
+        "",
+    ]
+    return lines
+
+
+def _readme_damage(mine: list[dict]) -> list[str]:
+    lines = [
+        "| damage | level | scope | cases | detected | large functional damage | detected of those |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for r in mine:
+        if _in_readme(r):
+            groups.setdefault((r["damage"], r["level"], r["scope"]), []).append(r)
+    for (damage, level, scope), rs in sorted(groups.items(), key=lambda kv: _level_order(kv[0][0], kv[0][1])):
+        large = [r for r in rs if r.get("large_damage")]
+        lines.append(f"| {damage} | {level} | {scope} | {len(rs)} | {_found(rs)} | {len(large)} | {_found(large)} |")
+    return lines
+
+
+def _readme_targets(mine: list[dict]) -> list[str]:
+    intact = [r for r in mine if r["variant"] == "intact"]
+    warns = [r["findings"]["warning"] for r in intact]
+    must = [r for r in mine if r["scope"] == "layer" and _in_readme(r) and _must(r)]
+    large = [r for r in mine if _in_readme(r) and r.get("large_damage")]
+    must_all = [r for r in mine if r["scope"] == "layer" and _must(r)]
+    large_all = [r for r in mine if r["scope"] in ("layer", "model") and r.get("large_damage")]
+    bins = []
+    for low, high in README_COSINE_BINS:
+        inside = [r for r in mine if _in_readme(r) and r.get("cosine") is not None and low <= r["cosine"] < high + (high == 1.0)]
+        bins.append(f"cos [{low:g}, {high:g}{']' if high == 1.0 else ')'}: {_found(inside)}")
+    median = f"{statistics.median(warns):g}" if warns else "n/a"
+    return [
+        "",
+        f"Targets: intact pass {_frac(sum(r['verdict'] == 'pass' for r in intact), len(intact))} (target ≥ 90%), intact fail "
+        f"{sum(r['verdict'] == 'fail' for r in intact)} (target 0), median warnings {median} (target ≤ 2); must-detect damage "
+        f"named {_found(must)} (target ≥ 95%); large functional damage detected {_found(large)} (target ≥ 90%). With the "
+        f"other sites' cases too (the targets table of `tables.md`): {_found(must_all)} and {_found(large_all)}.",
+        "",
+        "Detection against functional damage (output cosine to the intact model): " + "; ".join(bins) + ".",
+        "",
+    ]
+
+
+def readme_tables(records: list[dict]) -> str:
+    """The README section's tables, per split: intact models, probes, damage at sites s0/s1 and
+    whole-model damage with its functional effect, the targets, and detection by output cosine."""
+    out: list[str] = []
+    for split in SPLITS:
+        mine = [r for r in records if r["split"] == split]
+        n_intact = sum(r["variant"] == "intact" for r in mine)
+        out += [f"**{split}** ({n_intact} intact models)", ""]
+        out += _readme_intact(mine) + _readme_damage(mine) + _readme_targets(mine)
+    return "\n".join(out)

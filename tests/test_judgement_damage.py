@@ -137,3 +137,45 @@ def test_weights_found_in_subgraph_constants() -> None:
     node = helper.make_node("If", ["c"], ["y"], then_branch=branch, else_branch=branch)
     model = _model({}, [node])
     assert len(dmg.stored_tensors(model, "k")) == 2  # both branches: ambiguous, never a damage site
+
+
+def _record(variant: str, scope: str, damage: str, level: str, detected: bool | None, **extra: object) -> dict:
+    findings = {"error": 0, "warning": extra.pop("warnings", 0), "info": 0, "rules": extra.pop("rules", {})}
+    return {
+        "model": extra.pop("model", "m"),
+        "split": "tune",
+        "domain": "vision",
+        "variant": variant,
+        "scope": scope,
+        "damage": damage,
+        "level": level,
+        "detected": detected,
+        "verdict": extra.pop("verdict", "review" if detected else "pass"),
+        "findings": findings,
+        **extra,
+    }
+
+
+def test_readme_tables_count_sites_s0_s1_and_whole_model_damage_only() -> None:
+    """The README tables leave the third site out of the damage rows and count it only in the all-sites targets."""
+    import judgement_report as report
+
+    records = [
+        _record("intact", "intact", "intact", "intact", None),
+        _record("intact", "intact", "intact", "intact", None, model="n", verdict="review", warnings=1, rules={"WW008": 1}),
+        _record("probe_no_layers", "probe", "probe", "probe_no_layers", True, verdict="inconclusive"),
+        _record("s0_reinit_norm", "layer", "reinit", "same norm", True, cosine=0.3, large_damage=True),
+        _record("s1_reinit_norm", "layer", "reinit", "same norm", False, cosine=0.97, large_damage=False),
+        _record("s2_reinit_norm", "layer", "reinit", "same norm", False, cosine=0.2, large_damage=True),
+        _record("swap", "model", "swap", "two same-shape layers", False, cosine=0.5, large_damage=True),
+    ]
+    text = report.readme_tables(records)
+    assert "| reinit | same norm | layer | 2 | 1/2 (50%) | 1 | 1/1 (100%) |" in text
+    assert "| swap | two same-shape layers | model | 1 | 0/1 (0%) | 1 | 0/1 (0%) |" in text
+    assert "| n | review | 1 | 0 | WW008 |" in text
+    assert "intact pass 1/2 (50%)" in text
+    assert "must-detect damage named 1/2 (50%)" in text
+    assert "large functional damage detected 1/2 (50%)" in text
+    assert "too (the targets table of `tables.md`): 1/3 (33%) and 1/3 (33%)" in text
+    assert "cos [0, 0.5): 1/1 (100%)" in text and "cos [0.95, 0.99): 0/1 (0%)" in text
+    assert "**holdout** (0 intact models)" in text
