@@ -53,30 +53,28 @@ import make_synthetic  # noqa: E402  (a sibling script, not a package)
 # ------------------------------------------------------------------------------------------------
 # Child processes: wall time and peak memory of the whole process tree
 # ------------------------------------------------------------------------------------------------
-def _pss_kb(pid: int) -> int:
-    """Proportional set size: pages shared with forked workers counted once over the tree."""
+def _proc_kb(pid: int, name: str, key: str) -> int:
+    """A kB figure from /proc/PID/NAME (the line starting with KEY); 0 once the process is gone."""
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as fh:
+        with open(f"/proc/{pid}/{name}") as fh:
             for line in fh:
-                if line.startswith("Pss:"):
+                if line.startswith(key):
                     return int(line.split()[1])
     except OSError:
         pass
     return 0
+
+
+def _pss_kb(pid: int) -> int:
+    """Proportional set size: pages shared with forked workers counted once over the tree."""
+    return _proc_kb(pid, "smaps_rollup", "Pss:")
 
 
 def _hwm_kb(pid: int) -> int:
     """Peak RSS of one process since its exec (VmHWM). wait4's ru_maxrss is not that: Linux records
     the RSS of the image the child replaced at exec, i.e. the *caller's* RSS when it forked or
     vforked (llm_int4.py's driver had just generated the model: every audit read 1,050 MB)."""
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    return _proc_kb(pid, "status", "VmHWM:")
 
 
 def _tree(pid: int) -> list[int]:
