@@ -340,6 +340,47 @@ def test_deferred_layer_plots_are_fetched_as_the_eager_bytes() -> None:
             assert data == base64.b64decode(model[name].split(",", 1)[1])
 
 
+def test_pdf_lays_plots_out_before_they_are_drawn() -> None:
+    """The PDF lays its pages out from each plot's size, known in advance (pdf._deferred_plots),
+    and fetches a plot only when it draws the page: the size given must be the image's, for every
+    kind of plot, or the layout would stretch it."""
+    import contextlib
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(5)
+    jobs = [
+        plots.LayerPlotJob(str(i), np.sort(rng.pareto(2.5, 64) + 0.1), None, {"alpha": 3.0, "xmin": 1.0}, fmt="jpeg")
+        for i in range(3)
+    ]
+    points = [plots.DepthPoint(i, str(i), "ok", 3.0, None, 1.0) for i in range(3)]
+    with contextlib.ExitStack() as stack:
+        renderer = stack.enter_context(plots.PlotRenderer(points, jobs, fmt="jpeg", workers=1, deferred=True))
+        urls = renderer.urls()
+        assert len(urls) == len(plots.MODEL_PLOT_NAMES) + len(jobs)
+        fetched: list[str] = []
+        original = renderer.fetch
+
+        def fetch(url: str) -> bytes:
+            fetched.append(url)
+            return original(url)
+
+        renderer.fetch = fetch  # type: ignore[method-assign]
+        cache = pdf_format._deferred_plots(renderer)
+        assert sorted(cache) == sorted(urls) and not fetched  # nothing fetched to lay the pages out
+        for url in urls:
+            width, height, ratio = cache[url].get_intrinsic_size(1, 16)
+            assert (width, height) == Image.open(io.BytesIO(original(url))).size and ratio == width / height
+        html = "".join(f'<img src="{url}" style="width: 100%">' for url in urls)
+        out = pdf_format.html_to_pdf(f"<html><body>{html}</body></html>", b"t", plots=renderer)
+        assert sorted(set(fetched)) == sorted(urls)  # each drawn once its page was
+        from pypdf import PdfReader
+
+        sizes = {img.image.size for page in PdfReader(io.BytesIO(out)).pages for img in page.images}
+        assert sizes == {Image.open(io.BytesIO(original(url))).size for url in urls}  # embedded as drawn
+
+
 def test_pdf_embeds_every_plot_of_the_document(result: AuditResult, pdf_bytes: bytes) -> None:
     from pypdf import PdfReader
 
