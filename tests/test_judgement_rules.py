@@ -180,3 +180,32 @@ def test_random_looking_spectrum_with_structured_units_is_not_random_init(tmp_pa
     damaged = audit(str(_torch_mlp(trained[:2] + [fresh] + trained[2:], tmp_path / "reinit.onnx")), AuditOptions(workers=1))
     assert [(f.rule, f.layer) for f in damaged.findings if f.severity != "info"] == [("WW016", layer.name)]
     assert damaged.verdict == "fail"
+
+
+def test_four_bit_rounding_in_float_storage_is_named(tmp_path: Path) -> None:
+    """Round-to-nearest at 4 bits per output unit (15 levels) stored as float: WW015 names the layer."""
+    weights = clean_weights(7)
+    w = weights["dense2"].astype(np.float64)
+    scale = np.abs(w).max(axis=1, keepdims=True) / 7
+    weights["dense2"] = (np.clip(np.round(w / scale), -7, 7) * scale).astype(np.float32)
+    found = audit(str(save_model(tmp_path / "q4.onnx", weights)), AuditOptions(workers=1))
+    layer = {layer.name: layer for layer in found.layers}["dense2"]
+    assert layer.metric("levels_per_row") <= 15 and layer.metric("level_share") < 0.5
+    assert ("WW015", "dense2") in [(f.rule, f.layer) for f in found.findings]
+    assert found.verdict != "pass"
+
+
+def test_pruned_float_weights_are_not_taken_for_rounding(tmp_path: Path) -> None:
+    """A unit with 95% zeros holds few distinct values by pruning, not rounding: every nonzero weight is
+    its own value (level share 1.0), so WW015 stays silent although the levels are few."""
+    weights = clean_weights(8)
+    w = weights["dense2"].copy()
+    rng = np.random.default_rng(0)
+    keep = np.zeros(w.shape, dtype=bool)
+    for row in keep:
+        row[rng.choice(row.size, 3, replace=False)] = True  # 3 nonzero weights a unit: 4 levels with the zero
+    weights["dense2"] = np.where(keep, w, 0).astype(np.float32)
+    found = audit(str(save_model(tmp_path / "pruned.onnx", weights)), AuditOptions(workers=1))
+    layer = {layer.name: layer for layer in found.layers}["dense2"]
+    assert layer.metric("levels_per_row") <= 4 and layer.metric("level_share") == 1.0
+    assert not [f for f in found.findings if f.rule == "WW015"]

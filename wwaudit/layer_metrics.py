@@ -181,6 +181,14 @@ METRICS: tuple[Metric, ...] = (
         "structure",
     ),
     Metric(
+        "level_share",
+        "level share",
+        "median share of distinct values among an output unit's nonzero weights (1 after float training, "
+        "at most 2^k / n for n weights rounded to k bits)",
+        "real",
+        "structure",
+    ),
+    Metric(
         "unit_norm_z",
         "unit spread z",
         "spread of the units' squared norms (rows or columns) against what iid random elements give, in standard "

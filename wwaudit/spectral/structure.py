@@ -38,6 +38,9 @@ copied whole), before any eigenvalue is computed:
   positions), over at most ``LEVEL_ROWS`` evenly spaced units. Float training gives about as many
   values as weights; weights rounded to k bits keep at most 2^k per unit (per-channel scales), so a
   float-stored layer with 4 or fewer is 2-bit quantised without a quantisation op.
+  ``level_share``: the median share of distinct values among a unit's nonzero weights, 1.0 after
+  float training (also when pruned: zeros are left out), at most 2^k / n for n weights rounded to
+  k bits.
 
 Rows are compared through a 64-bit hash of their stored bit patterns (Σ bits·r mod 2⁶⁴ with
 fixed random odd multipliers r): exact integer arithmetic, so the result does not depend on the
@@ -111,18 +114,27 @@ def _dead(norms_sq: np.ndarray) -> int:
     return int(np.count_nonzero(norms_sq <= top * DEAD_RELATIVE**2)) if top > 0 else 0
 
 
-def _levels(mats: list[np.ndarray], live: np.ndarray) -> int | None:
-    """Median count of distinct values per sampled live output unit (its weights at every position).
+def _levels(mats: list[np.ndarray], live: np.ndarray) -> tuple[int | None, float | None]:
+    """Median count of distinct values per sampled live output unit (its weights at every position),
+    and the median share of distinct values among a unit's nonzero weights.
 
     Dead units (all-zero rows) are left out: they hold one value by being dead, not by rounding.
+    The share leaves zeros out so that a pruned unit (many zeros, every other weight its own value)
+    is not taken for a rounded one.
     """
     width = sum(W.shape[1] for W in mats)
     rows = np.flatnonzero(live)
     if rows.size == 0 or width < MIN_DUP_LENGTH:
-        return None
+        return None, None
     picks = rows[np.unique(np.linspace(0, rows.size - 1, min(rows.size, LEVEL_ROWS)).astype(np.int64))]
-    counts = [np.unique(np.concatenate([np.asarray(W[i]) for W in mats])).size for i in picks]
-    return int(np.median(counts))
+    counts, shares = [], []
+    for i in picks:
+        values = np.unique(np.concatenate([np.asarray(W[i]) for W in mats]), return_counts=True)
+        counts.append(values[0].size)
+        nonzero = values[0] != 0
+        if nonzero.any():
+            shares.append(np.count_nonzero(nonzero) / float(values[1][nonzero].sum()))
+    return int(np.median(counts)), float(np.median(shares)) if shares else None
 
 
 def unit_norm_z(row_sq: np.ndarray, col_sq: np.ndarray, fourth: float, slices: int) -> float | None:
@@ -185,9 +197,11 @@ def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | 
     alive = max(0, min(outputs - dead_rows, inputs - dead_cols))
     top = float(row_sq.max()) if row_sq.size else 0.0
     live = row_sq > top * DEAD_RELATIVE**2 if top > 0 else np.zeros(row_sq.size, dtype=bool)
+    levels, share = _levels(mats, live)
     return {
         "log_gain": gain,
-        "levels_per_row": _levels(mats, live),
+        "levels_per_row": levels,
+        "level_share": share,
         "unit_norm_z": unit_norm_z(row_sq, col_sq, fourth, len(mats)),
         "dup_rows": dup_rows,
         "dup_cols": dup_cols,
