@@ -221,11 +221,29 @@ def test_pdf_listing_keeps_non_weights_apart(deep, deep_pdf: bytes) -> None:
 
 def test_policy_options_and_bytes_are_readable(deep_pdf: bytes, deep_html: str) -> None:
     text = " ".join(_text(deep_pdf).split())
-    assert "alpha-min = 2" in text and "WW001 yes info" in text and "WW009 no info" in text
+    assert "29 rules are at the defaults of wwaudit" in text and "WW001 yes info" not in text  # the defaults: no table
+    assert "<td>WW001</td><td>yes</td><td>info</td><td>alpha-min = 2," in deep_html  # the HTML lists every rule
     assert "8.0 GiB" in text
     for blob in ('{"', '"rules":', "False", "None"):
         assert blob not in text, blob
     assert '"rules":' not in deep_html and ">False<" not in deep_html and ">None<" not in deep_html
+
+
+def test_pdf_policy_table_lists_the_rules_that_differ_from_their_defaults(deep) -> None:
+    import dataclasses
+
+    from wwaudit.rules.policy import Policy
+
+    custom = Policy(severities={"WW004": "warning"}, disabled=(), overrides={"WW001": {"alpha_min": 1.5}}).to_dict()
+    result = dataclasses.replace(deep, options={**deep.options, "policy": custom})
+    text = " ".join(_text(pdf_format.render(result, RenderContext(plots="none"))).split())
+    assert "3 rules d" in text and "26 rules are at the defaults of wwaudit" in text  # ("differ": an ff ligature)
+    assert "WW001 yes info alpha-min = 1.5, max-D = 0.15" in text
+    assert "WW004 yes warning max-traps = 0" in text
+    assert "WW009 yes info alpha-hat-max = 8" in text  # off by default, on here
+    assert "WW005 yes" not in text  # at its default
+    html = html_format.render(result, RenderContext(plots="none")).decode()
+    assert "<td>WW005</td><td>yes</td>" in html
 
 
 def test_command_breaks_only_between_arguments(deep_pdf: bytes) -> None:
@@ -447,3 +465,23 @@ def test_html_report_has_no_horizontal_overflow_in_chromium(deep_html: str, tmp_
 
     image = Image.open(shot).convert("L")
     assert image.size == (1100, 900) and image.getextrema()[0] < 100  # rendered text, not a blank page
+
+
+def test_pdf_links_reach_the_listing_rows(deep, deep_pdf: bytes) -> None:
+    """Every internal link (layer map cells, finding layer names) lands on its layer's row."""
+    reader = pypdf.PdfReader(io.BytesIO(deep_pdf))
+    dests = reader.named_destinations
+    listing = {i for i, page in enumerate(reader.pages) if "depth order" in page.extract_text()}
+    targets = []
+    for page in reader.pages:
+        for annot in page.get("/Annots") or []:
+            annot = annot.get_object()
+            if annot.get("/Subtype") == "/Link" and "/Dest" in annot:
+                targets.append(str(annot["/Dest"]))
+    assert targets and all(t in dests for t in targets)
+    rows = [f"layer-{layer.id}" for layer in deep.layers if f"layer-{layer.id}" in targets]
+    assert len(rows) >= DEPTH  # every weight entry of the map links to its row
+    pages = {reader.get_destination_page_number(dests[row]) for row in rows}
+    assert pages and min(pages) >= min(listing)
+    tops = [float(dests[row]["/Top"]) for row in rows if reader.get_destination_page_number(dests[row]) == min(pages)]
+    assert tops == sorted(tops, reverse=True) and len(set(tops)) == len(tops)  # one row each, in depth order

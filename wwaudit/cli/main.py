@@ -305,6 +305,8 @@ def _report_child(args: argparse.Namespace, stack: ExitStack) -> Any:
         return None
     if args.out_dir is not None or len(args.model) != 1 or not render_process.fork_available():
         return None
+    import numpy  # noqa: F401 - both processes need it: imported once, before the fork, the child has it for free
+
     from wwaudit.formats import report
 
     kind = formats.module_of(formats.report_renderer(args.report)).removeprefix("report.")

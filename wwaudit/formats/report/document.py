@@ -410,7 +410,8 @@ def option_text(value: Any, key: str = "") -> str:
 
 def _policy_block(policy: Any) -> dict[str, Any] | None:
     """The policy as tables: its identity (source, hash, levels, ignored layers), one row per rule
-    (enabled, severity, thresholds) and the waivers with reason and owner; not a JSON blob."""
+    (enabled, severity, thresholds, whether that is the rule's default) and the waivers with
+    reason and owner; not a JSON blob."""
     if not isinstance(policy, dict):
         return None
     head = [
@@ -420,12 +421,16 @@ def _policy_block(policy: Any) -> dict[str, Any] | None:
         ("report-level", policy.get("report_level") or "–"),
         ("ignored layers", option_text(policy.get("ignore_layers") or None)),
     ]
+    from wwaudit.rules.policy import Policy
+
+    defaults = Policy().settings()["rules"]
     rules = [
         {
             "id": rule_id,
             "enabled": "yes" if r.get("enabled") else "no",
             "severity": r.get("severity", "–"),
             "params": ", ".join(f"{k.replace('_', '-')} = {fmt(v)}" for k, v in r.get("params", {}).items()) or "–",
+            "default": r == defaults.get(rule_id),
         }
         for rule_id, r in (policy.get("rules") or {}).items()
     ]
