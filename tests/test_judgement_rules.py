@@ -209,3 +209,74 @@ def test_pruned_float_weights_are_not_taken_for_rounding(tmp_path: Path) -> None
     layer = {layer.name: layer for layer in found.layers}["dense2"]
     assert layer.metric("levels_per_row") <= 4 and layer.metric("level_share") == 1.0
     assert not [f for f in found.findings if f.rule == "WW015"]
+
+
+def test_support_ratio_is_one_for_a_uniform_initialiser_only() -> None:
+    """max|w| / (√3 RMS): 1 within √(0.2/n) standard errors for any U(−b, b), far above for Gaussian or heavy tails."""
+    rng = np.random.default_rng(7)
+    for shape, bound in (((128, 64), 1 / 8), ((64, 9, 32), 0.02)):
+        uniform = rng.uniform(-bound, bound, shape)
+        mats = [uniform] if len(shape) == 2 else [uniform[:, k] for k in range(shape[1])]  # conv: one slice per position
+        ratio = structure_metrics(mats)["support_ratio"]
+        assert abs(ratio - 1) < 4 * np.sqrt(0.2 / uniform.size)
+    assert structure_metrics([rng.standard_normal((128, 64))])["support_ratio"] > 1.6
+    assert structure_metrics([power_law_matrix(128, 64, 3.0, seed=8)])["support_ratio"] > 1.6
+    assert structure_metrics([np.zeros((8, 8))])["support_ratio"] is None
+
+
+def _trained_mlp(seed: int) -> list[np.ndarray]:
+    """Weights ((out x in) each) of a small torch MLP trained with Adam on a learnable synthetic task."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(seed)
+    sizes = [32, 96, 24, 96, 96, 10]  # a 24-wide bottleneck: too few eigenvalues (< 32) for the spectral test
+    layers: list = []
+    for a, b in zip(sizes, sizes[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ReLU()]
+    net = torch.nn.Sequential(*layers[:-1])
+    x = torch.randn(512, 32)
+    y = (torch.tanh(x @ torch.randn(32, 16)) @ torch.randn(16, 10)).argmax(dim=1)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(300):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return [m.weight.detach().numpy().copy() for m in net if isinstance(m, torch.nn.Linear)]
+
+
+def test_layer_left_at_torch_default_init_is_named_by_its_bounded_support(tmp_path: Path) -> None:
+    """A trained MLP whose 24x96 bottleneck is reset to torch's default U(±1/√fan_in): too small for the spectral
+    random test (24 eigenvalues), WW016 names it by its uniform support; the intact model and a Gaussian
+    re-initialisation of the same layer are not named."""
+    torch = pytest.importorskip("torch")
+    trained = _trained_mlp(11)
+    intact = audit(str(_torch_mlp(trained, tmp_path / "intact.onnx")), AuditOptions(workers=1))
+    assert all(x.metric("support_ratio") > 1.2 for x in intact.layers if x.analysed)
+    assert not [f for f in intact.findings if f.rule == "WW016"]
+    torch.manual_seed(12)
+    fresh = torch.nn.Linear(96, 24).weight.detach().numpy()  # never trained
+    damaged = audit(str(_torch_mlp(trained[:1] + [fresh] + trained[2:], tmp_path / "reinit.onnx")), AuditOptions(workers=1))
+    layer = [x for x in damaged.layers if x.analysed][1]
+    assert layer.M == 24 and abs(layer.metric("support_ratio") - 1) < 4 * np.sqrt(0.2 / fresh.size)
+    assert [(f.rule, f.layer) for f in damaged.findings if f.severity != "info"] == [("WW016", layer.name)]
+    assert "bounded support of a uniform distribution" in next(f.message for f in damaged.findings if f.rule == "WW016")
+    assert damaged.verdict == "fail"
+    g = np.random.default_rng(13).standard_normal(fresh.shape)
+    gaussian = g * np.linalg.norm(trained[1]) / np.linalg.norm(g)  # same norm, Gaussian: not bounded
+    other = audit(str(_torch_mlp(trained[:1] + [gaussian] + trained[2:], tmp_path / "gauss.onnx")), AuditOptions(workers=1))
+    assert not [f for f in other.findings if f.rule == "WW016"]
+
+
+def test_bounded_but_coarse_weights_are_not_an_initialisation() -> None:
+    """Ternary or clipped weights can fill a bounded support; the levels guard keeps them out of WW016."""
+    from wwaudit.records import LayerResult
+    from wwaudit.rules.findings import RULES_BY_ID
+    from wwaudit.rules.relative import uniform_support
+
+    p = RULES_BY_ID["WW016"].params
+    base = dict(id=0, name="fc", op="Gemm", tensor="w", kind="dense", N=96, M=96, slices=1, shape=[96, 96], dtype="float32")
+    uniform = LayerResult(**base, status="ok", metrics={"support_ratio": 1.0, "levels_per_row": 96})
+    assert uniform_support(uniform, p) is not None
+    ternary = LayerResult(**base, status="ok", metrics={"support_ratio": 1.0, "levels_per_row": 3})
+    assert uniform_support(ternary, p) is None
+    trained = LayerResult(**base, status="ok", metrics={"support_ratio": 1.4, "levels_per_row": 96})
+    assert uniform_support(trained, p) is None

@@ -196,6 +196,14 @@ METRICS: tuple[Metric, ...] = (
         "real",
         "structure",
     ),
+    Metric(
+        "support_ratio",
+        "support ratio",
+        "largest |weight| over √3 × the weights' RMS: about 1 for a uniform initialiser (bounded support), "
+        "2 or more for a Gaussian one and for trained layers",
+        "real",
+        "structure",
+    ),
     Metric("matrix_rank", "rank", "singular values above the numerical threshold σmax·N·eps", "count", "rank"),
     Metric(
         "rank_loss",

@@ -1,4 +1,5 @@
-"""Facts about a layer's matrices that need no spectrum: its gain and exact duplicate rows/columns.
+"""Facts about a layer's matrices that need no spectrum: its gain, exact duplicate rows/columns, the spread of its
+units' norms and the support of its values.
 
 Both come from one pass over the stored values, in row chunks (a large embedding table is never
 copied whole), before any eigenvalue is computed:
@@ -34,6 +35,16 @@ copied whole), before any eigenvalue is computed:
   re-initialised layers of the judgement benchmark. It needs no eigenvalues, so it also judges
   layers too small for the spectral random reference (rules/relative.py).
 
+* ``support_ratio``: the largest |w| over √3 × the root mean square of all the layer's weights. A
+  uniform distribution U(−b, b) has its whole support within √3 × its RMS, so every uniform
+  initialiser (torch's default U(±1/√fan_in) for Linear, Conv and LSTM weights, Keras'
+  glorot/he/lecun_uniform) gives 1 − O(1/n), with a standard error of √(0.2/n) from the RMS
+  estimate of n weights; a Gaussian gives E max|w| / (√3 σ), about 2.0 for 10³ weights and 2.9 for 10⁶,
+  and training leaves no layer bounded like that: 1.33 or more for every intact layer of at least
+  256 weights in the judgement benchmark, where the 56 layers reset to torch's uniform default
+  initialisation give 0.985–1.048 (`benchmarks/JUDGEMENT.md`, "Searching for a
+  residual-distribution statistic"). rules/relative.py reads it as "still at a uniform
+  initialisation" (WW016).
 * ``levels_per_row``: the median number of distinct values in an output unit's weights (all kernel
   positions), over at most ``LEVEL_ROWS`` evenly spaced units. Float training gives about as many
   values as weights; weights rounded to k bits keep at most 2^k per unit (per-channel scales), so a
@@ -78,6 +89,7 @@ class _Pass:
         self.col_hash = np.zeros(cols, dtype=np.uint64)
         self.col_nonzero = np.zeros(cols, dtype=bool)
         self.fourth = 0.0  # Σ w⁴ (unit_norm_z's kurtosis)
+        self.absmax = 0.0  # max |w| (support_ratio)
         self.r_cols = _multipliers(cols, 1)
         self.r_rows = _multipliers(rows, 2)
 
@@ -93,6 +105,8 @@ class _Pass:
                 self.col_sq += np.einsum("ij,ij->j", chunk, chunk, dtype=np.float64)
                 squares = np.square(chunk, dtype=np.float64)
                 self.fourth += float(np.einsum("ij,ij->", squares, squares))
+                if chunk.size:
+                    self.absmax = max(self.absmax, float(np.max(np.abs(chunk))))
                 nz = chunk != 0
                 self.row_nonzero[lo : lo + step] = nz.any(axis=1)
                 self.col_nonzero |= nz.any(axis=0)
@@ -161,6 +175,13 @@ def unit_norm_z(row_sq: np.ndarray, col_sq: np.ndarray, fourth: float, slices: i
     return best
 
 
+def support_ratio(absmax: float, total: float, count: int) -> float | None:
+    """max|w| / (√3 · RMS) of `count` weights whose squares sum to `total` (module docstring)."""
+    if count == 0 or total <= 0 or not np.isfinite(total) or not np.isfinite(absmax):
+        return None
+    return float(absmax / np.sqrt(3.0 * total / count))
+
+
 def structure_metrics(mats: list[np.ndarray]) -> dict[str, float | int | None]:
     """The structure metrics alone (structure_and_rows without the row hashes)."""
     return structure_and_rows(mats)[0]
@@ -175,7 +196,7 @@ def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | 
     Every slice of a layer has the same (out × in) shape, so row i of each slice belongs to output
     unit i and column j to input j: their squared norms add up over the slices.
     """
-    total, fourth, dup_rows, dup_cols = 0.0, 0.0, 0, 0
+    total, fourth, absmax, dup_rows, dup_cols = 0.0, 0.0, 0.0, 0, 0
     hashes: np.ndarray | None = None
     row_sq = np.zeros(mats[0].shape[0] if mats else 0)
     col_sq = np.zeros(mats[0].shape[1] if mats else 0)
@@ -184,6 +205,7 @@ def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | 
         p.run()
         total += float(p.row_sq.sum())
         fourth += p.fourth
+        absmax = max(absmax, p.absmax)
         if hashes is None and W.shape[1] >= MIN_DUP_LENGTH:
             hashes = np.unique(p.row_hash[p.row_nonzero])
         dup_rows += _repeats(p.row_hash, p.row_nonzero, W.shape[1])
@@ -203,6 +225,7 @@ def structure_and_rows(mats: list[np.ndarray]) -> tuple[dict[str, float | int | 
         "levels_per_row": levels,
         "level_share": share,
         "unit_norm_z": unit_norm_z(row_sq, col_sq, fourth, len(mats)),
+        "support_ratio": support_ratio(absmax, total, sum(W.shape[0] * W.shape[1] for W in mats)),
         "dup_rows": dup_rows,
         "dup_cols": dup_cols,
         "dead_rows": dead_rows,
