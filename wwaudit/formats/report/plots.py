@@ -586,24 +586,28 @@ class PlotRenderer:
         """A URL for one layer's plot that `fetch` resolves later; None when it has no plot."""
         return self._url(f"layer-{key}")
 
-    def pixel_size(self, url: str) -> tuple[int, int]:
-        """The size in pixels of the raster image behind a URL from `url`/`model_url`, known before
-        it is drawn: the PDF lays the pages out while the plots are still being drawn."""
-        key = url.removeprefix(f"{PLOT_URL_SCHEME}:")
-        if key not in self._plots:
-            raise KeyError(url)
-        width, height = FIGURE_INCHES["layer" if key.startswith("layer-") else key.removeprefix("model-")]
-        return int(width * RASTER_DPI), int(height * RASTER_DPI)
-
     def urls(self) -> list[str]:
         """Every URL that `url`/`model_url` hand out (the plots that draw something)."""
         return [f"{PLOT_URL_SCHEME}:{key}" for key in self._plots]
 
+    def _key(self, url: str) -> str:
+        """The plot behind a URL from `url`/`model_url`; KeyError for any other URL."""
+        key = url.removeprefix(f"{PLOT_URL_SCHEME}:")
+        if key not in self._plots:
+            raise KeyError(url)
+        return key
+
+    def pixel_size(self, url: str) -> tuple[int, int]:
+        """The size in pixels of the raster image behind a URL from `url`/`model_url`, known before
+        it is drawn: the PDF lays the pages out while the plots are still being drawn."""
+        key = self._key(url)
+        width, height = FIGURE_INCHES["layer" if key.startswith("layer-") else key.removeprefix("model-")]
+        return int(width * RASTER_DPI), int(height * RASTER_DPI)
+
     def fetch(self, url: str) -> bytes:
         """The image bytes behind a URL from `url`/`model_url` (waits for that plot); KeyError
         for any other URL."""
-        key = url.removeprefix(f"{PLOT_URL_SCHEME}:")
-        if key not in self._plots or (uri := self._uri(key)) is None:
+        if (uri := self._uri(self._key(url))) is None:
             raise KeyError(url)
         return base64.b64decode(uri.split(",", 1)[1])
 
